@@ -1,0 +1,174 @@
+//! Types shared by the eBPF programs (`beyla-rs-ebpf`) and the daemon (`beyla-rs`).
+//!
+//! Everything here is `#[repr(C)]`, has no `bool` and no implicit padding, and its size is
+//! asserted at compile time, so both sides agree on the bytes that cross the ring buffer and the
+//! maps without any serialisation step.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Upper bound, in bytes, of the payload copied out of one syscall buffer. The runtime bound
+/// (`BEYLA_BPF_CAPTURE_BYTES`) may be lower, never higher. A power of two so that the eBPF
+/// programs can mask offsets with `MAX_CAPTURE - 1` to satisfy the verifier.
+pub const MAX_CAPTURE: usize = 4096;
+
+/// Bytes copied from the *end* of every data syscall whose payload was longer than the captured
+/// head. Enough to recognise the last chunk of a chunked body (`0\r\n\r\n`) and the end of a
+/// header block (`\r\n\r\n`) without copying the body.
+pub const TAIL_LEN: usize = 8;
+
+/// Number of iovecs of a `readv`/`writev`/`recvmsg`/`sendmsg` call that the programs walk.
+pub const MAX_IOV: usize = 8;
+
+/// Largest socket address copied for connection events (`sockaddr_in6` is 28 bytes).
+pub const SOCKADDR_LEN: usize = 28;
+
+/// Size of the ring buffer records' fixed part; the payload follows it directly.
+pub const EVENT_HEADER_LEN: usize = size_of::<EventHeader>();
+
+/// What an [`EventHeader`] describes.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes moved on a tracked connection. Payload: the captured head of the data.
+    Data = 1,
+    /// A tracked process accepted a connection. `aux` is the listening fd; payload: the peer's
+    /// `sockaddr` when the application asked for it (empty otherwise).
+    Accept = 2,
+    /// A tracked process connected a socket. Payload: the destination `sockaddr`.
+    Connect = 3,
+    /// A tracked connection was closed by `close(2)`.
+    Close = 4,
+    /// A process bound a socket to one of the selected ports (the kernel already tracks it).
+    /// `aux` is the port; payload: the `sockaddr`.
+    Bind = 5,
+    /// A tracked process created a child process; `aux` is the child's pid (the kernel already
+    /// tracks it).
+    Fork = 6,
+    /// A process called `execve` successfully (only sent while exec watching is enabled).
+    Exec = 7,
+    /// The main thread of a tracked process exited; the kernel already forgot it.
+    Exit = 8,
+    /// A tracked connection's fd was duplicated; `fd` is the new fd, `aux` the old one. The
+    /// connection lives until its last fd is closed.
+    Dup = 9,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::Accept,
+            3 => Self::Connect,
+            4 => Self::Close,
+            5 => Self::Bind,
+            6 => Self::Fork,
+            7 => Self::Exec,
+            8 => Self::Exit,
+            9 => Self::Dup,
+            _ => return None,
+        })
+    }
+}
+
+/// Direction of a data event, seen from the instrumented process.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Role of a connection, decided where the kernel first saw it.
+pub const ROLE_UNKNOWN: u8 = 0;
+/// Accepted by the process: it is the server; ingress bytes are requests.
+pub const ROLE_SERVER: u8 = 1;
+/// Connected by the process: it is the client; egress bytes are requests.
+pub const ROLE_CLIENT: u8 = 2;
+
+/// Fixed part of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// [`DIR_INGRESS`] or [`DIR_EGRESS`] for data events.
+    pub direction: u8,
+    /// The connection's role (`ROLE_*`).
+    pub role: u8,
+    /// Valid bytes in `tail`.
+    pub tail_len: u8,
+    /// Bytes of payload that follow this header in the record.
+    pub captured_len: u32,
+    /// Process id (thread group id).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The file descriptor the event is about.
+    pub fd: i32,
+    /// Kind-specific: listening fd (accept), port (bind), child pid (fork).
+    pub aux: u32,
+    /// Kernel-assigned identity of the connection, unique for the daemon's lifetime, so that a
+    /// reused fd number never mixes two connections.
+    pub conn_id: u64,
+    /// `bpf_ktime_get_ns()` at syscall exit (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Bytes the syscall actually moved (its return value); may exceed `captured_len`.
+    pub total_len: u64,
+    /// The last `tail_len` bytes of the data when `total_len > captured_len`.
+    pub tail: [u8; TAIL_LEN],
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 56);
+
+/// Key of the connection map: `(tgid << 32) | fd`.
+#[inline(always)]
+pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Value of the connection map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub conn_id: u64,
+    /// `ROLE_*`.
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+
+const _: () = assert!(size_of::<ConnInfo>() == 16);
+
+/// Flags in [`Config::flags`].
+pub const CONFIG_WATCH_EXEC: u32 = 1;
+
+/// Runtime settings the daemon writes into the `CONFIG` array map before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The daemon's own pid: never instrumented, even when it binds a selected port.
+    pub self_tgid: u32,
+    /// Bytes copied per data syscall, at most [`MAX_CAPTURE`].
+    pub capture_bytes: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// Unread ring buffer bytes above which a record wakes the reader up; below it records are
+    /// written without a wake-up and the reader drains on its own timer.
+    pub wakeup_bytes: u32,
+}
+
+const _: () = assert!(size_of::<Config>() == 16);
+
+/// Indices into the per-CPU `STATS` array map.
+pub const STAT_RINGBUF_FULL: u32 = 0;
+pub const STAT_CAPTURE_FAULT: u32 = 1;
+pub const STAT_CONN_MAP_FULL: u32 = 2;
+pub const STAT_PID_MAP_FULL: u32 = 3;
+pub const STAT_DATA_EVENTS: u32 = 4;
+pub const STAT_COUNT: u32 = 8;
+
+/// Value of the tracked-process map.
+pub const PID_TRACKED: u32 = 1;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are plain-old-data `repr(C)` structs with no padding (asserted above).
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::Config {}
+}

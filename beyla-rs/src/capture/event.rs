@@ -1,0 +1,176 @@
+//! Decoding of ring buffer records into typed events that borrow the record's bytes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use beyla_rs_common::{
+    DIR_EGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, ROLE_CLIENT, ROLE_SERVER, TAIL_LEN,
+};
+
+use crate::protocol::{Direction, Role};
+
+/// A record that could not be decoded. Counted, never fatal: a record from a newer or older
+/// kernel object, or a torn read, must not stop the pipeline.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the {EVENT_HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("payload length {claimed} exceeds the record's {available} bytes")]
+    PayloadOverrun { claimed: usize, available: usize },
+}
+
+/// One decoded record.
+#[derive(Debug)]
+pub struct Event<'a> {
+    pub kind: EventKind,
+    pub header: EventHeader,
+    pub payload: &'a [u8],
+}
+
+impl<'a> Event<'a> {
+    pub fn decode(record: &'a [u8]) -> Result<Self, DecodeError> {
+        if record.len() < EVENT_HEADER_LEN {
+            return Err(DecodeError::Short(record.len()));
+        }
+        // SAFETY: EventHeader is plain old data of EVENT_HEADER_LEN bytes; read_unaligned copes
+        // with any alignment of the ring buffer slice.
+        let header: EventHeader =
+            unsafe { std::ptr::read_unaligned(record.as_ptr() as *const EventHeader) };
+        let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+        let available = record.len() - EVENT_HEADER_LEN;
+        let claimed = header.captured_len as usize;
+        if claimed > available {
+            return Err(DecodeError::PayloadOverrun { claimed, available });
+        }
+        Ok(Self {
+            kind,
+            header,
+            payload: &record[EVENT_HEADER_LEN..EVENT_HEADER_LEN + claimed],
+        })
+    }
+
+    pub fn tgid(&self) -> u32 {
+        self.header.tgid
+    }
+
+    pub fn direction(&self) -> Direction {
+        if self.header.direction == DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        }
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        match self.header.role {
+            ROLE_SERVER => Some(Role::Server),
+            ROLE_CLIENT => Some(Role::Client),
+            _ => None,
+        }
+    }
+
+    /// The valid bytes of the tail copy.
+    pub fn tail(&self) -> &[u8] {
+        let n = (self.header.tail_len as usize).min(TAIL_LEN);
+        &self.header.tail[..n]
+    }
+
+    /// The socket address carried by accept/connect/bind events.
+    pub fn sockaddr(&self) -> Option<SocketAddr> {
+        parse_sockaddr(self.payload)
+    }
+}
+
+/// Parse a `struct sockaddr_in` / `sockaddr_in6` as the kernel lays it out.
+pub fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    if b.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    match family {
+        2 if b.len() >= 8 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            Some(SocketAddr::new(IpAddr::V4(ip), port))
+        }
+        10 if b.len() >= 24 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&b[8..24]);
+            let ip = Ipv6Addr::from(octets);
+            // Show v4-mapped peers (dual-stack listeners) as plain IPv4.
+            let ip = match ip.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(ip),
+            };
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, payload: &[u8], claimed: u32) -> Vec<u8> {
+        let h = EventHeader {
+            kind,
+            direction: DIR_EGRESS,
+            role: ROLE_SERVER,
+            tail_len: 3,
+            captured_len: claimed,
+            tgid: 7,
+            tid: 8,
+            fd: 3,
+            aux: 0,
+            conn_id: 99,
+            ts_ns: 1,
+            total_len: 100,
+            tail: *b"abc\0\0\0\0\0",
+        };
+        let mut v = vec![0u8; EVENT_HEADER_LEN];
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut EventHeader, h) };
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn decodes_and_bounds_payload() {
+        let r = record(1, b"GET / HTTP/1.1\r\n", 16);
+        let e = Event::decode(&r).unwrap();
+        assert_eq!(e.kind, EventKind::Data);
+        assert_eq!(e.payload, b"GET / HTTP/1.1\r\n");
+        assert_eq!(e.tail(), b"abc");
+        assert_eq!(e.direction(), Direction::Egress);
+        assert_eq!(e.role(), Some(Role::Server));
+        let r = record(1, b"xy", 50);
+        assert!(matches!(
+            Event::decode(&r),
+            Err(DecodeError::PayloadOverrun { .. })
+        ));
+        assert!(matches!(
+            Event::decode(&r[..10]),
+            Err(DecodeError::Short(10))
+        ));
+        let r = record(200, b"", 0);
+        assert_eq!(
+            Event::decode(&r).unwrap_err(),
+            DecodeError::UnknownKind(200)
+        );
+    }
+
+    #[test]
+    fn sockaddrs() {
+        let mut v4 = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        v4.extend_from_slice(&[0; 8]);
+        assert_eq!(parse_sockaddr(&v4), Some("127.0.0.1:8080".parse().unwrap()));
+        let mut v6 = vec![10u8, 0, 0, 80, 0, 0, 0, 0];
+        v6.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 9]);
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(parse_sockaddr(&v6), Some("10.0.0.9:80".parse().unwrap()));
+        assert_eq!(parse_sockaddr(&[1, 0, b'/']), None);
+        assert_eq!(parse_sockaddr(&[2, 0, 1]), None);
+    }
+}

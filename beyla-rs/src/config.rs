@@ -1,0 +1,660 @@
+//! Configuration from the environment, with Beyla's and OpenTelemetry's variable names.
+//!
+//! Every bad value is a [`ConfigError`] naming the variable and the offending token; `main`
+//! turns it into exit code 2. Nothing here touches the system: [`Config::from_lookup`] takes a
+//! lookup function so the parsing is unit-tested without mutating the process environment.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use thiserror::Error;
+
+use beyla_rs_common::MAX_CAPTURE;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid {var}={value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "no process is selected: set BEYLA_OPEN_PORT (e.g. \"80,443,8000-8999\"), \
+         BEYLA_AUTO_TARGET_EXE, BEYLA_EXECUTABLE_NAME or BEYLA_TARGET_PID"
+    )]
+    NothingSelected,
+}
+
+fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A set of TCP ports, from `80,443,8000-8999`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet {
+    ranges: Vec<(u16, u16)>,
+}
+
+impl PortSet {
+    pub fn parse(var: &'static str, value: &str) -> Result<Self, ConfigError> {
+        let mut ranges = Vec::new();
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(invalid(var, value, "empty entry in the port list"));
+            }
+            let port = |t: &str| -> Result<u16, ConfigError> {
+                let t = t.trim();
+                let n: u32 = t
+                    .parse()
+                    .map_err(|_| invalid(var, value, format!("{t:?} is not a port number")))?;
+                if n == 0 || n > 65535 {
+                    return Err(invalid(var, value, format!("port {n} is outside 1-65535")));
+                }
+                Ok(n as u16)
+            };
+            let (lo, hi) = match token.split_once('-') {
+                Some((a, b)) => (port(a)?, port(b)?),
+                None => {
+                    let p = port(token)?;
+                    (p, p)
+                }
+            };
+            if lo > hi {
+                return Err(invalid(
+                    var,
+                    value,
+                    format!("range {token:?} is reversed (start above end)"),
+                ));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(Self { ranges })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&port))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Every port in the set, in order, without duplicates.
+    pub fn ports(&self) -> BTreeSet<u16> {
+        self.ranges.iter().flat_map(|&(lo, hi)| lo..=hi).collect()
+    }
+}
+
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    HttpJson,
+    Grpc,
+}
+
+impl OtlpProtocol {
+    fn parse(var: &'static str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim() {
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            "http/json" => Ok(Self::HttpJson),
+            "grpc" => Ok(Self::Grpc),
+            _ => Err(invalid(
+                var,
+                value,
+                "expected one of grpc, http/protobuf, http/json",
+            )),
+        }
+    }
+}
+
+/// Where and how spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The full URL that receives trace exports (`…/v1/traces` for HTTP).
+    pub traces_endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// `OTEL_EXPORTER_OTLP_HEADERS` pairs.
+    pub headers: Vec<(String, String)>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// `BEYLA_TRACE_PRINTER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TracePrinter {
+    Disabled,
+    Text,
+    Json,
+    JsonIndent,
+}
+
+/// Which processes to instrument. Several selectors set: a process must match all of them.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub open_ports: PortSet,
+    pub exe_glob: Option<glob::Pattern>,
+    pub exe_regex: Option<regex::Regex>,
+    pub target_pid: Option<u32>,
+}
+
+impl Selection {
+    /// True when selection depends on the executable (so exec events must be watched).
+    pub fn uses_exe(&self) -> bool {
+        self.exe_glob.is_some() || self.exe_regex.is_some()
+    }
+}
+
+/// The daemon's whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub selection: Selection,
+    /// Global service name override (`BEYLA_SERVICE_NAME`, else `OTEL_SERVICE_NAME`).
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: Vec<(String, String)>,
+    /// `None`: no OTLP export configured.
+    pub otlp: Option<OtlpConfig>,
+    pub printer: TracePrinter,
+    pub log_level: log::LevelFilter,
+    /// Bytes copied per data syscall (`BEYLA_CAPTURE_BYTES`).
+    pub capture_bytes: u32,
+    /// Kernel ring buffer size in bytes (`BEYLA_RINGBUF_SIZE`), a power of two.
+    pub ringbuf_bytes: u32,
+    /// Delay between export batches (`OTEL_BSP_SCHEDULE_DELAY`, ms).
+    pub export_interval: Duration,
+    /// Spans held while the collector is unreachable (`OTEL_BSP_MAX_QUEUE_SIZE`); the oldest
+    /// are dropped, and counted, past this bound.
+    pub queue_size: usize,
+    /// Spans per export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// `BEYLA_ENFORCE_SYS_CAPS`: a missing capability is fatal (default) or only a warning.
+    pub enforce_caps: bool,
+}
+
+const MIN_CAPTURE: u32 = 64;
+
+fn parse_u64(var: &'static str, value: &str) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, value, "expected a non-negative whole number"))
+}
+
+fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(invalid(var, value, "expected true or false")),
+    }
+}
+
+/// `k=v,k2=v2` as used by `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`
+/// (values may be percent-encoded).
+pub fn parse_pairs(var: &'static str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| invalid(var, value, format!("{item:?} is not key=value")))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(invalid(var, value, format!("{item:?} has an empty key")));
+        }
+        out.push((k.to_owned(), percent_decode(v.trim())));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Validate an endpoint URL: `http(s)://host[:port][/path]`.
+fn parse_url(var: &'static str, value: &str) -> Result<(String, u16, String), ConfigError> {
+    let v = value.trim();
+    let (scheme, rest) = v
+        .split_once("://")
+        .ok_or_else(|| invalid(var, value, "expected a URL like http://127.0.0.1:4318"))?;
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => {
+            return Err(invalid(
+                var,
+                value,
+                format!("unsupported scheme {scheme:?}"),
+            ));
+        }
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(invalid(var, value, "the URL has no host"));
+    }
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+        let (h, after) = stripped
+            .split_once(']')
+            .ok_or_else(|| invalid(var, value, "unterminated IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| invalid(var, value, "bad port"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(invalid(var, value, "bad authority")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => {
+                let port: u16 = p
+                    .parse()
+                    .map_err(|_| invalid(var, value, format!("{p:?} is not a port")))?;
+                (h.to_owned(), port)
+            }
+            None => (authority.to_owned(), default_port),
+        }
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(invalid(var, value, "bad host"));
+    }
+    Ok((host, port, path.to_owned()))
+}
+
+impl Config {
+    /// Read the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Unset and empty mean the same, as in the OpenTelemetry SDKs.
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+
+        let mut selection = Selection::default();
+        if let Some(v) = get("BEYLA_OPEN_PORT") {
+            selection.open_ports = PortSet::parse("BEYLA_OPEN_PORT", &v)?;
+        }
+        let exe_glob = get("BEYLA_AUTO_TARGET_EXE")
+            .map(|v| ("BEYLA_AUTO_TARGET_EXE", v))
+            .or_else(|| get("OTEL_GO_AUTO_TARGET_EXE").map(|v| ("OTEL_GO_AUTO_TARGET_EXE", v)));
+        if let Some((var, v)) = exe_glob {
+            selection.exe_glob = Some(
+                glob::Pattern::new(&v).map_err(|e| invalid(var, &v, format!("bad glob: {e}")))?,
+            );
+        }
+        if let Some(v) = get("BEYLA_EXECUTABLE_NAME") {
+            selection.exe_regex =
+                Some(regex::Regex::new(&v).map_err(|e| {
+                    invalid("BEYLA_EXECUTABLE_NAME", &v, format!("bad regex: {e}"))
+                })?);
+        }
+        if let Some(v) = get("BEYLA_TARGET_PID") {
+            let pid = parse_u64("BEYLA_TARGET_PID", &v)?;
+            if pid == 0 || pid > i32::MAX as u64 {
+                return Err(invalid("BEYLA_TARGET_PID", &v, "not a process id"));
+            }
+            selection.target_pid = Some(pid as u32);
+        }
+        if selection.open_ports.is_empty()
+            && !selection.uses_exe()
+            && selection.target_pid.is_none()
+        {
+            return Err(ConfigError::NothingSelected);
+        }
+
+        let service_name = get("BEYLA_SERVICE_NAME").or_else(|| get("OTEL_SERVICE_NAME"));
+        let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
+            Some(v) => parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &v)?,
+            None => Vec::new(),
+        };
+
+        let otlp = Self::otlp(&get)?;
+
+        let printer = match get("BEYLA_TRACE_PRINTER") {
+            Some(v) => match v.trim() {
+                "disabled" | "false" | "none" => TracePrinter::Disabled,
+                "text" | "true" => TracePrinter::Text,
+                "json" => TracePrinter::Json,
+                "json_indent" => TracePrinter::JsonIndent,
+                _ => {
+                    return Err(invalid(
+                        "BEYLA_TRACE_PRINTER",
+                        &v,
+                        "expected disabled, text, json or json_indent",
+                    ));
+                }
+            },
+            // With nowhere to send spans, show them: the first run should show something.
+            None if otlp.is_none() => TracePrinter::Text,
+            None => TracePrinter::Disabled,
+        };
+
+        let log_level = match get("BEYLA_LOG_LEVEL") {
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                "info" => log::LevelFilter::Info,
+                "warn" | "warning" => log::LevelFilter::Warn,
+                "error" => log::LevelFilter::Error,
+                _ => {
+                    return Err(invalid(
+                        "BEYLA_LOG_LEVEL",
+                        &v,
+                        "expected debug, info, warn or error",
+                    ));
+                }
+            },
+            None => log::LevelFilter::Info,
+        };
+
+        let capture_bytes = match get("BEYLA_CAPTURE_BYTES") {
+            Some(v) => {
+                let n = parse_u64("BEYLA_CAPTURE_BYTES", &v)?;
+                if n < MIN_CAPTURE as u64 || n > MAX_CAPTURE as u64 {
+                    return Err(invalid(
+                        "BEYLA_CAPTURE_BYTES",
+                        &v,
+                        format!("must be between {MIN_CAPTURE} and {MAX_CAPTURE}"),
+                    ));
+                }
+                n as u32
+            }
+            None => 1024,
+        };
+
+        let ringbuf_bytes = match get("BEYLA_RINGBUF_SIZE") {
+            Some(v) => {
+                let n = parse_u64("BEYLA_RINGBUF_SIZE", &v)?;
+                if !n.is_power_of_two() || !(65536..=(1 << 30)).contains(&n) {
+                    return Err(invalid(
+                        "BEYLA_RINGBUF_SIZE",
+                        &v,
+                        "must be a power of two between 65536 and 1073741824",
+                    ));
+                }
+                n as u32
+            }
+            None => 4 << 20,
+        };
+
+        let ms = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(var) {
+                Some(v) => Ok(Duration::from_millis(parse_u64(var, &v)?)),
+                None => Ok(Duration::from_millis(default)),
+            }
+        };
+        let export_interval = ms("OTEL_BSP_SCHEDULE_DELAY", 1000)?;
+        let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match get(var) {
+                Some(v) => {
+                    let n = parse_u64(var, &v)?;
+                    if n == 0 || n > 10_000_000 {
+                        return Err(invalid(var, &v, "must be between 1 and 10000000"));
+                    }
+                    Ok(n as usize)
+                }
+                None => Ok(default),
+            }
+        };
+        let queue_size = match get("BEYLA_QUEUE_SIZE") {
+            Some(_) => count("BEYLA_QUEUE_SIZE", 0)?,
+            None => count("OTEL_BSP_MAX_QUEUE_SIZE", 65536)?,
+        };
+        let batch_size = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1024)?;
+        let enforce_caps = match get("BEYLA_ENFORCE_SYS_CAPS") {
+            Some(v) => parse_bool("BEYLA_ENFORCE_SYS_CAPS", &v)?,
+            None => true,
+        };
+
+        Ok(Self {
+            selection,
+            service_name,
+            resource_attributes,
+            otlp,
+            printer,
+            log_level,
+            capture_bytes,
+            ringbuf_bytes,
+            export_interval,
+            queue_size,
+            batch_size: batch_size.min(queue_size),
+            enforce_caps,
+        })
+    }
+
+    fn otlp(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, ConfigError> {
+        let (var, raw, full) = if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", v, true)
+        } else if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", v, false)
+        } else {
+            return Ok(None);
+        };
+        let (_, port, _path) = parse_url(var, &raw)?;
+        let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
+            .or_else(|| {
+                get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
+            }) {
+            Some((pvar, v)) => OtlpProtocol::parse(pvar, &v)?,
+            // As Beyla: port 4317 means gRPC, anything else HTTP with protobuf.
+            None if port == 4317 => OtlpProtocol::Grpc,
+            None => OtlpProtocol::HttpProtobuf,
+        };
+        let base = raw.trim().trim_end_matches('/');
+        let traces_endpoint = if full || protocol == OtlpProtocol::Grpc {
+            base.to_owned()
+        } else {
+            // The base URL's path, if any, is kept: `http://h/otlp` → `http://h/otlp/v1/traces`.
+            format!("{base}/v1/traces")
+        };
+        let headers = match get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", v))
+            .or_else(|| {
+                get("OTEL_EXPORTER_OTLP_HEADERS").map(|v| ("OTEL_EXPORTER_OTLP_HEADERS", v))
+            }) {
+            Some((hvar, v)) => parse_pairs(hvar, &v)?,
+            None => Vec::new(),
+        };
+        let timeout = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", v))
+            .or_else(|| {
+                get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|v| ("OTEL_EXPORTER_OTLP_TIMEOUT", v))
+            }) {
+            Some((tvar, v)) => Duration::from_millis(parse_u64(tvar, &v)?),
+            None => Duration::from_secs(10),
+        };
+        Ok(Some(OtlpConfig {
+            traces_endpoint,
+            protocol,
+            headers,
+            timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    fn err_var(pairs: &[(&str, &str)]) -> (&'static str, String) {
+        match cfg(pairs) {
+            Err(ConfigError::Invalid { var, value, .. }) => (var, value),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn port_lists_and_ranges() {
+        let p = PortSet::parse("X", "80,443, 8000-8002").unwrap();
+        assert!(p.contains(80) && p.contains(443) && p.contains(8001) && !p.contains(8003));
+        assert_eq!(p.ports().len(), 5);
+    }
+
+    #[test]
+    fn bad_ports_name_the_variable_and_token() {
+        for bad in ["abc", "70000", "9-3", "0", "80,,81", "1-", "-5", "80;81"] {
+            let (var, value) = err_var(&[("BEYLA_OPEN_PORT", bad)]);
+            assert_eq!(var, "BEYLA_OPEN_PORT");
+            assert_eq!(value, bad);
+        }
+        let msg = cfg(&[("BEYLA_OPEN_PORT", "9-3")]).unwrap_err().to_string();
+        assert!(
+            msg.contains("BEYLA_OPEN_PORT") && msg.contains("9-3"),
+            "{msg}"
+        );
+        let msg = cfg(&[("BEYLA_OPEN_PORT", "abc")]).unwrap_err().to_string();
+        assert!(msg.contains("\"abc\" is not a port number"), "{msg}");
+    }
+
+    #[test]
+    fn nothing_selected_is_an_error() {
+        assert_eq!(cfg(&[]).unwrap_err(), ConfigError::NothingSelected);
+        assert_eq!(
+            cfg(&[("BEYLA_OPEN_PORT", " ")]).unwrap_err(),
+            ConfigError::NothingSelected
+        );
+    }
+
+    #[test]
+    fn printer_defaults_to_text_without_endpoint() {
+        let c = cfg(&[("BEYLA_OPEN_PORT", "80")]).unwrap();
+        assert_eq!(c.printer, TracePrinter::Text);
+        assert!(c.otlp.is_none());
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ])
+        .unwrap();
+        assert_eq!(c.printer, TracePrinter::Disabled);
+        let o = c.otlp.unwrap();
+        assert_eq!(o.traces_endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+        let (var, _) = err_var(&[("BEYLA_OPEN_PORT", "80"), ("BEYLA_TRACE_PRINTER", "xml")]);
+        assert_eq!(var, "BEYLA_TRACE_PRINTER");
+    }
+
+    #[test]
+    fn endpoints_and_protocols() {
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://alloy:4317"),
+        ])
+        .unwrap();
+        let o = c.otlp.unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
+        assert_eq!(o.traces_endpoint, "http://alloy:4317");
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318/"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://other:9999/custom",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Basic%20abc, x=y",
+            ),
+        ])
+        .unwrap();
+        let o = c.otlp.unwrap();
+        assert_eq!(o.traces_endpoint, "http://other:9999/custom");
+        assert_eq!(o.headers[0], ("Authorization".into(), "Basic abc".into()));
+        for bad in [
+            "localhost:4318",
+            "ftp://x:1",
+            "http://:4318",
+            "http://h:port",
+            "http://",
+        ] {
+            let (var, _) = err_var(&[
+                ("BEYLA_OPEN_PORT", "80"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", bad),
+            ]);
+            assert_eq!(var, "OTEL_EXPORTER_OTLP_ENDPOINT", "{bad}");
+        }
+        let (var, _) = err_var(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift"),
+        ]);
+        assert_eq!(var, "OTEL_EXPORTER_OTLP_PROTOCOL");
+    }
+
+    #[test]
+    fn numeric_settings_are_bounded() {
+        for (var, bad) in [
+            ("BEYLA_CAPTURE_BYTES", "10"),
+            ("BEYLA_CAPTURE_BYTES", "99999"),
+            ("BEYLA_CAPTURE_BYTES", "x"),
+            ("BEYLA_RINGBUF_SIZE", "1000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("BEYLA_TARGET_PID", "0"),
+            ("BEYLA_LOG_LEVEL", "loud"),
+            ("BEYLA_ENFORCE_SYS_CAPS", "maybe"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ("BEYLA_EXECUTABLE_NAME", "(unclosed"),
+            ("BEYLA_AUTO_TARGET_EXE", "[bad"),
+        ] {
+            let (v, value) = err_var(&[("BEYLA_OPEN_PORT", "80"), (var, bad)]);
+            assert_eq!((v, value.as_str()), (var, bad));
+        }
+    }
+
+    #[test]
+    fn resource_attributes() {
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=a%2Cb",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.resource_attributes,
+            vec![
+                ("deployment.environment".into(), "prod".into()),
+                ("team".into(), "a,b".into())
+            ]
+        );
+    }
+}

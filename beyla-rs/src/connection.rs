@@ -1,0 +1,262 @@
+//! Per-connection state: which protocol a connection speaks, its parser, and what is known
+//! about its endpoints.
+//!
+//! A connection's protocol is decided from its first bytes, not its port: the HTTP/2 preface or
+//! HTTP/2 frame shapes select the HTTP/2 parser, anything else goes to the HTTP/1 parser, which
+//! rejects non-HTTP bytes (TLS, Redis, garbage). Rejected connections are dropped here and in
+//! the kernel, and counted.
+
+use std::collections::HashMap;
+
+use crate::{
+    protocol::{
+        Direction, Exchange, Role, Segment,
+        http1::{Http1Connection, Verdict},
+        http2::{self, Http2Connection, Verdict2},
+    },
+    span::ConnMeta,
+};
+
+/// Connections idle for this long are dropped from the table (their kernel entry too).
+pub const IDLE_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;
+/// Hard bound on tracked connections; past it the least recently active are evicted.
+pub const MAX_CONNECTIONS: usize = 65_536;
+
+enum Parser {
+    /// No data seen yet.
+    Detect,
+    Http1(Box<Http1Connection>),
+    Http2(Box<Http2Connection>),
+}
+
+struct Conn {
+    meta: ConnMeta,
+    fd: u32,
+    /// Open file descriptors referring to the connection (`dup` adds one, `close` removes
+    /// one); the connection ends with the last.
+    fds: u32,
+    role: Role,
+    joined_midway: bool,
+    last_ns: u64,
+    parser: Parser,
+}
+
+/// What the caller must do after feeding data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataOutcome {
+    Continue,
+    /// Not HTTP: the caller stops capturing the connection `(tgid, fd)` in the kernel.
+    Drop {
+        tgid: u32,
+        fd: u32,
+    },
+}
+
+/// A finished exchange with its connection's identity.
+pub struct Finished {
+    pub role: Role,
+    pub meta: ConnMeta,
+    pub exchange: Exchange,
+}
+
+#[derive(Default)]
+pub struct Connections {
+    conns: HashMap<u64, Conn>,
+    scratch: Vec<Exchange>,
+}
+
+impl Connections {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Start following a connection. `joined_midway`: it existed before the daemon started,
+    /// so the first bytes seen may be in the middle of a message.
+    pub fn open(
+        &mut self,
+        conn_id: u64,
+        fd: u32,
+        role: Role,
+        meta: ConnMeta,
+        joined_midway: bool,
+        now_ns: u64,
+    ) -> Vec<(u32, u32)> {
+        let evicted = if self.conns.len() >= MAX_CONNECTIONS {
+            self.evict_oldest(MAX_CONNECTIONS / 64)
+        } else {
+            Vec::new()
+        };
+        self.conns.insert(
+            conn_id,
+            Conn {
+                meta,
+                fd,
+                fds: 1,
+                role,
+                joined_midway,
+                last_ns: now_ns,
+                parser: Parser::Detect,
+            },
+        );
+        evicted
+    }
+
+    fn evict_oldest(&mut self, n: usize) -> Vec<(u32, u32)> {
+        let mut by_age: Vec<(u64, u64)> =
+            self.conns.iter().map(|(id, c)| (c.last_ns, *id)).collect();
+        by_age.sort_unstable();
+        by_age
+            .into_iter()
+            .take(n)
+            .filter_map(|(_, id)| self.conns.remove(&id).map(|c| (c.meta.tgid, c.fd)))
+            .collect()
+    }
+
+    /// Feed one data event. `role_hint` is used for connections the daemon never saw open.
+    #[expect(clippy::too_many_arguments, reason = "the fields of one kernel event")]
+    pub fn data(
+        &mut self,
+        conn_id: u64,
+        tgid: u32,
+        fd: u32,
+        role_hint: Option<Role>,
+        seg: &Segment<'_>,
+        out: &mut Vec<Finished>,
+        stats: &crate::stats::Stats,
+    ) -> DataOutcome {
+        let conn = self.conns.entry(conn_id).or_insert_with(|| {
+            // Opened before we were ready (or evicted and back): follow from the next request.
+            let role = role_hint.unwrap_or(match seg.direction {
+                Direction::Ingress => Role::Server,
+                Direction::Egress => Role::Client,
+            });
+            Conn {
+                meta: ConnMeta {
+                    tgid,
+                    ..Default::default()
+                },
+                fd,
+                fds: 1,
+                role,
+                joined_midway: true,
+                last_ns: seg.ts_ns,
+                parser: Parser::Detect,
+            }
+        });
+        conn.last_ns = seg.ts_ns;
+        if matches!(conn.parser, Parser::Detect) {
+            conn.parser = if http2::looks_like_http2(seg.data) {
+                Parser::Http2(Box::new(Http2Connection::new(
+                    conn.role,
+                    conn.joined_midway,
+                )))
+            } else {
+                Parser::Http1(Box::new(Http1Connection::new(
+                    conn.role,
+                    conn.joined_midway,
+                )))
+            };
+        }
+        let ex = &mut self.scratch;
+        ex.clear();
+        let drop = match &mut conn.parser {
+            Parser::Detect => unreachable!("set above"),
+            Parser::Http1(p) => match p.on_segment(seg, ex) {
+                Verdict::Continue => false,
+                Verdict::NotHttp => true,
+                Verdict::SwitchToHttp2 => {
+                    let mut h2 = Box::new(Http2Connection::new(conn.role, false));
+                    // With prior knowledge the preface is in this very segment: the HTTP/2
+                    // parser takes it from the start. After an h2c upgrade (101), HTTP/2
+                    // starts with the next segment.
+                    if seg.data.starts_with(b"PRI * HTTP/2.0") {
+                        let _ = h2.on_segment(seg, ex);
+                    }
+                    conn.parser = Parser::Http2(h2);
+                    false
+                }
+            },
+            Parser::Http2(p) => matches!(p.on_segment(seg, ex), Verdict2::NotHttp2),
+        };
+        for exchange in ex.drain(..) {
+            out.push(Finished {
+                role: conn.role,
+                meta: conn.meta.clone(),
+                exchange,
+            });
+        }
+        if drop {
+            crate::stats::Stats::inc(&stats.connections_not_http);
+            let fd = conn.fd;
+            self.conns.remove(&conn_id);
+            return DataOutcome::Drop { tgid, fd };
+        }
+        DataOutcome::Continue
+    }
+
+    /// Another fd now refers to the connection.
+    pub fn dup(&mut self, conn_id: u64) {
+        if let Some(c) = self.conns.get_mut(&conn_id) {
+            c.fds = c.fds.saturating_add(1);
+        }
+    }
+
+    /// One of the connection's fds was closed; with the last one, flush what its parser
+    /// holds.
+    pub fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<Finished>) {
+        match self.conns.get_mut(&conn_id) {
+            Some(c) if c.fds > 1 => {
+                c.fds -= 1;
+                return;
+            }
+            Some(_) => {}
+            None => return,
+        }
+        let Some(mut conn) = self.conns.remove(&conn_id) else {
+            return;
+        };
+        let ex = &mut self.scratch;
+        ex.clear();
+        match &mut conn.parser {
+            Parser::Detect => {}
+            Parser::Http1(p) => p.on_close(ts_ns, ex),
+            Parser::Http2(p) => p.on_close(ts_ns, ex),
+        }
+        for exchange in ex.drain(..) {
+            out.push(Finished {
+                role: conn.role,
+                meta: conn.meta.clone(),
+                exchange,
+            });
+        }
+    }
+
+    /// Forget every connection of a process that exited (its fds are gone; nothing to flush
+    /// that the kernel did not already report).
+    pub fn remove_process(&mut self, tgid: u32) {
+        self.conns.retain(|_, c| c.meta.tgid != tgid);
+    }
+
+    /// Drop connections idle since before `now_ns - IDLE_TIMEOUT_NS`; returns their
+    /// `(tgid, fd)` so the kernel entries go too.
+    pub fn expire_idle(&mut self, now_ns: u64) -> Vec<(u32, u32)> {
+        let cutoff = now_ns.saturating_sub(IDLE_TIMEOUT_NS);
+        let mut gone = Vec::new();
+        self.conns.retain(|_, c| {
+            let keep = c.last_ns >= cutoff;
+            if !keep {
+                gone.push((c.meta.tgid, c.fd));
+            }
+            keep
+        });
+        gone
+    }
+}

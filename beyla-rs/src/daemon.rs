@@ -1,0 +1,198 @@
+//! The daemon's event loop: start-up, the drain loop, housekeeping and shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::{
+    capture::{Capture, CaptureError},
+    clock::Clock,
+    config::Config,
+    export::{
+        Queue, Sink,
+        otlp::{self, ExportError, GlobalResource},
+        printer::Printer,
+    },
+    pipeline::{KernelAction, Pipeline},
+    process::{HostInfo, Processes},
+    span::SpanBuilder,
+    stats::Stats,
+};
+use beyla_rs_common::ConnInfo;
+
+/// How often the ring buffer is drained when the kernel has not woken us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+/// How often /proc is scanned for selected processes the kernel could not report.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// How long queued spans may take to flush at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+/// Apply what the pipeline asked of the kernel maps.
+fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
+    for a in actions {
+        match a {
+            KernelAction::TrackPid(pid) => {
+                if let Err(e) = capture.track_pid(pid) {
+                    log::warn!("cannot track pid {pid}: {e}");
+                }
+            }
+            KernelAction::UntrackPid(pid) => capture.untrack_pid(pid),
+            KernelAction::RemoveConn { tgid, fd } => capture.remove_conn(tgid, fd),
+            KernelAction::AddConn {
+                tgid,
+                fd,
+                conn_id,
+                role,
+            } => {
+                let info = ConnInfo {
+                    conn_id,
+                    role: match role {
+                        crate::protocol::Role::Server => beyla_rs_common::ROLE_SERVER,
+                        crate::protocol::Role::Client => beyla_rs_common::ROLE_CLIENT,
+                    },
+                    _pad: [0; 7],
+                };
+                if let Err(e) = capture.add_conn(tgid, fd, info) {
+                    log::warn!("cannot follow pid {tgid} fd {fd}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Run until `shutdown` resolves; returns the final counters.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<crate::stats::Snapshot, DaemonError> {
+    let stats = Arc::new(Stats::default());
+    let clock = Clock::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (queue, export_task) = match &config.otlp {
+        Some(o) => {
+            let exporter = otlp::build_exporter(o)?;
+            let queue = Arc::new(Queue::new(
+                config.queue_size,
+                config.batch_size,
+                stats.clone(),
+            ));
+            let task = tokio::spawn(otlp::run(
+                exporter,
+                o.traces_endpoint.clone(),
+                queue.clone(),
+                GlobalResource {
+                    attributes: config.resource_attributes.clone(),
+                },
+                config.export_interval,
+                stats.clone(),
+                stop_rx.clone(),
+                FLUSH_TIMEOUT,
+            ));
+            log::info!(
+                "exporting traces to {} ({:?})",
+                o.traces_endpoint,
+                o.protocol
+            );
+            (Some(queue), Some(task))
+        }
+        None => (None, None),
+    };
+    let sink = Sink::new(Printer::new(config.printer), queue, stats.clone());
+
+    let mut capture = Capture::start(&config)?;
+    log::info!("capture backend: {}", capture.backend());
+
+    let processes = Processes::new(
+        config.selection.clone(),
+        config.service_name.clone(),
+        HostInfo::read(),
+    );
+    let mut pipeline = Pipeline::new(processes, SpanBuilder::new(clock), sink, stats.clone());
+
+    // Processes that were running before we attached. Anything that binds from now on is
+    // caught by the kernel, so there is no gap between the scan and the programs.
+    let scan_processes = Processes::new(config.selection.clone(), None, HostInfo::read());
+    pipeline.apply_scan(scan_processes.scan(), Clock::monotonic_ns());
+    apply(&mut capture, pipeline.take_actions());
+    log::info!(
+        "beyla-rs ready: {} process(es) instrumented, selecting {}",
+        pipeline.tracked().len(),
+        describe_selection(&config)
+    );
+
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rescan_tick = tokio::time::interval(RESCAN_INTERVAL);
+    rescan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan_tick.tick().await;
+    let mut last_lost = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = capture.readable() => {
+                if let Err(e) = r {
+                    log::warn!("ring buffer poll failed: {e}");
+                }
+            }
+            _ = drain_tick.tick() => {}
+            _ = rescan_tick.tick() => {
+                pipeline.apply_scan(scan_processes.scan(), Clock::monotonic_ns());
+                pipeline.expire(Clock::monotonic_ns());
+                let k = capture.stats();
+                Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
+                if k.ringbuf_full > last_lost {
+                    log::warn!(
+                        "kernel ring buffer overflowed: {} records lost since start (raise BEYLA_RINGBUF_SIZE)",
+                        k.ringbuf_full
+                    );
+                    last_lost = k.ringbuf_full;
+                }
+                log::debug!("stats: {:?} kernel: {:?} connections: {}", stats.snapshot().pairs(), k, pipeline.connection_count());
+            }
+            _ = &mut shutdown => break,
+        }
+        capture.drain(|ev| pipeline.handle(ev));
+        apply(&mut capture, pipeline.take_actions());
+    }
+
+    // Last records, then detach (dropping `capture` detaches every program).
+    capture.drain(|ev| pipeline.handle(ev));
+    let k = capture.stats();
+    Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
+    drop(capture);
+    log::info!("detached; flushing spans");
+    let _ = stop_tx.send(true);
+    if let Some(t) = export_task {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(1), t).await;
+    }
+    Ok(stats.snapshot())
+}
+
+fn describe_selection(c: &Config) -> String {
+    let s = &c.selection;
+    let mut parts = Vec::new();
+    if !s.open_ports.is_empty() {
+        let ports = s.open_ports.ports();
+        parts.push(format!("{} port(s)", ports.len()));
+    }
+    if let Some(g) = &s.exe_glob {
+        parts.push(format!("exe glob {}", g.as_str()));
+    }
+    if let Some(r) = &s.exe_regex {
+        parts.push(format!("exe regex {}", r.as_str()));
+    }
+    if let Some(p) = s.target_pid {
+        parts.push(format!("pid {p}"));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,94 @@
+//! `beyla-rs`: the daemon's entry point. Exit codes: 0 after a clean shutdown, 1 on a runtime
+//! failure (e.g. the programs do not load), 2 on bad configuration or missing privileges.
+
+use std::{io::Write, process::ExitCode};
+
+use beyla_rs::{config::Config, daemon, privileges};
+
+fn init_logging(level: log::LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:5} beyla-rs: {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        })
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot handle SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+    }
+}
+
+fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "--version" || a == "-V") {
+        println!("beyla-rs {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("beyla-rs: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_level);
+
+    let missing = privileges::missing();
+    if !missing.is_empty() {
+        if config.enforce_caps {
+            eprintln!("beyla-rs: {}", privileges::explain(&missing));
+            return ExitCode::from(2);
+        }
+        log::warn!("{}", privileges::explain(&missing));
+    }
+    privileges::raise_memlock();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("beyla-rs: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config, shutdown_signal())) {
+        Ok(stats) => {
+            let summary: Vec<String> = stats
+                .pairs()
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            log::info!("stopped: {}", summary.join(" "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                log::error!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

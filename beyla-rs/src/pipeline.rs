@@ -1,0 +1,315 @@
+//! Kernel events in, spans out: the one-way flow
+//! event → decode → per-connection protocol state → span → sink.
+//!
+//! The pipeline never touches the kernel maps itself; it records [`KernelAction`]s that the
+//! daemon applies after each drain, so that the ring buffer can be read while the maps are
+//! updated from the same thread.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use beyla_rs_common::EventKind;
+
+use crate::{
+    capture::{DecodeError, Event},
+    connection::{Connections, DataOutcome, Finished},
+    export::Sink,
+    process::{Processes, ScannedProcess},
+    protocol::{Role, Segment},
+    span::{ConnMeta, SpanBuilder},
+    stats::Stats,
+};
+
+/// A change the kernel maps need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelAction {
+    TrackPid(u32),
+    UntrackPid(u32),
+    /// Stop capturing a connection.
+    RemoveConn {
+        tgid: u32,
+        fd: u32,
+    },
+    /// Start capturing a connection found in /proc.
+    AddConn {
+        tgid: u32,
+        fd: u32,
+        conn_id: u64,
+        role: Role,
+    },
+}
+
+pub struct Pipeline {
+    processes: Processes,
+    connections: Connections,
+    spans: SpanBuilder,
+    sink: Sink,
+    stats: Arc<Stats>,
+    tracked: HashSet<u32>,
+    /// Listening sockets: (tgid, fd) → local address.
+    listeners: HashMap<(u32, u32), SocketAddr>,
+    actions: Vec<KernelAction>,
+    finished: Vec<Finished>,
+    /// Ids for connections found in /proc: bit 63 set, so they never collide with the kernel's.
+    next_user_conn_id: u64,
+}
+
+impl Pipeline {
+    pub fn new(processes: Processes, spans: SpanBuilder, sink: Sink, stats: Arc<Stats>) -> Self {
+        Self {
+            processes,
+            connections: Connections::new(),
+            spans,
+            sink,
+            stats,
+            tracked: HashSet::new(),
+            listeners: HashMap::new(),
+            actions: Vec::new(),
+            finished: Vec::new(),
+            next_user_conn_id: 1 << 63,
+        }
+    }
+
+    pub fn take_actions(&mut self) -> Vec<KernelAction> {
+        std::mem::take(&mut self.actions)
+    }
+
+    pub fn tracked(&self) -> &HashSet<u32> {
+        &self.tracked
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    fn start_tracking(&mut self, pid: u32, why: &str) {
+        if self.tracked.insert(pid) {
+            Stats::inc(&self.stats.processes_instrumented);
+            let info = self.processes.info(pid);
+            log::info!(
+                "instrumenting pid {pid} ({}, service {:?}): {why}",
+                info.exe_path,
+                info.service_name
+            );
+        }
+    }
+
+    fn stop_tracking(&mut self, pid: u32) {
+        if self.tracked.remove(&pid) {
+            log::info!("pid {pid} is gone; no longer instrumented");
+        }
+        self.processes.forget(pid);
+        self.connections.remove_process(pid);
+        self.listeners.retain(|(t, _), _| *t != pid);
+    }
+
+    /// Reconcile with a /proc scan: start tracking selected processes the kernel did not
+    /// report (already running, or with inherited sockets), register their open connections,
+    /// and forget processes that no longer exist.
+    pub fn apply_scan(&mut self, scan: Vec<ScannedProcess>, now_ns: u64) {
+        for sp in scan {
+            for (fd, addr) in &sp.listeners {
+                self.listeners.insert((sp.pid, *fd), *addr);
+            }
+            if self.tracked.contains(&sp.pid) {
+                continue;
+            }
+            self.start_tracking(sp.pid, "found running at scan");
+            self.actions.push(KernelAction::TrackPid(sp.pid));
+            for c in sp.conns {
+                let role = if c.server { Role::Server } else { Role::Client };
+                let conn_id = self.next_user_conn_id;
+                self.next_user_conn_id += 1;
+                let meta = ConnMeta {
+                    tgid: sp.pid,
+                    peer: Some(c.remote),
+                    local_port: c.server.then_some(c.local.port()),
+                };
+                self.connections
+                    .open(conn_id, c.fd, role, meta, true, now_ns);
+                self.actions.push(KernelAction::AddConn {
+                    tgid: sp.pid,
+                    fd: c.fd,
+                    conn_id,
+                    role,
+                });
+            }
+        }
+        let gone: Vec<u32> = self
+            .tracked
+            .iter()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in gone {
+            self.stop_tracking(pid);
+            self.actions.push(KernelAction::UntrackPid(pid));
+        }
+    }
+
+    /// Housekeeping: drop idle connections.
+    pub fn expire(&mut self, now_ns: u64) {
+        for (tgid, fd) in self.connections.expire_idle(now_ns) {
+            Stats::inc(&self.stats.connections_evicted);
+            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+        }
+    }
+
+    pub fn handle(&mut self, ev: Result<Event<'_>, DecodeError>) {
+        Stats::inc(&self.stats.events_read);
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                Stats::inc(&self.stats.events_malformed);
+                log::debug!("malformed ring buffer record: {e}");
+                return;
+            }
+        };
+        let h = ev.header;
+        match ev.kind {
+            EventKind::Data => self.on_data(&ev),
+            EventKind::Accept => self.on_open(&ev, Role::Server),
+            EventKind::Connect => self.on_open(&ev, Role::Client),
+            EventKind::Close => {
+                self.connections
+                    .close(h.conn_id, h.ts_ns, &mut self.finished);
+                self.flush_finished();
+            }
+            EventKind::Bind => {
+                let pid = h.tgid;
+                if !self.processes.passes_other_selectors(pid) {
+                    self.actions.push(KernelAction::UntrackPid(pid));
+                    return;
+                }
+                if let Some(addr) = ev.sockaddr() {
+                    self.listeners.insert((pid, h.fd as u32), addr);
+                }
+                self.start_tracking(pid, &format!("bound selected port {}", h.aux));
+            }
+            EventKind::Fork => {
+                let (parent, child) = (h.tgid, h.aux);
+                if !self.tracked.contains(&parent) {
+                    return;
+                }
+                let inherited: Vec<_> = self
+                    .listeners
+                    .iter()
+                    .filter(|((t, _), _)| *t == parent)
+                    .map(|((_, fd), a)| (*fd, *a))
+                    .collect();
+                for (fd, a) in inherited {
+                    self.listeners.insert((child, fd), a);
+                }
+                self.start_tracking(child, &format!("child of instrumented pid {parent}"));
+                // The kernel reported the child's pid in the parent's pid namespace; for
+                // processes in a container that differs from ours. /proc lists the children
+                // as we see them.
+                if let Ok(kids) =
+                    std::fs::read_to_string(format!("/proc/{parent}/task/{}/children", h.tid))
+                {
+                    for kid in kids
+                        .split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok())
+                    {
+                        if kid != child && !self.tracked.contains(&kid) {
+                            self.start_tracking(
+                                kid,
+                                &format!("child of instrumented pid {parent}"),
+                            );
+                            self.actions.push(KernelAction::TrackPid(kid));
+                        }
+                    }
+                }
+            }
+            EventKind::Exec => {
+                let pid = h.tgid;
+                self.processes.forget(pid);
+                if self.tracked.contains(&pid) {
+                    if !self.processes.passes_other_selectors(pid) {
+                        self.stop_tracking(pid);
+                        self.actions.push(KernelAction::UntrackPid(pid));
+                    }
+                } else if self.processes.selected_without_port(pid) {
+                    self.start_tracking(pid, "executable matches the selector");
+                    self.actions.push(KernelAction::TrackPid(pid));
+                }
+            }
+            EventKind::Exit => self.stop_tracking(h.tgid),
+            EventKind::Dup => self.connections.dup(h.conn_id),
+        }
+    }
+
+    fn on_open(&mut self, ev: &Event<'_>, role: Role) {
+        let h = ev.header;
+        Stats::inc(&self.stats.connections_opened);
+        let mut meta = ConnMeta {
+            tgid: h.tgid,
+            peer: ev.sockaddr(),
+            local_port: None,
+        };
+        if role == Role::Server {
+            let listen_fd = h.aux;
+            let local = match self.listeners.get(&(h.tgid, listen_fd)) {
+                Some(a) => Some(*a),
+                None => {
+                    // A listener we never saw bound (inherited, or bound before start-up).
+                    let a = crate::process::socket_addrs(h.tgid, listen_fd).map(|(l, _)| l);
+                    if let Some(a) = a {
+                        self.listeners.insert((h.tgid, listen_fd), a);
+                    }
+                    a
+                }
+            };
+            meta.local_port = local.map(|a| a.port());
+            if meta.peer.is_none() {
+                // accept(fd, NULL, NULL): ask the socket itself.
+                meta.peer = crate::process::socket_addrs(h.tgid, h.fd as u32).map(|(_, p)| p);
+            }
+        }
+        for (tgid, fd) in self
+            .connections
+            .open(h.conn_id, h.fd as u32, role, meta, false, h.ts_ns)
+        {
+            Stats::inc(&self.stats.connections_evicted);
+            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+        }
+    }
+
+    fn on_data(&mut self, ev: &Event<'_>) {
+        let h = ev.header;
+        let seg = Segment {
+            direction: ev.direction(),
+            ts_ns: h.ts_ns,
+            data: ev.payload,
+            total_len: h.total_len,
+            tail: ev.tail(),
+        };
+        let outcome = self.connections.data(
+            h.conn_id,
+            h.tgid,
+            h.fd as u32,
+            ev.role(),
+            &seg,
+            &mut self.finished,
+            &self.stats,
+        );
+        if let DataOutcome::Drop { tgid, fd } = outcome {
+            log::debug!("pid {tgid} fd {fd}: not HTTP; no longer captured");
+            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+        }
+        self.flush_finished();
+    }
+
+    fn flush_finished(&mut self) {
+        for f in self.finished.drain(..) {
+            let process = self.processes.info(f.meta.tgid);
+            match self.spans.build(f.role, &f.meta, process, &f.exchange) {
+                Ok(span) => self.sink.emit(span),
+                Err(_) => Stats::inc(&self.stats.spans_not_sampled),
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Process discovery: which processes are selected, what they are called, and which of their
+//! sockets existed before the daemon started.
+//!
+//! The kernel selects new servers itself (it sees `bind` on a selected port and forks of
+//! tracked processes). This module covers what the kernel cannot see: processes that were
+//! already running at start-up, listening sockets inherited without a `bind` (socket
+//! activation), executable-based selectors, and the names and resources spans need.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+};
+
+use procfs::{
+    net::TcpState,
+    process::{FDTarget, Process},
+};
+
+use crate::config::Selection;
+
+/// What spans of one process carry as their resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub exe_path: String,
+    pub exe_name: String,
+    pub service_name: String,
+    /// `service.instance.id`: unique per process instance.
+    pub instance_id: String,
+    pub host_name: String,
+    /// The process's own `OTEL_RESOURCE_ATTRIBUTES`, minus `service.name`.
+    pub extra_resource: Vec<(String, String)>,
+}
+
+/// A TCP connection found in /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExistingConn {
+    pub fd: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The local port is one of the process's listening ports: it is the server side.
+    pub server: bool,
+}
+
+/// One selected process found by a scan.
+#[derive(Clone, Debug, Default)]
+pub struct ScannedProcess {
+    pub pid: u32,
+    /// Listening sockets: fd → local address.
+    pub listeners: Vec<(u32, SocketAddr)>,
+    pub conns: Vec<ExistingConn>,
+}
+
+/// Host-wide facts read once.
+#[derive(Clone, Debug)]
+pub struct HostInfo {
+    pub host_name: String,
+}
+
+impl HostInfo {
+    pub fn read() -> Self {
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Self { host_name }
+    }
+}
+
+/// Resolves and caches [`ProcessInfo`], and decides selection.
+pub struct Processes {
+    selection: Selection,
+    global_service_name: Option<String>,
+    host: HostInfo,
+    self_pid: u32,
+    infos: HashMap<u32, Arc<ProcessInfo>>,
+}
+
+fn exe_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        })
+}
+
+impl Processes {
+    pub fn new(selection: Selection, global_service_name: Option<String>, host: HostInfo) -> Self {
+        Self {
+            selection,
+            global_service_name,
+            host,
+            self_pid: std::process::id(),
+            infos: HashMap::new(),
+        }
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    /// Whether the non-port selectors (executable, pid) accept this process. With none set,
+    /// every process passes.
+    pub fn passes_other_selectors(&self, pid: u32) -> bool {
+        if pid == self.self_pid {
+            return false;
+        }
+        if let Some(target) = self.selection.target_pid
+            && target != pid
+        {
+            return false;
+        }
+        if !self.selection.uses_exe() {
+            return true;
+        }
+        let Some(exe) = exe_of(pid) else {
+            return false;
+        };
+        if let Some(g) = &self.selection.exe_glob
+            && !g.matches(&exe)
+        {
+            return false;
+        }
+        if let Some(r) = &self.selection.exe_regex
+            && !r.is_match(&exe)
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Whether a process is selected without any port (only exe/pid selectors configured).
+    pub fn selected_without_port(&self, pid: u32) -> bool {
+        self.selection.open_ports.is_empty() && self.passes_other_selectors(pid)
+    }
+
+    pub fn port_selected(&self, port: u16) -> bool {
+        self.selection.open_ports.contains(port)
+    }
+
+    /// Resource facts for a process, read from /proc on first use.
+    pub fn info(&mut self, pid: u32) -> Arc<ProcessInfo> {
+        if let Some(i) = self.infos.get(&pid) {
+            return i.clone();
+        }
+        let info = Arc::new(self.read_info(pid));
+        self.infos.insert(pid, info.clone());
+        info
+    }
+
+    /// Forget a process (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        self.infos.remove(&pid);
+    }
+
+    fn read_info(&self, pid: u32) -> ProcessInfo {
+        let exe_path = exe_of(pid).unwrap_or_default();
+        let exe_name = Path::new(&exe_path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+            })
+            .unwrap_or_else(|| format!("pid-{pid}"));
+
+        let mut own_name = None;
+        let mut extra = Vec::new();
+        if let Ok(env) = Process::new(pid as i32).and_then(|p| p.environ()) {
+            if let Some(v) = env.get(std::ffi::OsStr::new("OTEL_SERVICE_NAME")) {
+                let v = v.to_string_lossy().trim().to_owned();
+                if !v.is_empty() {
+                    own_name = Some(v);
+                }
+            }
+            if let Some(v) = env.get(std::ffi::OsStr::new("OTEL_RESOURCE_ATTRIBUTES"))
+                && let Ok(pairs) =
+                    crate::config::parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &v.to_string_lossy())
+            {
+                for (k, v) in pairs {
+                    if k == "service.name" {
+                        own_name.get_or_insert(v);
+                    } else {
+                        extra.push((k, v));
+                    }
+                }
+            }
+        }
+        let service_name = self
+            .global_service_name
+            .clone()
+            .or(own_name)
+            .unwrap_or_else(|| exe_name.clone());
+        ProcessInfo {
+            pid,
+            instance_id: format!("{}-{pid}", self.host.host_name),
+            host_name: self.host.host_name.clone(),
+            exe_path,
+            exe_name,
+            service_name,
+            extra_resource: extra,
+        }
+    }
+
+    /// Find the selected processes that are running now, with their listening sockets and
+    /// established TCP connections. Reads /proc/net/tcp{,6} of the daemon's network namespace.
+    pub fn scan(&self) -> Vec<ScannedProcess> {
+        let mut tcp: HashMap<u64, (SocketAddr, SocketAddr, TcpState)> = HashMap::new();
+        for entries in [procfs::net::tcp(), procfs::net::tcp6()]
+            .into_iter()
+            .flatten()
+        {
+            for e in entries {
+                tcp.insert(e.inode, (e.local_address, e.remote_address, e.state));
+            }
+        }
+        let Ok(all) = procfs::process::all_processes() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in all.flatten() {
+            let pid = p.pid as u32;
+            if pid == self.self_pid {
+                continue;
+            }
+            let Ok(fds) = p.fd() else { continue };
+            let mut sp = ScannedProcess {
+                pid,
+                ..Default::default()
+            };
+            let mut sockets = Vec::new();
+            let mut port_match = false;
+            for fd in fds.flatten() {
+                let FDTarget::Socket(inode) = fd.target else {
+                    continue;
+                };
+                let Some((local, remote, state)) = tcp.get(&inode) else {
+                    continue;
+                };
+                let (local, remote) = (*local, *remote);
+                if *state == TcpState::Listen {
+                    if self.port_selected(local.port()) {
+                        port_match = true;
+                    }
+                    sp.listeners.push((fd.fd as u32, local));
+                } else if *state == TcpState::Established {
+                    sockets.push((fd.fd as u32, local, remote));
+                }
+            }
+            let selected = if self.selection.open_ports.is_empty() {
+                self.passes_other_selectors(pid)
+            } else {
+                port_match && self.passes_other_selectors(pid)
+            };
+            if !selected {
+                continue;
+            }
+            let listen_ports: HashSet<u16> = sp.listeners.iter().map(|(_, a)| a.port()).collect();
+            sp.conns = sockets
+                .into_iter()
+                .map(|(fd, local, remote)| ExistingConn {
+                    fd,
+                    local,
+                    remote,
+                    server: listen_ports.contains(&local.port()),
+                })
+                .collect();
+            out.push(sp);
+        }
+        out
+    }
+}
+
+/// Socket addresses of another process's fd, read by duplicating it with `pidfd_getfd(2)`
+/// (CAP_SYS_PTRACE). Nothing is written to the process; the duplicate is closed at once.
+pub fn socket_addrs(pid: u32, fd: u32) -> Option<(SocketAddr, SocketAddr)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain syscalls; every fd returned is owned and closed by OwnedFd.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0);
+        if pidfd < 0 {
+            return None;
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+        use std::os::fd::AsRawFd;
+        let dup = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            pidfd.as_raw_fd(),
+            fd as libc::c_int,
+            0,
+        );
+        if dup < 0 {
+            return None;
+        }
+        let dup = OwnedFd::from_raw_fd(dup as i32);
+        let local = sock_name(dup.as_raw_fd(), libc::getsockname)?;
+        let peer = sock_name(dup.as_raw_fd(), libc::getpeername)
+            .unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0));
+        Some((local, peer))
+    }
+}
+
+type SockNameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn sock_name(fd: i32, f: SockNameFn) -> Option<SocketAddr> {
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage is large enough for any address; len tells the kernel so.
+    let r = unsafe { f(fd, (&raw mut storage).cast(), &mut len) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes of a sockaddr into storage.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&raw const storage).cast::<u8>(), len as usize) };
+    crate::capture::event::parse_sockaddr(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortSet;
+
+    #[test]
+    fn finds_own_listener_via_pidfd() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        use std::os::fd::AsRawFd;
+        let port = l.local_addr().unwrap().port();
+        // pidfd_getfd on ourselves works without privileges.
+        if let Some((local, _)) = socket_addrs(std::process::id(), l.as_raw_fd() as u32) {
+            assert_eq!(local.port(), port);
+        }
+    }
+
+    #[test]
+    fn selection_excludes_self_and_respects_pid() {
+        let sel = Selection {
+            open_ports: PortSet::parse("X", "80").unwrap(),
+            target_pid: Some(1),
+            ..Default::default()
+        };
+        let p = Processes::new(sel, None, HostInfo::read());
+        assert!(!p.passes_other_selectors(std::process::id()));
+        assert!(!p.passes_other_selectors(2));
+    }
+
+    #[test]
+    fn service_name_falls_back_to_exe() {
+        let mut p = Processes::new(Selection::default(), None, HostInfo::read());
+        let pid = std::process::id();
+        let info = p.info(pid);
+        assert!(!info.exe_name.is_empty());
+        assert_eq!(info.pid, pid);
+        let mut p = Processes::new(Selection::default(), Some("svc".into()), HostInfo::read());
+        assert_eq!(p.info(pid).service_name, "svc");
+    }
+}

@@ -1,0 +1,513 @@
+//! From a request/response [`Exchange`] to a span with OpenTelemetry semantic-convention
+//! attributes, as Beyla names them (see `shared/docs/beyla-compat.md`).
+//!
+//! This is the only place that decides what leaves the host: header values other than the
+//! ones named here are never copied, and query values of sensitive keys are replaced.
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+use opentelemetry::{
+    KeyValue,
+    trace::{SpanId, SpanKind, TraceId},
+};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+use crate::{
+    clock::Clock,
+    process::ProcessInfo,
+    protocol::{Exchange, Protocol, Role},
+    route,
+};
+
+/// What is known about the connection an exchange came from.
+#[derive(Clone, Debug, Default)]
+pub struct ConnMeta {
+    pub tgid: u32,
+    /// The peer (the client for server spans, the server for client spans).
+    pub peer: Option<SocketAddr>,
+    /// The local listening port for server connections.
+    pub local_port: Option<u16>,
+}
+
+/// A finished span, ready for the exporters.
+#[derive(Clone, Debug)]
+pub struct SpanRecord {
+    pub process: Arc<ProcessInfo>,
+    pub kind: SpanKind,
+    pub name: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// `SpanId::INVALID` for root spans.
+    pub parent_span_id: SpanId,
+    pub parent_is_remote: bool,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    pub error: bool,
+}
+
+/// Query keys whose values never leave the host. A key matches when it contains one of these,
+/// case-insensitively (`access_token`, `X-Api-Key`, `client_secret`, …).
+const SENSITIVE_QUERY_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "token",
+    "key",
+    "secret",
+    "sig",
+    "auth",
+    "session",
+    "credential",
+    "code",
+];
+
+pub const REDACTED: &str = "REDACTED";
+
+fn sensitive(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SENSITIVE_QUERY_KEYS.iter().any(|s| k.contains(s))
+}
+
+/// Split a request target into (path, query). Absolute-form targets (`http://h/p?q`, used to
+/// talk to proxies) keep only their path part.
+pub fn split_target(target: &str) -> (&str, Option<&str>) {
+    let mut t = target;
+    if let Some(rest) = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+    {
+        t = match rest.find('/') {
+            Some(i) => &rest[i..],
+            None => "/",
+        };
+    }
+    let t = t.split('#').next().unwrap_or(t);
+    match t.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (t, None),
+    }
+}
+
+/// The query string with values of sensitive keys replaced by [`REDACTED`].
+pub fn scrub_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _)) if sensitive(k) => {
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
+}
+
+/// Host and optional port of a `Host` header / `:authority`.
+fn split_authority(a: &str) -> (&str, Option<u16>) {
+    let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
+    if let Some(rest) = a.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            return (h, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (a, None),
+    }
+}
+
+/// A parsed W3C `traceparent` (https://www.w3.org/TR/trace-context/#traceparent-header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+}
+
+pub fn parse_traceparent(v: &str) -> Option<TraceParent> {
+    let v = v.trim();
+    let mut parts = v.split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    };
+    if !hex(version) || !hex(trace) || !hex(span) || !hex(flags) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(TraceParent {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// Why no span was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The caller's trace context says "not sampled".
+    NotSampled,
+}
+
+/// Builds spans; holds the id generator and the clock.
+pub struct SpanBuilder {
+    clock: Clock,
+    ids: RandomIdGenerator,
+}
+
+impl SpanBuilder {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            ids: RandomIdGenerator::default(),
+        }
+    }
+
+    pub fn build(
+        &self,
+        role: Role,
+        conn: &ConnMeta,
+        process: Arc<ProcessInfo>,
+        ex: &Exchange,
+    ) -> Result<SpanRecord, Skip> {
+        let parent = ex.traceparent.as_deref().and_then(parse_traceparent);
+        if let Some(p) = parent
+            && !p.sampled
+        {
+            return Err(Skip::NotSampled);
+        }
+        let (trace_id, parent_span_id) = match parent {
+            Some(p) => (p.trace_id, p.span_id),
+            None => (self.ids.new_trace_id(), SpanId::INVALID),
+        };
+        let grpc = ex.protocol == Some(Protocol::Grpc);
+        let (path, query) = split_target(&ex.target);
+        let authority = ex.authority.as_deref().map(split_authority);
+        let scheme = ex.scheme.clone().unwrap_or_else(|| "http".to_owned());
+        let mut attrs = Vec::with_capacity(12);
+        let (kind, name, error);
+        match role {
+            Role::Server => {
+                kind = SpanKind::Server;
+                let server_address = match authority {
+                    Some((h, _)) if !h.is_empty() => h.to_owned(),
+                    _ => process.host_name.clone(),
+                };
+                if grpc {
+                    name = path.to_owned();
+                    rpc_attrs(&mut attrs, path, ex);
+                    let code = ex.grpc_status.unwrap_or(2);
+                    // Server errors per the semantic conventions' list.
+                    error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
+                } else {
+                    name = format!("{} {}", ex.method, route::heuristic(path));
+                    http_attrs(&mut attrs, ex);
+                    attrs.push(KeyValue::new("url.path", path.to_owned()));
+                    attrs.push(KeyValue::new("url.scheme", scheme));
+                    attrs.push(KeyValue::new(
+                        "http.request.body.size",
+                        ex.request_body_size as i64,
+                    ));
+                    attrs.push(KeyValue::new(
+                        "http.response.body.size",
+                        ex.response_body_size as i64,
+                    ));
+                    error = ex.status.is_none_or(|s| s >= 500);
+                }
+                attrs.push(KeyValue::new("server.address", server_address));
+                if let Some(p) = conn.local_port.or(authority.and_then(|a| a.1)) {
+                    attrs.push(KeyValue::new("server.port", p as i64));
+                }
+                if let Some(peer) = conn.peer {
+                    attrs.push(KeyValue::new("client.address", peer.ip().to_string()));
+                }
+            }
+            Role::Client => {
+                kind = SpanKind::Client;
+                let host = match authority {
+                    Some((h, _)) if !h.is_empty() => h.to_owned(),
+                    _ => conn.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                };
+                let port = conn.peer.map(|p| p.port()).or(authority.and_then(|a| a.1));
+                if grpc {
+                    name = path.to_owned();
+                    rpc_attrs(&mut attrs, path, ex);
+                    error = ex.grpc_status.is_none_or(|c| c != 0);
+                } else {
+                    name = ex.method.clone();
+                    http_attrs(&mut attrs, ex);
+                    let hostport = match port {
+                        Some(p) if host.contains(':') => format!("[{host}]:{p}"),
+                        Some(p) => format!("{host}:{p}"),
+                        None => host.clone(),
+                    };
+                    let mut full = format!("{scheme}://{hostport}{path}");
+                    if let Some(q) = query {
+                        full.push('?');
+                        full.push_str(&scrub_query(q));
+                    }
+                    attrs.push(KeyValue::new("url.full", full));
+                    attrs.push(KeyValue::new(
+                        "http.request.body.size",
+                        ex.request_body_size as i64,
+                    ));
+                    attrs.push(KeyValue::new(
+                        "http.response.body.size",
+                        ex.response_body_size as i64,
+                    ));
+                    error = ex.status.is_none_or(|s| s >= 400);
+                }
+                attrs.push(KeyValue::new("server.address", host));
+                if let Some(p) = port {
+                    attrs.push(KeyValue::new("server.port", p as i64));
+                }
+            }
+        }
+        if ex.flags.partial {
+            attrs.push(KeyValue::new("beyla.partial", true));
+        }
+        if ex.flags.incomplete {
+            attrs.push(KeyValue::new("beyla.incomplete", true));
+        }
+        Ok(SpanRecord {
+            process,
+            kind,
+            name,
+            trace_id,
+            span_id: self.ids.new_span_id(),
+            parent_span_id,
+            parent_is_remote: parent.is_some(),
+            start: self.clock.to_system_time(ex.start_ns),
+            end: self.clock.to_system_time(ex.end_ns.max(ex.start_ns)),
+            attributes: attrs,
+            error,
+        })
+    }
+}
+
+fn http_attrs(attrs: &mut Vec<KeyValue>, ex: &Exchange) {
+    attrs.push(KeyValue::new("http.request.method", ex.method.clone()));
+    if let Some(s) = ex.status {
+        attrs.push(KeyValue::new("http.response.status_code", s as i64));
+    }
+}
+
+fn rpc_attrs(attrs: &mut Vec<KeyValue>, path: &str, ex: &Exchange) {
+    let p = path.trim_start_matches('/');
+    let (service, method) = p.rsplit_once('/').unwrap_or((p, ""));
+    attrs.push(KeyValue::new("rpc.system", "grpc"));
+    attrs.push(KeyValue::new("rpc.service", service.to_owned()));
+    attrs.push(KeyValue::new("rpc.method", method.to_owned()));
+    if let Some(c) = ex.grpc_status {
+        attrs.push(KeyValue::new("rpc.grpc.status_code", c as i64));
+    }
+    if let Some(s) = ex.status {
+        attrs.push(KeyValue::new("http.response.status_code", s as i64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ExchangeFlags;
+
+    fn process() -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            pid: 42,
+            exe_path: "/usr/sbin/nginx".into(),
+            exe_name: "nginx".into(),
+            service_name: "nginx".into(),
+            instance_id: "host1-42".into(),
+            host_name: "host1".into(),
+            extra_resource: vec![],
+        })
+    }
+
+    fn exchange(method: &str, target: &str, status: u16) -> Exchange {
+        Exchange {
+            protocol: Some(Protocol::Http1),
+            method: method.into(),
+            target: target.into(),
+            authority: Some("example.com:8080".into()),
+            status: Some(status),
+            start_ns: 1_000,
+            end_ns: 5_000,
+            request_body_size: 3,
+            response_body_size: 10,
+            ..Default::default()
+        }
+    }
+
+    fn attr<'a>(s: &'a SpanRecord, k: &str) -> Option<&'a opentelemetry::Value> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == k)
+            .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn server_span() {
+        let b = SpanBuilder::new(Clock::new());
+        let conn = ConnMeta {
+            tgid: 42,
+            peer: Some("10.1.2.3:5555".parse().unwrap()),
+            local_port: Some(8080),
+        };
+        let s = b
+            .build(
+                Role::Server,
+                &conn,
+                process(),
+                &exchange("GET", "/users/17?password=x", 503),
+            )
+            .unwrap();
+        assert_eq!(s.name, "GET /users/{id}");
+        assert_eq!(s.kind, SpanKind::Server);
+        assert!(s.error);
+        assert_eq!(attr(&s, "url.path").unwrap().as_str(), "/users/17");
+        assert_eq!(attr(&s, "server.address").unwrap().as_str(), "example.com");
+        assert_eq!(
+            attr(&s, "server.port"),
+            Some(&opentelemetry::Value::I64(8080))
+        );
+        assert_eq!(attr(&s, "client.address").unwrap().as_str(), "10.1.2.3");
+        assert_eq!(
+            attr(&s, "http.response.status_code"),
+            Some(&opentelemetry::Value::I64(503))
+        );
+        assert!(s.end > s.start);
+        assert_eq!(s.parent_span_id, SpanId::INVALID);
+        // No query anywhere in a server span.
+        assert!(!format!("{:?}", s.attributes).contains("password"));
+    }
+
+    #[test]
+    fn client_span_scrubs_query() {
+        let b = SpanBuilder::new(Clock::new());
+        let conn = ConnMeta {
+            tgid: 42,
+            peer: Some("127.0.0.1:9000".parse().unwrap()),
+            local_port: None,
+        };
+        let ex = exchange(
+            "POST",
+            "/login?user=bob&password=hunter2&api_key=K&Token=T",
+            404,
+        );
+        let s = b.build(Role::Client, &conn, process(), &ex).unwrap();
+        assert_eq!(s.name, "POST");
+        assert!(s.error);
+        let full = attr(&s, "url.full").unwrap().as_str();
+        assert_eq!(
+            full,
+            "http://example.com:9000/login?user=bob&password=REDACTED&api_key=REDACTED&Token=REDACTED"
+        );
+        assert_eq!(
+            attr(&s, "server.port"),
+            Some(&opentelemetry::Value::I64(9000))
+        );
+    }
+
+    #[test]
+    fn traceparent_joins_and_respects_sampling() {
+        let b = SpanBuilder::new(Clock::new());
+        let conn = ConnMeta::default();
+        let mut ex = exchange("GET", "/", 200);
+        ex.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let s = b.build(Role::Server, &conn, process(), &ex).unwrap();
+        assert_eq!(
+            s.trace_id,
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(
+            s.parent_span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+        ex.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into());
+        assert_eq!(
+            b.build(Role::Server, &conn, process(), &ex).unwrap_err(),
+            Skip::NotSampled
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn grpc_spans() {
+        let b = SpanBuilder::new(Clock::new());
+        let ex = Exchange {
+            protocol: Some(Protocol::Grpc),
+            method: "POST".into(),
+            target: "/helloworld.Greeter/SayHello".into(),
+            status: Some(200),
+            grpc_status: Some(13),
+            flags: ExchangeFlags::default(),
+            ..Default::default()
+        };
+        let s = b
+            .build(Role::Server, &ConnMeta::default(), process(), &ex)
+            .unwrap();
+        assert_eq!(s.name, "/helloworld.Greeter/SayHello");
+        assert!(s.error);
+        assert_eq!(
+            attr(&s, "rpc.service").unwrap().as_str(),
+            "helloworld.Greeter"
+        );
+        assert_eq!(attr(&s, "rpc.method").unwrap().as_str(), "SayHello");
+        let mut ok = ex.clone();
+        ok.grpc_status = Some(5);
+        assert!(
+            !b.build(Role::Server, &ConnMeta::default(), process(), &ok)
+                .unwrap()
+                .error
+        );
+        assert!(
+            b.build(Role::Client, &ConnMeta::default(), process(), &ok)
+                .unwrap()
+                .error
+        );
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("/a?b=c"), ("/a", Some("b=c")));
+        assert_eq!(split_target("http://h:1/x?y"), ("/x", Some("y")));
+        assert_eq!(split_target("http://h:1"), ("/", None));
+        assert_eq!(split_target("/a#frag"), ("/a", None));
+        assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_authority("h"), ("h", None));
+    }
+}

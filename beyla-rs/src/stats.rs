@@ -1,0 +1,77 @@
+//! The daemon's own counters: what an operator reads when spans are missing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Monotonic counters, shared between the pipeline and the exporters.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $(pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// `(name, value)` pairs, for logs and metrics endpoints.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Ring buffer records read.
+    events_read,
+    /// Records that did not decode.
+    events_malformed,
+    /// Records lost in the kernel because the ring buffer was full.
+    events_lost_kernel,
+    /// Processes instrumented (ever).
+    processes_instrumented,
+    /// Connections opened on instrumented processes.
+    connections_opened,
+    /// Connections whose traffic was not HTTP (TLS, Redis, garbage…): dropped, not parsed.
+    connections_not_http,
+    /// Connections dropped from the daemon's table for idleness or the table bound.
+    connections_evicted,
+    /// HTTP/1 parse failures (bytes that broke framing and forced a resync).
+    http1_parse_errors,
+    /// HTTP/2 parse failures.
+    http2_parse_errors,
+    /// Spans built.
+    spans_created,
+    /// Spans not built because the caller's trace context was not sampled.
+    spans_not_sampled,
+    /// Spans the exporter delivered.
+    spans_exported,
+    /// Spans dropped because the export queue was full (collector down or slow).
+    spans_dropped,
+    /// Failed export requests.
+    export_errors,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn set(counter: &AtomicU64, v: u64) {
+        counter.store(v, Relaxed);
+    }
+}

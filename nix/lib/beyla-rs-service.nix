@@ -1,0 +1,96 @@
+# The beyla-rs systemd service as plain data: nix/modules/beyla-rs.nix turns it into
+# systemd.services.beyla-rs, and nix/tests/check.sh renders it (nix/lib/systemd-unit.nix)
+# to run `systemd-analyze verify` and to compare its hardening with
+# packaging/beyla-rs.service. builtins only (no nixpkgs).
+{ execStart
+, openPorts ? [ ]
+, serviceName ? null
+, otlpEndpoint ? "http://127.0.0.1:4318"
+, tracePrinter ? "disabled"
+, environment ? { }
+, environmentFile ? null
+, extraCapabilities ? [ ]
+, withAlloy ? false
+,
+}:
+let
+  # Exactly what beyla-rs uses: load eBPF programs and maps (BPF), attach tracepoints
+  # and uprobes (PERFMON), read /proc/<pid>/{exe,environ,fd} of other users'
+  # processes (SYS_PTRACE, DAC_READ_SEARCH, CHECKPOINT_RESTORE for /proc links and
+  # pidfd_getfd). No NET_ADMIN/NET_RAW: no TC or socket-filter programs.
+  capabilities = [
+    "CAP_BPF"
+    "CAP_PERFMON"
+    "CAP_SYS_PTRACE"
+    "CAP_DAC_READ_SEARCH"
+    "CAP_CHECKPOINT_RESTORE"
+  ]
+  ++ extraCapabilities;
+
+  alloy = if withAlloy then [ "alloy.service" ] else [ ];
+in
+{
+  description = "beyla-rs eBPF auto-instrumentation";
+  after = [ "network.target" ] ++ alloy;
+  wants = alloy;
+  wantedBy = [ "multi-user.target" ];
+
+  environment =
+    (if openPorts == [ ] then { } else { BEYLA_OPEN_PORT = builtins.concatStringsSep "," (map toString openPorts); })
+    // (if serviceName == null then { } else { BEYLA_SERVICE_NAME = serviceName; })
+    // (if otlpEndpoint == null then { } else { OTEL_EXPORTER_OTLP_ENDPOINT = otlpEndpoint; })
+    // { BEYLA_TRACE_PRINTER = tracePrinter; }
+    // environment;
+
+  serviceConfig = {
+    ExecStart = execStart;
+    Restart = "on-failure";
+    RestartSec = "5s";
+    TimeoutStopSec = "30s";
+
+    # Its own non-root user; the capabilities below are all it gets.
+    DynamicUser = true;
+    AmbientCapabilities = capabilities;
+    CapabilityBoundingSet = capabilities;
+    NoNewPrivileges = true;
+    # Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; systemd raises it so the
+    # service needs no CAP_SYS_RESOURCE.
+    LimitMEMLOCK = "infinity";
+
+    # Filesystem: read-only everywhere. /home stays readable (read-only) because
+    # instrumented binaries and libraries may live there; /proc and /sys/kernel/btf must
+    # stay visible, so no ProtectProc=invisible / ProcSubset=pid.
+    ProtectSystem = "strict";
+    ProtectHome = "read-only";
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    UMask = "0077";
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+      "AF_NETLINK"
+    ];
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "bpf"
+      "perf_event_open"
+      "pidfd_open"
+      "pidfd_getfd"
+    ];
+  }
+  // (if environmentFile == null then { } else { EnvironmentFile = toString environmentFile; });
+}

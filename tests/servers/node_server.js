@@ -1,0 +1,60 @@
+// Test HTTP/1.1 server (Node `http`) used by the beyla-rs integration tests.
+// Same routes as servers/http_server.py. Usage: node node_server.js --port N
+'use strict';
+const http = require('http');
+
+const portArg = process.argv.indexOf('--port');
+const port = parseInt(process.argv[portArg + 1], 10);
+const upstream = (process.env.UPSTREAM_URL || '').replace(/\/+$/, '');
+const agent = new http.Agent({ keepAlive: true });
+const noBody = (code) => (code >= 100 && code < 200) || code === 204 || code === 304;
+
+function reply(res, code, body, ctype) {
+  if (noBody(code)) {
+    res.writeHead(code);
+    res.end();
+    return;
+  }
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  res.writeHead(code, { 'Content-Type': ctype || 'text/plain', 'Content-Length': buf.length });
+  res.end(buf);
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks);
+    const u = new URL(req.url, 'http://localhost');
+    let p = u.pathname;
+    if (p === '/status' && u.searchParams.get('respond')) p = '/status/' + u.searchParams.get('respond');
+    if (p === '/sleep' && u.searchParams.get('ms')) p = '/sleep/' + u.searchParams.get('ms');
+    if (p === '/hello') return reply(res, 200, 'hello\n');
+    if (p.startsWith('/status/')) {
+      const code = parseInt(p.slice('/status/'.length), 10);
+      if (!(code >= 100 && code <= 999)) return reply(res, 400, 'bad status\n');
+      return reply(res, code, `status ${code}\n`);
+    }
+    if (p.startsWith('/sleep/')) {
+      const ms = parseInt(p.slice('/sleep/'.length), 10) || 0;
+      return setTimeout(() => reply(res, 200, 'slept\n'), ms);
+    }
+    if (p === '/echo') return reply(res, 200, body, 'application/octet-stream');
+    if (p.startsWith('/proxy/')) {
+      if (!upstream) return reply(res, 502, 'no UPSTREAM_URL\n');
+      const target = new URL(upstream + p.slice('/proxy'.length) + u.search);
+      const headers = body.length ? { 'Content-Length': body.length } : {};
+      const preq = http.request(target, { method: req.method, agent, headers }, (pres) => {
+        const pc = [];
+        pres.on('data', (c) => pc.push(c));
+        pres.on('end', () => reply(res, pres.statusCode, Buffer.concat(pc)));
+      });
+      preq.on('error', (e) => reply(res, 502, `upstream error: ${e.message}\n`));
+      preq.end(body);
+      return;
+    }
+    return reply(res, 404, 'not found\n');
+  });
+});
+server.keepAliveTimeout = 60000;
+server.listen(port, '127.0.0.1', () => process.stderr.write(`listening on 127.0.0.1:${port}\n`));

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the integration tests (beyla-rs-tests) need. Idempotent and quick when all is there.
+# Called by CI before `cargo test -p beyla-rs-tests -- --test-threads=1`.
+set -euo pipefail
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    echo "setup.sh: installing ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# Debian's nginx package starts a system nginx on port 80; the tests run their own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl stop nginx || true
+fi
+
+# The harness self-test exports a real span with the OpenTelemetry Python SDK (an independent
+# OTLP/HTTP encoder) to check the in-test receiver's decoding.
+if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' >/dev/null 2>&1; then
+    echo "setup.sh: installing the OpenTelemetry Python SDK + OTLP/HTTP exporter" >&2
+    python3 -m pip install --quiet --disable-pip-version-check \
+        opentelemetry-sdk opentelemetry-exporter-otlp-proto-http ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+fi
+
+# The eBPF daemon attaches syscall tracepoints by name: tracefs must be mounted (the daemon
+# mounts it itself when it may; doing it here too keeps the tests independent of that).
+if [ ! -e /sys/kernel/tracing/events ] && [ "$(id -u)" = 0 ]; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+echo "setup.sh: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(go version | awk '{print $3}'), $(python3 --version))" >&2

@@ -1,0 +1,172 @@
+//! `cargo xtask <command>`: the project's build, test and demo entry points. Each command first
+//! installs what a fresh machine lacks (the nightly's rust-src, a bpf-linker built against the
+//! nightly's own LLVM, Debian packages the tests use), so the README's two commands work on a
+//! new machine.
+
+mod demo;
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo xtask <command>\n\
+         \n\
+         commands:\n  \
+           build [--release]    install missing toolchain parts, build the eBPF object and the daemon\n  \
+           demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
+           test                 every test: unit, integration (real kernel, needs root), nix checks\n  \
+           setup                only install what builds and tests need"
+    );
+    std::process::exit(2)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Run a command, failing with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+pub fn build(release: bool) -> Result<PathBuf> {
+    toolchain::ensure()?;
+    let mut c = cargo();
+    c.args(["build", "-p", "beyla-rs"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let bin = workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("beyla-rs");
+    println!("built {}", bin.display());
+    Ok(bin)
+}
+
+fn setup_test_deps() -> Result<()> {
+    run(Command::new("bash").arg(workspace_root().join("tests/setup.sh")))
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs into the kernel and must run as root \
+             (they fail rather than skip without it)"
+        );
+    }
+    setup_test_deps()?;
+    let bin = build(true)?;
+    let mut failures = Vec::new();
+    let mut step = |name: &str, cmd: &mut Command| {
+        println!("\n==> {name}");
+        if let Err(e) = run(cmd) {
+            eprintln!("{name}: {e:#}");
+            failures.push(name.to_owned());
+        }
+    };
+    step(
+        "unit tests",
+        cargo().args([
+            "test",
+            "--release",
+            "-p",
+            "beyla-rs",
+            "-p",
+            "beyla-rs-common",
+            "-p",
+            "xtask",
+        ]),
+    );
+    step(
+        "integration tests (real kernel)",
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "beyla-rs-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("BEYLA_RS_BIN", &bin),
+    );
+    let nix_check = workspace_root().join("nix/tests/check.sh");
+    if nix_check.exists() {
+        step("nix checks", Command::new("bash").arg(nix_check));
+    }
+    if failures.is_empty() {
+        println!("\nall test steps passed");
+        Ok(())
+    } else {
+        bail!("failed: {}", failures.join(", "))
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else { usage() };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "build" => {
+            let release = rest.iter().any(|a| a == "--release");
+            build(release).map(|_| ())
+        }
+        "demo" => {
+            let mut seconds = None;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--seconds" => {
+                        seconds = Some(
+                            it.next()
+                                .context("--seconds needs a value")?
+                                .parse()
+                                .context("--seconds takes whole seconds")?,
+                        )
+                    }
+                    _ => usage(),
+                }
+            }
+            demo::run(seconds)
+        }
+        "test" => test(),
+        "setup" => {
+            toolchain::ensure()?;
+            setup_test_deps()
+        }
+        _ => usage(),
+    }
+}
