@@ -7,7 +7,8 @@ need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup.sh: installing ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -30,9 +31,4 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.htt
             opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
 fi
 
-# The eBPF daemon attaches syscall tracepoints by name: tracefs must be mounted (the daemon
-# mounts it itself when it may; doing it here too keeps the tests independent of that).
-if [ ! -e /sys/kernel/tracing/events ] && [ "$(id -u)" = 0 ]; then
-    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
-fi
 echo "setup.sh: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(go version | awk '{print $3}'), $(python3 --version))" >&2

@@ -69,6 +69,27 @@ static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 struct Scratch {
     buf: [u8; EVENT_HEADER_LEN + 2 * MAX_CAPTURE],
+    iov: IovTotals,
+}
+
+/// Running totals of the iovec walk (see `on_data`).
+#[repr(C)]
+struct IovTotals {
+    captured: u64,
+    seen: u64,
+    tail_end: u64,
+}
+
+#[inline(always)]
+fn iov_get(v: &u64) -> u64 {
+    // SAFETY: volatile read of our own per-CPU memory.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[inline(always)]
+fn iov_put(v: &mut u64, x: u64) {
+    // SAFETY: volatile write of our own per-CPU memory.
+    unsafe { core::ptr::write_volatile(v, x) }
 }
 
 #[map]
@@ -225,14 +246,25 @@ fn header(s: &mut Scratch) -> &mut EventHeader {
 /// Write the record in `s` (header plus `payload_len` bytes) to the ring buffer.
 #[inline(always)]
 fn submit(s: &Scratch, payload_len: usize) -> Res {
-    let len = EVENT_HEADER_LEN + (opaque(payload_len) & (2 * MAX_CAPTURE - 1));
-    if len > s.buf.len() {
-        return Err(-1);
-    }
     let wakeup = match config() {
         Some(c) => EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= c.wakeup_bytes as u64,
         None => true,
     };
+    output(s, payload_len, wakeup)
+}
+
+/// Like [`submit`], but wake the reader at once.
+#[inline(always)]
+fn submit_now(s: &Scratch, payload_len: usize) -> Res {
+    output(s, payload_len, true)
+}
+
+#[inline(always)]
+fn output(s: &Scratch, payload_len: usize, wakeup: bool) -> Res {
+    let len = EVENT_HEADER_LEN + (opaque(payload_len) & (2 * MAX_CAPTURE - 1));
+    if len > s.buf.len() {
+        return Err(-1);
+    }
     let flags = if wakeup {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -375,25 +407,39 @@ fn on_data(regs: u64, nr: u64, ret: u64) -> Res {
                 let msg = reg(regs, REG_SI)?;
                 (user_u64(msg + 16)?, user_u64(msg + 24)?)
             };
-            let mut seen: u64 = 0;
+            // The loop keeps its running totals in the per-CPU buffer, not in registers: the
+            // verifier then sees the same register state at the top of every iteration and
+            // prunes, instead of exploring every combination of partial totals (which
+            // exceeded its one-million-instruction budget).
+            iov_put(&mut s.iov.captured, 0);
+            iov_put(&mut s.iov.seen, 0);
+            iov_put(&mut s.iov.tail_end, 0);
             for i in 0..MAX_IOV as u64 {
+                let seen = iov_get(&s.iov.seen);
                 if i >= iovcnt || seen >= ret {
                     break;
                 }
                 let base = user_u64(iov + i * 16)?;
                 let len = user_u64(iov + i * 16 + 8)?;
-                let avail = if ret - seen < len { ret - seen } else { len };
-                if captured < want && avail > 0 {
-                    let room = want - captured;
+                let left = ret - seen;
+                let avail = if left < len { left } else { len };
+                let done = iov_get(&s.iov.captured);
+                if done < want && avail > 0 {
+                    let room = want - done;
                     let n = if avail < room { avail } else { room };
-                    copy_user(s, captured as usize, base, n as usize)?;
-                    captured += n;
+                    copy_user(s, done as usize, base, n as usize)?;
+                    iov_put(&mut s.iov.captured, done + n);
                 }
-                // The syscall's last byte lies in this iovec: take the tail from it.
-                if seen + avail >= ret && ret > want && avail >= TAIL_LEN as u64 {
-                    tail_len = copy_tail(s, base + avail);
+                // The syscall's last byte is in this iovec: remember where it ends for the tail.
+                if avail >= TAIL_LEN as u64 && avail == left {
+                    iov_put(&mut s.iov.tail_end, base + avail);
                 }
-                seen += avail;
+                iov_put(&mut s.iov.seen, seen + avail);
+            }
+            captured = iov_get(&s.iov.captured) & (2 * MAX_CAPTURE as u64 - 1);
+            let tail_end = iov_get(&s.iov.tail_end);
+            if ret > want && tail_end != 0 {
+                tail_len = copy_tail(s, tail_end);
             }
         }
         // sendfile: the bytes come from a file, not from user memory; only the count matters.
@@ -466,6 +512,11 @@ fn on_accept(regs: u64, newfd: i64) -> Res {
         }
     }
     header(s).captured_len = n as u32;
+    if n == 0 {
+        // accept(fd, NULL, NULL) (libuv, Node): the daemon must read the peer from the socket
+        // itself before the connection closes, so wake it now rather than at its next tick.
+        return submit_now(s, n);
+    }
     submit(s, n)
 }
 

@@ -6,8 +6,16 @@ use std::{io::Write, process::ExitCode};
 use beyla_rs::{config::Config, daemon, privileges};
 
 fn init_logging(level: log::LevelFilter) {
+    // aya's own debug output (relocations, verifier logs) is only useful when tracing.
+    let aya_level = if level >= log::LevelFilter::Trace {
+        log::LevelFilter::Trace
+    } else {
+        level.min(log::LevelFilter::Info)
+    };
     env_logger::Builder::new()
         .filter_level(level)
+        .filter_module("aya", aya_level)
+        .filter_module("aya_obj", aya_level)
         .format(|buf, record| {
             writeln!(
                 buf,

@@ -153,128 +153,181 @@ pub fn assert_spans_match(actual: &[ReceivedSpan], expected: &[ExpectedSpan]) {
     }
 }
 
-/// The SERVER span contract: name, scheme, addresses, port, sizes, status, times.
-pub fn assert_server_span_contract(s: &ReceivedSpan, server_port: u16) {
-    let ctx = s.summary();
-    assert_eq!(s.kind, SpanKind::Server, "kind: {ctx}");
-    let path = s
-        .attr_str("url.path")
-        .unwrap_or_else(|| panic!("url.path missing: {ctx}"));
-    assert!(!path.contains('?'), "url.path has a query: {ctx}");
-    // Name: "<METHOD> <route>" when the daemon knows a route, else "<METHOD> <url.path>".
-    let route = s.attr_str("http.route").unwrap_or(path);
-    assert_eq!(s.name, format!("{} {}", s.method(), route), "name: {ctx}");
-    assert!(!s.method().is_empty(), "http.request.method: {ctx}");
-    assert!(
-        (100..=999).contains(&s.http_status()),
-        "http.response.status_code: {ctx}"
-    );
-    assert_eq!(s.attr_str("url.scheme"), Some("http"), "url.scheme: {ctx}");
-    assert_eq!(
-        s.attr_int("server.port"),
-        Some(server_port as i64),
-        "server.port: {ctx}"
-    );
-    assert_eq!(
-        s.attr_str("server.address"),
-        Some("127.0.0.1"),
-        "server.address: {ctx}"
-    );
-    assert_eq!(
-        s.attr_str("client.address"),
-        Some("127.0.0.1"),
-        "client.address: {ctx}"
-    );
-    for k in ["http.request.body.size", "http.response.body.size"] {
-        let v = s
-            .attr_int(k)
-            .unwrap_or_else(|| panic!("{k} missing or not an int: {ctx}"));
-        assert!(v >= 0, "{k} negative: {ctx}");
-    }
-    let want = if s.http_status() >= 500 {
-        SpanStatus::Error
-    } else {
-        SpanStatus::Unset
-    };
-    assert_eq!(
-        s.status_code == SpanStatus::Error,
-        want == SpanStatus::Error,
-        "span status must be ERROR iff status >= 500: {ctx}"
-    );
-    assert_times_sane(s);
+/// Collects contract violations with the span's summary.
+struct Violations<'a> {
+    span: &'a ReceivedSpan,
+    out: Vec<String>,
 }
 
-/// The CLIENT span contract: name, url.full, server.port, status.
-pub fn assert_client_span_contract(s: &ReceivedSpan, upstream_port: u16) {
-    let ctx = s.summary();
-    assert_eq!(s.kind, SpanKind::Client, "kind: {ctx}");
-    assert_eq!(s.name, s.method(), "name must be the method: {ctx}");
-    assert!(!s.method().is_empty(), "http.request.method: {ctx}");
-    assert!(
-        (100..=999).contains(&s.http_status()),
-        "http.response.status_code: {ctx}"
+impl Violations<'_> {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.out
+                .push(format!("{} in {}", what(), self.span.summary()));
+        }
+    }
+}
+
+/// Violations of the SERVER span contract: name, scheme, addresses, port, sizes, status, times.
+pub fn server_span_violations(s: &ReceivedSpan, server_port: u16) -> Vec<String> {
+    let mut v = Violations {
+        span: s,
+        out: Vec::new(),
+    };
+    v.check(s.kind == SpanKind::Server, || "kind is not SERVER".into());
+    let path = s.attr_str("url.path").unwrap_or("");
+    v.check(!path.is_empty(), || "url.path missing".into());
+    v.check(!path.contains('?'), || "url.path has a query".into());
+    // Name: "<METHOD> <route>" when the daemon knows a route, else "<METHOD> <url.path>".
+    let route = s.attr_str("http.route").unwrap_or(path);
+    let want = format!("{} {}", s.method(), route);
+    v.check(s.name == want, || format!("name is not {want:?}"));
+    v.check(!s.method().is_empty(), || {
+        "http.request.method missing".into()
+    });
+    v.check((100..=999).contains(&s.http_status()), || {
+        "http.response.status_code missing or not an int".into()
+    });
+    v.check(s.attr_str("url.scheme") == Some("http"), || {
+        "url.scheme is not \"http\"".into()
+    });
+    v.check(
+        s.attr_int("server.port") == Some(server_port as i64),
+        || format!("server.port is not {server_port}"),
     );
-    let url = s
-        .attr_str("url.full")
-        .unwrap_or_else(|| panic!("url.full missing: {ctx}"));
-    assert!(url.starts_with("http://"), "url.full: {ctx}");
-    assert_eq!(
-        s.attr_int("server.port"),
-        Some(upstream_port as i64),
-        "server.port: {ctx}"
+    v.check(s.attr_str("server.address") == Some("127.0.0.1"), || {
+        "server.address is not \"127.0.0.1\"".into()
+    });
+    v.check(s.attr_str("client.address") == Some("127.0.0.1"), || {
+        "client.address is not \"127.0.0.1\"".into()
+    });
+    for k in ["http.request.body.size", "http.response.body.size"] {
+        v.check(s.attr_int(k).is_some_and(|n| n >= 0), || {
+            format!("{k} missing, not an int, or negative")
+        });
+    }
+    v.check(
+        (s.status_code == SpanStatus::Error) == (s.http_status() >= 500),
+        || "span status must be ERROR iff status >= 500".into(),
     );
-    assert!(
+    v.out.extend(time_violations(s));
+    v.out
+}
+
+/// Violations of the CLIENT span contract: name, url.full, server address/port, status.
+pub fn client_span_violations(s: &ReceivedSpan, upstream_port: u16) -> Vec<String> {
+    let mut v = Violations {
+        span: s,
+        out: Vec::new(),
+    };
+    v.check(s.kind == SpanKind::Client, || "kind is not CLIENT".into());
+    v.check(s.name == s.method(), || "name is not the method".into());
+    v.check(!s.method().is_empty(), || {
+        "http.request.method missing".into()
+    });
+    v.check((100..=999).contains(&s.http_status()), || {
+        "http.response.status_code missing or not an int".into()
+    });
+    v.check(
+        s.attr_str("url.full")
+            .is_some_and(|u| u.starts_with("http://")),
+        || "url.full missing or not http://".into(),
+    );
+    v.check(
+        s.attr_int("server.port") == Some(upstream_port as i64),
+        || format!("server.port is not {upstream_port}"),
+    );
+    v.check(
         s.attr_str("server.address").is_some_and(|a| !a.is_empty()),
-        "server.address: {ctx}"
+        || "server.address missing".into(),
     );
-    assert_eq!(
-        s.status_code == SpanStatus::Error,
-        s.http_status() >= 400,
-        "client span status must be ERROR iff status >= 400: {ctx}"
+    v.check(
+        (s.status_code == SpanStatus::Error) == (s.http_status() >= 400),
+        || "client span status must be ERROR iff status >= 400".into(),
     );
-    assert_times_sane(s);
+    v.out.extend(time_violations(s));
+    v.out
 }
 
 /// start > 0, end >= start, duration < 60 s, start within the last hour of wall-clock time.
-pub fn assert_times_sane(s: &ReceivedSpan) {
-    let ctx = s.summary();
-    assert!(s.start_ns > 0, "start time zero: {ctx}");
-    assert!(s.end_ns >= s.start_ns, "end before start: {ctx}");
-    assert!(s.duration().as_secs() < 60, "duration >= 60 s: {ctx}");
+pub fn time_violations(s: &ReceivedSpan) -> Vec<String> {
+    let mut v = Violations {
+        span: s,
+        out: Vec::new(),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     let hour = 3_600_000_000_000u64;
-    assert!(
+    v.check(s.start_ns > 0, || "start time is zero".into());
+    v.check(s.end_ns >= s.start_ns, || "end before start".into());
+    v.check(s.duration().as_secs() < 60, || "duration >= 60 s".into());
+    v.check(
         s.start_ns > now - hour && s.start_ns < now + 60_000_000_000,
-        "start time not within the last hour (clock conversion?): start={} now={now}: {ctx}",
-        s.start_ns
+        || format!("start time not within the last hour (now={now}; clock conversion?)"),
+    );
+    v.out
+}
+
+/// Violations of the resource contract for a span of process `pid` (`exe`: expected
+/// `process.executable.name`).
+pub fn resource_violations(s: &ReceivedSpan, pid: u32, exe: &str) -> Vec<String> {
+    let mut v = Violations {
+        span: s,
+        out: Vec::new(),
+    };
+    v.check(s.pid() == Some(pid), || format!("process.pid is not {pid}"));
+    v.check(s.res_str("process.executable.name") == Some(exe), || {
+        format!(
+            "process.executable.name is not {exe:?} (resource {:?})",
+            s.resource
+        )
+    });
+    let host = crate::procs::hostname();
+    v.check(s.res_str("host.name") == Some(host.as_str()), || {
+        format!("host.name is not {host:?}")
+    });
+    for k in ["service.name", "service.instance.id", "telemetry.sdk.name"] {
+        v.check(s.res_str(k).is_some_and(|x| !x.is_empty()), || {
+            format!("resource {k} missing (resource {:?})", s.resource)
+        });
+    }
+    v.out
+}
+
+fn fail_on(violations: Vec<String>, what: &str) {
+    if !violations.is_empty() {
+        let n = violations.len();
+        let shown: Vec<String> = violations.into_iter().take(50).collect();
+        panic!("{n} {what} violation(s):\n  {}", shown.join("\n  "));
+    }
+}
+
+/// Panics listing every violation of the SERVER span contract.
+pub fn assert_server_span_contract(s: &ReceivedSpan, server_port: u16) {
+    fail_on(
+        server_span_violations(s, server_port),
+        "SERVER span contract",
     );
 }
 
-/// Resource attributes of a span of process `pid` (`exe`: expected `process.executable.name`).
+/// Panics listing every violation of the CLIENT span contract.
+pub fn assert_client_span_contract(s: &ReceivedSpan, upstream_port: u16) {
+    fail_on(
+        client_span_violations(s, upstream_port),
+        "CLIENT span contract",
+    );
+}
+
+/// Panics unless the span's times are sane (see [`time_violations`]).
+pub fn assert_times_sane(s: &ReceivedSpan) {
+    fail_on(time_violations(s), "span time");
+}
+
+/// Panics listing every violation of the resource contract.
 pub fn assert_resource(s: &ReceivedSpan, pid: u32, exe: &str) {
-    let ctx = s.summary();
-    assert_eq!(s.pid(), Some(pid), "process.pid: {ctx}");
-    assert_eq!(
-        s.res_str("process.executable.name"),
-        Some(exe),
-        "process.executable.name: {ctx} resource={:?}",
-        s.resource
-    );
-    assert_eq!(
-        s.res_str("host.name"),
-        Some(crate::procs::hostname().as_str()),
-        "host.name: {ctx}"
-    );
-    for k in ["service.name", "service.instance.id", "telemetry.sdk.name"] {
-        assert!(
-            s.res_str(k).is_some_and(|v| !v.is_empty()),
-            "resource {k} missing: {ctx} resource={:?}",
-            s.resource
-        );
-    }
+    fail_on(resource_violations(s, pid, exe), "resource");
 }
 
 /// Waits for exactly `expected.len()` spans matching `pred` (then [`crate::QUIET`] without
@@ -289,18 +342,22 @@ pub fn expect_spans(
     spans
 }
 
-/// [`assert_server_span_contract`] and [`assert_resource`] for every span.
+/// SERVER span and resource contract for every span; reports all violations at once.
 pub fn check_server_spans(spans: &[ReceivedSpan], port: u16, pid: u32, exe: &str) {
+    let mut v = Vec::new();
     for s in spans {
-        assert_server_span_contract(s, port);
-        assert_resource(s, pid, exe);
+        v.extend(server_span_violations(s, port));
+        v.extend(resource_violations(s, pid, exe));
     }
+    fail_on(v, "SERVER span contract");
 }
 
-/// [`assert_client_span_contract`] and [`assert_resource`] for every span.
+/// CLIENT span and resource contract for every span; reports all violations at once.
 pub fn check_client_spans(spans: &[ReceivedSpan], upstream_port: u16, pid: u32, exe: &str) {
+    let mut v = Vec::new();
     for s in spans {
-        assert_client_span_contract(s, upstream_port);
-        assert_resource(s, pid, exe);
+        v.extend(client_span_violations(s, upstream_port));
+        v.extend(resource_violations(s, pid, exe));
     }
+    fail_on(v, "CLIENT span contract");
 }

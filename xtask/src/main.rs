@@ -3,6 +3,7 @@
 //! nightly's own LLVM, Debian packages the tests use), so the README's two commands work on a
 //! new machine.
 
+mod bench;
 mod demo;
 mod toolchain;
 
@@ -20,6 +21,8 @@ fn usage() -> ! {
          commands:\n  \
            build [--release]    install missing toolchain parts, build the eBPF object and the daemon\n  \
            demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
+           bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)
+  \
            test                 every test: unit, integration (real kernel, needs root), nix checks\n  \
            setup                only install what builds and tests need"
     );
@@ -163,6 +166,7 @@ fn main() -> Result<()> {
             demo::run(seconds)
         }
         "test" => test(),
+        "bench" => bench::run(rest.iter().any(|a| a == "--quick")),
         "setup" => {
             toolchain::ensure()?;
             setup_test_deps()

@@ -88,14 +88,13 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         })
     };
     let mut path = req.uri().path().to_string();
-    if path == "/status" {
-        if let Some(c) = param("respond") {
-            path = format!("/status/{c}");
-        }
-    } else if path == "/sleep" {
-        if let Some(ms) = param("ms") {
-            path = format!("/sleep/{ms}");
-        }
+    let rewrite = match path.as_str() {
+        "/status" => param("respond").map(|c| format!("/status/{c}")),
+        "/sleep" => param("ms").map(|ms| format!("/sleep/{ms}")),
+        _ => None,
+    };
+    if let Some(p) = rewrite {
+        path = p;
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
