@@ -178,6 +178,66 @@ pub struct Config {
     pub batch_size: usize,
     /// `BEYLA_ENFORCE_SYS_CAPS`: a missing capability is fatal (default) or only a warning.
     pub enforce_caps: bool,
+    /// Metrics: OTLP, Prometheus, internal metrics.
+    pub metrics: MetricsConfig,
+    /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::span::sampler::Sampler,
+    /// `BEYLA_ROUTES_PATTERNS`.
+    pub routes: Vec<crate::route::Pattern>,
+    /// `BEYLA_ROUTES_MAX`: distinct heuristic routes per service.
+    pub max_routes: usize,
+}
+
+/// `BEYLA_INTERNAL_METRICS_EXPORTER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InternalMetrics {
+    Disabled,
+    Prometheus,
+    Otel,
+}
+
+/// Where RED metrics go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// OTLP metrics export (`traces_endpoint` holds the metrics URL, `…/v1/metrics`).
+    pub otlp: Option<OtlpConfig>,
+    /// `BEYLA_METRICS_INTERVAL` / `OTEL_METRIC_EXPORT_INTERVAL`.
+    pub interval: Duration,
+    /// `BEYLA_PROMETHEUS_ADDRESS`:`BEYLA_PROMETHEUS_PORT`.
+    pub prometheus: Option<std::net::SocketAddr>,
+    pub internal: InternalMetrics,
+    /// Where Prometheus internal metrics are served: address and path.
+    pub internal_prometheus: Option<(std::net::SocketAddr, String)>,
+}
+
+impl MetricsConfig {
+    /// Any application metrics consumer configured.
+    pub fn enabled(&self) -> bool {
+        self.otlp.is_some() || self.prometheus.is_some()
+    }
+}
+
+/// `30s`, `1m`, `500ms`, `2h`, or a plain number of milliseconds.
+pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| invalid(var, value, "expected a duration like 30s, 1m, 500ms"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        "h" => n * 3600e3,
+        _ => return Err(invalid(var, value, "unit must be ms, s, m or h")),
+    };
+    if !(1.0..=86_400_000.0).contains(&ms) {
+        return Err(invalid(var, value, "must be between 1ms and 24h"));
+    }
+    Ok(Duration::from_micros((ms * 1e3) as u64))
 }
 
 const MIN_CAPTURE: u32 = 64;
@@ -288,6 +348,33 @@ fn parse_url(var: &'static str, value: &str) -> Result<(String, u16, String), Co
     Ok((host, port, path.to_owned()))
 }
 
+#[derive(Clone, Copy)]
+enum Signal {
+    Metrics,
+}
+
+struct SignalVars {
+    endpoint: &'static str,
+    protocol: &'static str,
+    headers: &'static str,
+    timeout: &'static str,
+    path: &'static str,
+}
+
+impl Signal {
+    fn vars(self) -> SignalVars {
+        match self {
+            Signal::Metrics => SignalVars {
+                endpoint: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                headers: "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+                timeout: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                path: "/v1/metrics",
+            },
+        }
+    }
+}
+
 impl Config {
     /// Read the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -337,6 +424,18 @@ impl Config {
         };
 
         let otlp = Self::otlp(&get)?;
+        let mut traces_enabled = match get("OTEL_TRACES_EXPORTER") {
+            Some(v) => match v.trim() {
+                "none" => false,
+                "otlp" => true,
+                _ => return Err(invalid("OTEL_TRACES_EXPORTER", &v, "expected otlp or none")),
+            },
+            None => true,
+        };
+        if let Some(v) = get("BEYLA_TRACES_ENABLED") {
+            traces_enabled &= parse_bool("BEYLA_TRACES_ENABLED", &v)?;
+        }
+        let metrics = Self::metrics(&get)?;
 
         let printer = match get("BEYLA_TRACE_PRINTER") {
             Some(v) => match v.trim() {
@@ -353,7 +452,7 @@ impl Config {
                 }
             },
             // With nowhere to send spans, show them: the first run should show something.
-            None if otlp.is_none() => TracePrinter::Text,
+            None if otlp.is_none() && traces_enabled && !metrics.enabled() => TracePrinter::Text,
             None => TracePrinter::Disabled,
         };
 
@@ -434,11 +533,45 @@ impl Config {
             None => true,
         };
 
+        let sampler = match get("OTEL_TRACES_SAMPLER") {
+            Some(v) => {
+                let arg = get("OTEL_TRACES_SAMPLER_ARG");
+                crate::span::sampler::Sampler::parse(&v, arg.as_deref()).map_err(|reason| {
+                    if reason.starts_with("OTEL_TRACES_SAMPLER_ARG") {
+                        invalid(
+                            "OTEL_TRACES_SAMPLER_ARG",
+                            arg.as_deref().unwrap_or(""),
+                            reason,
+                        )
+                    } else {
+                        invalid("OTEL_TRACES_SAMPLER", &v, reason)
+                    }
+                })?
+            }
+            None => Default::default(),
+        };
+        let mut routes = Vec::new();
+        if let Some(v) = get("BEYLA_ROUTES_PATTERNS") {
+            for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                routes.push(crate::route::Pattern::parse(p).ok_or_else(|| {
+                    invalid(
+                        "BEYLA_ROUTES_PATTERNS",
+                        &v,
+                        format!("{p:?} does not start with /"),
+                    )
+                })?);
+            }
+        }
+        let max_routes = match get("BEYLA_ROUTES_MAX") {
+            Some(_) => count("BEYLA_ROUTES_MAX", 0)?,
+            None => crate::route::DEFAULT_MAX_ROUTES,
+        };
+
         Ok(Self {
             selection,
             service_name,
             resource_attributes,
-            otlp,
+            otlp: if traces_enabled { otlp } else { None },
             printer,
             log_level,
             capture_bytes,
@@ -447,7 +580,161 @@ impl Config {
             queue_size,
             batch_size: batch_size.min(queue_size),
             enforce_caps,
+            metrics,
+            sampler,
+            routes,
+            max_routes,
         })
+    }
+
+    fn metrics(get: &impl Fn(&str) -> Option<String>) -> Result<MetricsConfig, ConfigError> {
+        let exporter_on = match get("OTEL_METRICS_EXPORTER") {
+            Some(v) => match v.trim() {
+                "none" => false,
+                "otlp" => true,
+                _ => {
+                    return Err(invalid(
+                        "OTEL_METRICS_EXPORTER",
+                        &v,
+                        "expected otlp or none",
+                    ));
+                }
+            },
+            None => true,
+        };
+        let otlp = if exporter_on {
+            Self::signal_otlp(get, Signal::Metrics)?
+        } else {
+            None
+        };
+        let interval = match get("BEYLA_METRICS_INTERVAL")
+            .map(|v| ("BEYLA_METRICS_INTERVAL", v))
+            .or_else(|| {
+                get("OTEL_METRIC_EXPORT_INTERVAL").map(|v| ("OTEL_METRIC_EXPORT_INTERVAL", v))
+            }) {
+            Some((var, v)) => parse_duration(var, &v)?,
+            None => Duration::from_secs(60),
+        };
+        let port = |var: &'static str| -> Result<Option<u16>, ConfigError> {
+            match get(var) {
+                Some(v) => match v.trim().parse::<u16>() {
+                    Ok(p) if p > 0 => Ok(Some(p)),
+                    _ => Err(invalid(var, &v, "expected a port number 1-65535")),
+                },
+                None => Ok(None),
+            }
+        };
+        let ip = match get("BEYLA_PROMETHEUS_ADDRESS") {
+            Some(v) => v
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| invalid("BEYLA_PROMETHEUS_ADDRESS", &v, "expected an IP address"))?,
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let prom_port = port("BEYLA_PROMETHEUS_PORT")?;
+        let prometheus = prom_port.map(|p| std::net::SocketAddr::new(ip, p));
+        let internal = match get("BEYLA_INTERNAL_METRICS_EXPORTER") {
+            Some(v) => match v.trim() {
+                "prometheus" => InternalMetrics::Prometheus,
+                "otel" | "otlp" => InternalMetrics::Otel,
+                "disabled" | "none" => InternalMetrics::Disabled,
+                _ => {
+                    return Err(invalid(
+                        "BEYLA_INTERNAL_METRICS_EXPORTER",
+                        &v,
+                        "expected prometheus, otel or disabled",
+                    ));
+                }
+            },
+            None => InternalMetrics::Disabled,
+        };
+        let internal_prometheus = if internal == InternalMetrics::Prometheus {
+            let p = port("BEYLA_INTERNAL_METRICS_PROMETHEUS_PORT")?
+                .or(prom_port)
+                .ok_or_else(|| {
+                    invalid(
+                        "BEYLA_INTERNAL_METRICS_EXPORTER",
+                        "prometheus",
+                        "needs BEYLA_INTERNAL_METRICS_PROMETHEUS_PORT or BEYLA_PROMETHEUS_PORT",
+                    )
+                })?;
+            let path = get("BEYLA_INTERNAL_METRICS_PROMETHEUS_PATH")
+                .unwrap_or_else(|| "/internal/metrics".to_owned());
+            if !path.starts_with('/') || path == "/metrics" && Some(p) == prom_port {
+                return Err(invalid(
+                    "BEYLA_INTERNAL_METRICS_PROMETHEUS_PATH",
+                    &path,
+                    "must start with / and differ from /metrics on the same port",
+                ));
+            }
+            Some((std::net::SocketAddr::new(ip, p), path))
+        } else {
+            None
+        };
+        if internal == InternalMetrics::Otel && otlp.is_none() {
+            return Err(invalid(
+                "BEYLA_INTERNAL_METRICS_EXPORTER",
+                "otel",
+                "needs an OTLP metrics endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or \
+                 OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)",
+            ));
+        }
+        Ok(MetricsConfig {
+            otlp,
+            interval,
+            prometheus,
+            internal,
+            internal_prometheus,
+        })
+    }
+
+    /// The OTLP settings of one signal: its own variables first, then the generic ones.
+    fn signal_otlp(
+        get: &impl Fn(&str) -> Option<String>,
+        signal: Signal,
+    ) -> Result<Option<OtlpConfig>, ConfigError> {
+        let v = signal.vars();
+        let (var, raw, full) = if let Some(x) = get(v.endpoint) {
+            (v.endpoint, x, true)
+        } else if let Some(x) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", x, false)
+        } else {
+            return Ok(None);
+        };
+        let (_, port, _path) = parse_url(var, &raw)?;
+        let protocol = match get(v.protocol).map(|x| (v.protocol, x)).or_else(|| {
+            get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|x| ("OTEL_EXPORTER_OTLP_PROTOCOL", x))
+        }) {
+            Some((pvar, x)) => OtlpProtocol::parse(pvar, &x)?,
+            None if port == 4317 => OtlpProtocol::Grpc,
+            None => OtlpProtocol::HttpProtobuf,
+        };
+        let base = raw.trim().trim_end_matches('/');
+        let endpoint = if full || protocol == OtlpProtocol::Grpc {
+            base.to_owned()
+        } else {
+            format!("{base}{}", v.path)
+        };
+        let headers = match get(v.headers).map(|x| (v.headers, x)).or_else(|| {
+            get("OTEL_EXPORTER_OTLP_HEADERS").map(|x| ("OTEL_EXPORTER_OTLP_HEADERS", x))
+        }) {
+            Some((hvar, x)) => parse_pairs(hvar, &x)?,
+            None => Vec::new(),
+        };
+        let timeout = match get(v.timeout).map(|x| (v.timeout, x)).or_else(|| {
+            get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|x| ("OTEL_EXPORTER_OTLP_TIMEOUT", x))
+        }) {
+            Some((tvar, x)) => Duration::from_millis(parse_u64(tvar, &x)?),
+            None => Duration::from_secs(10),
+        };
+        Ok(Some(OtlpConfig {
+            traces_endpoint: endpoint,
+            protocol,
+            headers,
+            timeout,
+        }))
     }
 
     fn otlp(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, ConfigError> {
@@ -656,5 +943,84 @@ mod tests {
                 ("team".into(), "a,b".into())
             ]
         );
+    }
+
+    #[test]
+    fn metrics_sampler_and_routes() {
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
+            ("BEYLA_METRICS_INTERVAL", "30s"),
+            ("BEYLA_PROMETHEUS_PORT", "9400"),
+            ("BEYLA_INTERNAL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+            ("BEYLA_ROUTES_PATTERNS", "/users/{id}, /api/*"),
+        ])
+        .unwrap();
+        let m = &c.metrics;
+        assert_eq!(
+            m.otlp.as_ref().unwrap().traces_endpoint,
+            "http://h:4318/v1/metrics"
+        );
+        assert_eq!(m.interval, Duration::from_secs(30));
+        assert_eq!(m.prometheus, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(
+            m.internal_prometheus,
+            Some((
+                "127.0.0.1:9400".parse().unwrap(),
+                "/internal/metrics".into()
+            ))
+        );
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.otlp.is_some());
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/x"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])
+        .unwrap();
+        assert!(c.otlp.is_none(), "traces off");
+        assert_eq!(c.printer, TracePrinter::Disabled);
+        assert_eq!(c.metrics.otlp.unwrap().traces_endpoint, "http://m:9/x");
+        assert_eq!(c.metrics.interval, Duration::from_millis(1500));
+        let c = cfg(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ])
+        .unwrap();
+        assert!(c.metrics.otlp.is_none() && c.otlp.is_some());
+        assert_eq!(parse_duration("X", "1m"), Ok(Duration::from_secs(60)));
+        for (var, bad) in [
+            ("BEYLA_METRICS_INTERVAL", "soon"),
+            ("BEYLA_METRICS_INTERVAL", "5d"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
+            ("BEYLA_PROMETHEUS_PORT", "70000"),
+            ("BEYLA_PROMETHEUS_ADDRESS", "localhost"),
+            ("BEYLA_INTERNAL_METRICS_EXPORTER", "statsd"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_EXPORTER", "jaeger"),
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("BEYLA_TRACES_ENABLED", "perhaps"),
+            ("BEYLA_ROUTES_PATTERNS", "/ok,users"),
+            ("BEYLA_ROUTES_MAX", "0"),
+        ] {
+            let (v, value) = err_var(&[("BEYLA_OPEN_PORT", "80"), (var, bad)]);
+            assert_eq!((v, value.as_str()), (var, bad));
+        }
+        let (v, _) = err_var(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ]);
+        assert_eq!(v, "OTEL_TRACES_SAMPLER_ARG");
+        let (v, _) = err_var(&[
+            ("BEYLA_OPEN_PORT", "80"),
+            ("BEYLA_INTERNAL_METRICS_EXPORTER", "prometheus"),
+        ]);
+        assert_eq!(v, "BEYLA_INTERNAL_METRICS_EXPORTER");
     }
 }

@@ -34,6 +34,106 @@ pub enum DaemonError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Copy the kernel's counters into `stats`.
+fn kernel_stats(capture: &Capture, stats: &Stats) -> crate::capture::KernelStats {
+    let k = capture.stats();
+    Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
+    Stats::set(&stats.kernel_capture_faults, k.capture_faults);
+    Stats::set(&stats.kernel_conn_map_full, k.conn_map_full);
+    Stats::set(&stats.kernel_pid_map_full, k.pid_map_full);
+    k
+}
+
+/// Metrics: the shared aggregation, the OTLP export task and the Prometheus listeners.
+async fn start_metrics(
+    config: &Config,
+    stats: &Arc<Stats>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<
+    (
+        Option<Arc<crate::metrics::Metrics>>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ),
+    DaemonError,
+> {
+    use crate::{config::InternalMetrics, metrics};
+    let mc = &config.metrics;
+    let internal_otel = mc.internal == InternalMetrics::Otel;
+    if !mc.enabled() && mc.internal == InternalMetrics::Disabled {
+        return Ok((None, Vec::new()));
+    }
+    let m = Arc::new(metrics::Metrics::new(
+        GlobalResource {
+            attributes: config.resource_attributes.clone(),
+        },
+        internal_otel.then(|| stats.clone()),
+    ));
+    let mut tasks = Vec::new();
+    if let Some(o) = &mc.otlp {
+        let exporter = metrics::otlp::build_exporter(o)?;
+        tasks.push(tokio::spawn(metrics::otlp::run(
+            exporter,
+            o.traces_endpoint.clone(),
+            m.clone(),
+            internal_otel,
+            mc.interval,
+            stats.clone(),
+            stop_rx.clone(),
+            FLUSH_TIMEOUT,
+        )));
+        log::info!(
+            "exporting metrics to {} ({:?}) every {:?}",
+            o.traces_endpoint,
+            o.protocol,
+            mc.interval
+        );
+    }
+    let mut listeners: Vec<(std::net::SocketAddr, metrics::server::Endpoints)> = Vec::new();
+    if let Some(a) = mc.prometheus {
+        listeners.push((
+            a,
+            metrics::server::Endpoints {
+                app: Some(m.clone()),
+                internal: None,
+            },
+        ));
+    }
+    if let Some((a, path)) = &mc.internal_prometheus {
+        let internal = Some((path.clone(), stats.clone()));
+        match listeners.iter_mut().find(|(la, _)| la.port() == a.port()) {
+            Some((_, ep)) => ep.internal = internal,
+            None => listeners.push((
+                *a,
+                metrics::server::Endpoints {
+                    app: None,
+                    internal,
+                },
+            )),
+        }
+    }
+    for (addr, ep) in listeners {
+        let l = metrics::server::bind(addr)
+            .await
+            .map_err(|source| DaemonError::MetricsListen { addr, source })?;
+        log::info!(
+            "serving Prometheus metrics on http://{addr}{}{}",
+            if ep.app.is_some() { "/metrics" } else { "" },
+            ep.internal
+                .as_ref()
+                .map(|(p, _)| format!(" (internal: {p})"))
+                .unwrap_or_default()
+        );
+        tasks.push(tokio::spawn(metrics::server::serve(l, ep, stop_rx.clone())));
+    }
+    Ok((Some(m), tasks))
 }
 
 /// Apply what the pipeline asked of the kernel maps.
@@ -108,6 +208,7 @@ pub async fn run(
         None => (None, None),
     };
     let sink = Sink::new(Printer::new(config.printer), queue, stats.clone());
+    let (metrics, metrics_tasks) = start_metrics(&config, &stats, &stop_rx).await?;
 
     let mut capture = Capture::start(&config)?;
     log::info!("capture backend: {}", capture.backend());
@@ -117,7 +218,12 @@ pub async fn run(
         config.service_name.clone(),
         HostInfo::read(),
     );
-    let mut pipeline = Pipeline::new(processes, SpanBuilder::new(clock), sink, stats.clone());
+    let spans = SpanBuilder::with_router(
+        clock,
+        crate::route::Router::new(config.routes.clone(), config.max_routes),
+    );
+    let mut pipeline =
+        Pipeline::new(processes, spans, sink, stats.clone()).with_metrics(metrics, config.sampler);
 
     // Processes that were running before we attached. Anything that binds from now on is
     // caught by the kernel, so there is no gap between the scan and the programs.
@@ -148,8 +254,7 @@ pub async fn run(
             _ = rescan_tick.tick() => {
                 pipeline.apply_scan(scan_processes.scan(), Clock::monotonic_ns());
                 pipeline.expire(Clock::monotonic_ns());
-                let k = capture.stats();
-                Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
+                let k = kernel_stats(&capture, &stats);
                 if k.ringbuf_full > last_lost {
                     log::warn!(
                         "kernel ring buffer overflowed: {} records lost since start (raise BEYLA_RINGBUF_SIZE)",
@@ -167,12 +272,14 @@ pub async fn run(
 
     // Last records, then detach (dropping `capture` detaches every program).
     capture.drain(|ev| pipeline.handle(ev));
-    let k = capture.stats();
-    Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
+    kernel_stats(&capture, &stats);
     drop(capture);
     log::info!("detached; flushing spans");
     let _ = stop_tx.send(true);
     if let Some(t) = export_task {
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(1), t).await;
+    }
+    for t in metrics_tasks {
         let _ = tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(1), t).await;
     }
     Ok(stats.snapshot())

@@ -2,7 +2,8 @@
 //!
 //! [`capture`] (kernel programs, ring buffer, event decoding) → [`pipeline`] (dispatch) →
 //! [`connection`] and [`protocol`] (per-connection HTTP/1.x and HTTP/2 state) → [`span`]
-//! (semantic conventions) → [`export`] (OTLP, trace printer).
+//! (semantic conventions) → [`export`] (OTLP, trace printer); [`metrics`] records RED
+//! metrics from every finished exchange (OTLP, Prometheus).
 //!
 //! [`process`] decides which processes are instrumented and what they are called;
 //! [`config`] reads the environment; [`daemon`] wires it all together.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod export;
+pub mod metrics;
 pub mod pipeline;
 pub mod privileges;
 pub mod process;

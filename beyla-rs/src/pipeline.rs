@@ -17,9 +17,14 @@ use crate::{
     capture::{DecodeError, Event},
     connection::{Connections, DataOutcome, Finished},
     export::Sink,
+    metrics::Metrics,
     process::{Processes, ScannedProcess},
     protocol::{Role, Segment},
-    span::{ConnMeta, SpanBuilder},
+    span::{
+        ConnMeta, SpanBuilder,
+        context::{Decided, Tracker},
+        sampler::Sampler,
+    },
     stats::Stats,
 };
 
@@ -55,6 +60,11 @@ pub struct Pipeline {
     finished: Vec<Finished>,
     /// Ids for connections found in /proc: bit 63 set, so they never collide with the kernel's.
     next_user_conn_id: u64,
+    /// Trace context across requests (span/context.rs) and the sampler.
+    tracker: Tracker,
+    decided: Vec<Decided>,
+    /// RED metrics, recorded from every finished exchange before sampling.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
@@ -70,7 +80,17 @@ impl Pipeline {
             actions: Vec::new(),
             finished: Vec::new(),
             next_user_conn_id: 1 << 63,
+            tracker: Tracker::new(Sampler::default()),
+            decided: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Record RED metrics into `metrics` and sample spans with `sampler`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>, sampler: Sampler) -> Self {
+        self.metrics = metrics;
+        self.tracker = Tracker::new(sampler);
+        self
     }
 
     pub fn take_actions(&mut self) -> Vec<KernelAction> {
@@ -104,6 +124,11 @@ impl Pipeline {
         self.processes.forget(pid);
         self.connections.remove_process(pid);
         self.listeners.retain(|(t, _), _| *t != pid);
+        self.tracker.remove_process(pid, &mut self.decided);
+        if let Some(m) = &self.metrics {
+            m.process_gone(pid);
+        }
+        self.emit_decided();
     }
 
     /// Reconcile with a /proc scan: start tracking selected processes the kernel did not
@@ -156,6 +181,8 @@ impl Pipeline {
             Stats::inc(&self.stats.connections_evicted);
             self.actions.push(KernelAction::RemoveConn { tgid, fd });
         }
+        self.tracker.expire(now_ns, &mut self.decided);
+        self.emit_decided();
     }
 
     pub fn handle(&mut self, ev: Result<Event<'_>, DecodeError>) {
@@ -176,7 +203,9 @@ impl Pipeline {
             EventKind::Close => {
                 self.connections
                     .close(h.conn_id, h.ts_ns, &mut self.finished);
-                self.flush_finished();
+                self.flush_finished(h.conn_id);
+                self.tracker.conn_closed(h.conn_id, &mut self.decided);
+                self.emit_decided();
             }
             EventKind::Bind => {
                 let pid = h.tgid;
@@ -287,6 +316,15 @@ impl Pipeline {
             total_len: h.total_len,
             tail: ev.tail(),
         };
+        if let Some(role) = ev.role()
+            && seg.direction == role.request_direction()
+        {
+            let (tgid, fd) = (h.tgid, h.fd as u32);
+            self.tracker
+                .on_request_segment(h.conn_id, tgid, h.tid, role, h.ts_ns, || {
+                    crate::process::socket_addrs(tgid, fd)
+                });
+        }
         let outcome = self.connections.data(
             h.conn_id,
             h.tgid,
@@ -299,16 +337,43 @@ impl Pipeline {
         if let DataOutcome::Drop { tgid, fd } = outcome {
             log::debug!("pid {tgid} fd {fd}: not HTTP; no longer captured");
             self.actions.push(KernelAction::RemoveConn { tgid, fd });
+            self.flush_finished(h.conn_id);
+            self.tracker.conn_closed(h.conn_id, &mut self.decided);
+            self.emit_decided();
+            return;
         }
-        self.flush_finished();
+        self.flush_finished(h.conn_id);
     }
 
-    fn flush_finished(&mut self) {
+    /// Every exchange finished on `conn_id`: metrics first (they count every request), then
+    /// the trace context decides parents and sampling.
+    fn flush_finished(&mut self, conn_id: u64) {
         for f in self.finished.drain(..) {
             let process = self.processes.info(f.meta.tgid);
-            match self.spans.build(f.role, &f.meta, process, &f.exchange) {
-                Ok(span) => self.sink.emit(span),
-                Err(_) => Stats::inc(&self.stats.spans_not_sampled),
+            let p = self.spans.prepare(f.role, &f.meta, process, &f.exchange);
+            if let Some(m) = &self.metrics {
+                m.record(&p.span, p.route.as_deref());
+            }
+            self.tracker.on_finished(
+                conn_id,
+                f.role,
+                p.span,
+                p.header,
+                f.exchange.start_ns,
+                f.exchange.end_ns.max(f.exchange.start_ns),
+                f.meta.peer,
+                &mut self.decided,
+            );
+        }
+        self.emit_decided();
+    }
+
+    fn emit_decided(&mut self) {
+        for d in self.decided.drain(..) {
+            if d.sampled {
+                self.sink.emit(d.span);
+            } else {
+                Stats::inc(&self.stats.spans_not_sampled);
             }
         }
     }

@@ -55,9 +55,165 @@ pub fn heuristic(path: &str) -> String {
     out
 }
 
+/// A configured route pattern (`BEYLA_ROUTES_PATTERNS`): `/users/{id}`, `/users/:id`, `/api/*`.
+///
+/// Matching is per path segment: `{name}` and `:name` match exactly one non-empty segment, `*`
+/// matches one segment, and a `*` or `**` as the last segment matches everything after it (one
+/// or more segments). A trailing slash on the path is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    raw: String,
+    segs: Vec<PatSeg>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PatSeg {
+    Literal(String),
+    One,
+    Rest,
+}
+
+impl Pattern {
+    /// Parses one pattern; `None` when it does not start with `/`.
+    pub fn parse(raw: &str) -> Option<Pattern> {
+        let raw = raw.trim();
+        if !raw.starts_with('/') {
+            return None;
+        }
+        let parts: Vec<&str> = raw[1..].split('/').collect();
+        let n = parts.len();
+        let segs = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !(s.is_empty() && *i == n - 1 && n > 1))
+            .map(|(i, s)| {
+                if (*s == "*" || *s == "**") && i == n - 1 {
+                    PatSeg::Rest
+                } else if *s == "*"
+                    || (s.starts_with('{') && s.ends_with('}') && s.len() > 2)
+                    || (s.starts_with(':') && s.len() > 1)
+                {
+                    PatSeg::One
+                } else {
+                    PatSeg::Literal((*s).to_owned())
+                }
+            })
+            .collect();
+        Some(Pattern {
+            raw: raw.to_owned(),
+            segs,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let path = if path.len() > 1 {
+            path.strip_suffix('/').unwrap_or(path)
+        } else {
+            path
+        };
+        let mut segs = path.split('/');
+        for p in &self.segs {
+            match p {
+                PatSeg::Rest => return segs.next().is_some_and(|s| !s.is_empty()),
+                PatSeg::One => match segs.next() {
+                    Some(s) if !s.is_empty() => {}
+                    _ => return false,
+                },
+                PatSeg::Literal(l) => match segs.next() {
+                    Some(s) if s == l => {}
+                    _ => return false,
+                },
+            }
+        }
+        segs.next().is_none()
+    }
+}
+
+/// The route every path gets once a service has [`Router::max_routes`] distinct heuristic
+/// routes (as Beyla's "unmatched" route).
+pub const OVERFLOW_ROUTE: &str = "/**";
+
+/// Default cap on distinct heuristic routes per service.
+pub const DEFAULT_MAX_ROUTES: usize = 1000;
+
+/// A low-cardinality route and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub route: String,
+    /// From a configured pattern: exported as `http.route` (Beyla does the same). Heuristic
+    /// routes only name spans and label metrics.
+    pub configured: bool,
+}
+
+/// Routes for paths: configured patterns first, then [`heuristic`], with a cap on the
+/// distinct heuristic routes each service may produce.
+#[derive(Debug)]
+pub struct Router {
+    patterns: Vec<Pattern>,
+    max_routes: usize,
+    seen: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(Vec::new(), DEFAULT_MAX_ROUTES)
+    }
+}
+
+impl Router {
+    pub fn new(patterns: Vec<Pattern>, max_routes: usize) -> Self {
+        Self {
+            patterns,
+            max_routes,
+            seen: Default::default(),
+        }
+    }
+
+    pub fn max_routes(&self) -> usize {
+        self.max_routes
+    }
+
+    /// The route of `path` (no query) for `service`.
+    pub fn route(&mut self, service: &str, path: &str) -> Route {
+        if let Some(p) = self.patterns.iter().find(|p| p.matches(path)) {
+            return Route {
+                route: p.raw.clone(),
+                configured: true,
+            };
+        }
+        let h = heuristic(path);
+        let seen = match self.seen.get_mut(service) {
+            Some(s) => s,
+            None => self.seen.entry(service.to_owned()).or_default(),
+        };
+        let route = if seen.contains(&h) {
+            h
+        } else if seen.len() < self.max_routes {
+            seen.insert(h.clone());
+            h
+        } else {
+            OVERFLOW_ROUTE.to_owned()
+        };
+        Route {
+            route,
+            configured: false,
+        }
+    }
+
+    /// Distinct heuristic routes recorded for `service`.
+    pub fn distinct(&self, service: &str) -> usize {
+        self.seen.get(service).map_or(0, |s| s.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::heuristic;
+    use super::*;
 
     #[test]
     fn table() {
@@ -76,5 +232,82 @@ mod tests {
         ] {
             assert_eq!(heuristic(path), route, "{path}");
         }
+    }
+
+    #[test]
+    fn more_heuristics() {
+        for (path, route) in [
+            ("/users/123/", "/users/{id}/"),
+            ("/a/0", "/a/{id}"),
+            ("/v2/orders", "/v2/orders"),
+            ("/files/report-2024.pdf", "/files/report-2024.pdf"),
+            (
+                "/sha/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "/sha/{id}",
+            ),
+            ("/session/AbC123dEf456GhI789", "/session/{id}"),
+            ("/x/550E8400-E29B-41D4-A716-446655440000/y", "/x/{id}/y"),
+        ] {
+            assert_eq!(heuristic(path), route, "{path}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        let p = |s| Pattern::parse(s).unwrap();
+        assert!(p("/users/{id}").matches("/users/17"));
+        assert!(p("/users/:id").matches("/users/17/"));
+        assert!(!p("/users/{id}").matches("/users/17/orders"));
+        assert!(!p("/users/{id}").matches("/users/"));
+        assert!(p("/api/*").matches("/api/a/b/c"));
+        assert!(!p("/api/*").matches("/api"));
+        assert!(p("/a/*/c").matches("/a/b/c"));
+        assert!(!p("/a/*/c").matches("/a/b/d"));
+        assert!(p("/").matches("/"));
+        assert!(!p("/").matches("/x"));
+        assert!(Pattern::parse("users").is_none());
+    }
+
+    #[test]
+    fn router_prefers_patterns_and_caps_heuristics() {
+        let mut r = Router::new(
+            vec![
+                Pattern::parse("/users/{id}").unwrap(),
+                Pattern::parse("/api/*").unwrap(),
+            ],
+            3,
+        );
+        assert_eq!(
+            r.route("svc", "/users/42"),
+            Route {
+                route: "/users/{id}".into(),
+                configured: true
+            }
+        );
+        assert_eq!(r.route("svc", "/api/v1/x").route, "/api/*");
+        let h = r.route("svc", "/items/99");
+        assert_eq!(h.route, "/items/{id}");
+        assert!(!h.configured);
+        assert_eq!(r.route("svc", "/a").route, "/a");
+        assert_eq!(r.route("svc", "/b").route, "/b");
+        assert_eq!(r.route("svc", "/c").route, OVERFLOW_ROUTE);
+        // Known routes stay; other services have their own budget.
+        assert_eq!(r.route("svc", "/items/1").route, "/items/{id}");
+        assert_eq!(r.route("other", "/c").route, "/c");
+    }
+
+    #[test]
+    fn ten_thousand_distinct_ids_stay_bounded() {
+        let mut r = Router::default();
+        let mut routes = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            // Ids the heuristic catches, and words it cannot tell from routes.
+            routes.insert(r.route("svc", &format!("/users/{i}")).route);
+            routes.insert(r.route("svc", &format!("/u{i}x/profile")).route);
+        }
+        assert!(routes.contains("/users/{id}"));
+        assert!(routes.len() <= DEFAULT_MAX_ROUTES + 1, "{}", routes.len());
+        assert!(routes.contains(OVERFLOW_ROUTE));
+        assert_eq!(r.distinct("svc"), DEFAULT_MAX_ROUTES);
     }
 }

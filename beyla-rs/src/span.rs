@@ -4,7 +4,14 @@
 //! This is the only place that decides what leaves the host: header values other than the
 //! ones named here are never copied, and query values of sensitive keys are replaced.
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+pub mod context;
+pub mod sampler;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use opentelemetry::{
     KeyValue,
@@ -16,7 +23,7 @@ use crate::{
     clock::Clock,
     process::ProcessInfo,
     protocol::{Exchange, Protocol, Role},
-    route,
+    route::Router,
 };
 
 /// What is known about the connection an exchange came from.
@@ -111,10 +118,10 @@ pub fn scrub_query(query: &str) -> String {
 /// Host and optional port of a `Host` header / `:authority`.
 fn split_authority(a: &str) -> (&str, Option<u16>) {
     let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
-    if let Some(rest) = a.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            return (h, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = a.strip_prefix('[')
+        && let Some((h, after)) = rest.split_once(']')
+    {
+        return (h, after.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match a.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
@@ -175,20 +182,40 @@ pub enum Skip {
     NotSampled,
 }
 
-/// Builds spans; holds the id generator and the clock.
+/// A span before the sampling and context decisions ([`context::Tracker`]), with what the
+/// metrics need.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Trace id and parent from the request's `traceparent`, else a fresh trace id.
+    pub span: SpanRecord,
+    /// The parsed `traceparent` header, if valid.
+    pub header: Option<TraceParent>,
+    /// Low-cardinality route of HTTP server requests (metrics' `http.route`).
+    pub route: Option<String>,
+}
+
+/// Builds spans; holds the id generator, the clock and the route table.
 pub struct SpanBuilder {
     clock: Clock,
     ids: RandomIdGenerator,
+    router: Mutex<Router>,
 }
 
 impl SpanBuilder {
     pub fn new(clock: Clock) -> Self {
+        Self::with_router(clock, Router::default())
+    }
+
+    pub fn with_router(clock: Clock, router: Router) -> Self {
         Self {
             clock,
             ids: RandomIdGenerator::default(),
+            router: Mutex::new(router),
         }
     }
 
+    /// [`Self::prepare`] plus the default sampler on the request's own `traceparent`
+    /// (no in-process context): what a span of one exchange looks like on its own.
     pub fn build(
         &self,
         role: Role,
@@ -196,12 +223,21 @@ impl SpanBuilder {
         process: Arc<ProcessInfo>,
         ex: &Exchange,
     ) -> Result<SpanRecord, Skip> {
-        let parent = ex.traceparent.as_deref().and_then(parse_traceparent);
-        if let Some(p) = parent
-            && !p.sampled
-        {
+        let p = self.prepare(role, conn, process, ex);
+        if p.header.is_some_and(|h| !h.sampled) {
             return Err(Skip::NotSampled);
         }
+        Ok(p.span)
+    }
+
+    pub fn prepare(
+        &self,
+        role: Role,
+        conn: &ConnMeta,
+        process: Arc<ProcessInfo>,
+        ex: &Exchange,
+    ) -> Prepared {
+        let parent = ex.traceparent.as_deref().and_then(parse_traceparent);
         let (trace_id, parent_span_id) = match parent {
             Some(p) => (p.trace_id, p.span_id),
             None => (self.ids.new_trace_id(), SpanId::INVALID),
@@ -211,6 +247,7 @@ impl SpanBuilder {
         let authority = ex.authority.as_deref().map(split_authority);
         let scheme = ex.scheme.clone().unwrap_or_else(|| "http".to_owned());
         let mut attrs = Vec::with_capacity(12);
+        let mut metric_route = None;
         let (kind, name, error);
         match role {
             Role::Server => {
@@ -226,8 +263,17 @@ impl SpanBuilder {
                     // Server errors per the semantic conventions' list.
                     error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
                 } else {
-                    name = format!("{} {}", ex.method, route::heuristic(path));
+                    let r = self
+                        .router
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .route(&process.service_name, path);
+                    name = format!("{} {}", ex.method, r.route);
                     http_attrs(&mut attrs, ex);
+                    if r.configured {
+                        attrs.push(KeyValue::new("http.route", r.route.clone()));
+                    }
+                    metric_route = Some(r.route);
                     attrs.push(KeyValue::new("url.path", path.to_owned()));
                     attrs.push(KeyValue::new("url.scheme", scheme));
                     attrs.push(KeyValue::new(
@@ -295,7 +341,7 @@ impl SpanBuilder {
         if ex.flags.incomplete {
             attrs.push(KeyValue::new("beyla.incomplete", true));
         }
-        Ok(SpanRecord {
+        let span = SpanRecord {
             process,
             kind,
             name,
@@ -307,7 +353,12 @@ impl SpanBuilder {
             end: self.clock.to_system_time(ex.end_ns.max(ex.start_ns)),
             attributes: attrs,
             error,
-        })
+        };
+        Prepared {
+            span,
+            header: parent,
+            route: metric_route,
+        }
     }
 }
 
@@ -509,5 +560,36 @@ mod tests {
         assert_eq!(split_target("/a#frag"), ("/a", None));
         assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_authority("h"), ("h", None));
+    }
+
+    #[test]
+    fn configured_routes_set_http_route_heuristics_only_name() {
+        let router = Router::new(
+            vec![crate::route::Pattern::parse("/users/{uid}").unwrap()],
+            10,
+        );
+        let b = SpanBuilder::with_router(Clock::new(), router);
+        let p = b.prepare(
+            Role::Server,
+            &ConnMeta::default(),
+            process(),
+            &exchange("GET", "/users/17", 200),
+        );
+        assert_eq!(p.span.name, "GET /users/{uid}");
+        assert_eq!(
+            attr(&p.span, "http.route").unwrap().as_str(),
+            "/users/{uid}"
+        );
+        assert_eq!(attr(&p.span, "url.path").unwrap().as_str(), "/users/17");
+        assert_eq!(p.route.as_deref(), Some("/users/{uid}"));
+        let p = b.prepare(
+            Role::Server,
+            &ConnMeta::default(),
+            process(),
+            &exchange("GET", "/items/17", 200),
+        );
+        assert_eq!(p.span.name, "GET /items/{id}");
+        assert!(attr(&p.span, "http.route").is_none());
+        assert_eq!(p.route.as_deref(), Some("/items/{id}"));
     }
 }

@@ -60,6 +60,16 @@ counters! {
     spans_dropped,
     /// Failed export requests.
     export_errors,
+    /// Kernel: copies from user memory that faulted (set from the kernel's counters).
+    kernel_capture_faults,
+    /// Kernel: connections not followed because the connection map was full.
+    kernel_conn_map_full,
+    /// Kernel: processes not tracked because the process map was full.
+    kernel_pid_map_full,
+    /// OTLP metrics export requests.
+    metrics_exports,
+    /// Failed OTLP metrics export requests.
+    metrics_export_errors,
 }
 
 impl Stats {

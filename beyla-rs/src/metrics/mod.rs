@@ -1,0 +1,345 @@
+//! RED metrics from every finished exchange (sampled out or not), with Beyla's names,
+//! buckets and default attributes (`shared/docs/beyla-compat.md`):
+//!
+//! | metric | unit | attributes |
+//! |---|---|---|
+//! | `http.server.request.duration` | s | `http.request.method`, `http.response.status_code`, `http.route` |
+//! | `http.client.request.duration` | s | `http.request.method`, `http.response.status_code`, `server.address`, `server.port` |
+//! | `http.{server,client}.{request,response}.body.size` | By | as the durations |
+//! | `rpc.server.duration`, `rpc.client.duration` | s | `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code` |
+//!
+//! `service.name` and the rest of the process's resource are the OTLP resource (one
+//! OpenTelemetry `SdkMeterProvider` per instrumented process, read by a `ManualReader`), and
+//! labels (`service_name`, `service_instance_id`) plus `target_info` in Prometheus. `url.path`
+//! and `client.address` are never metric attributes (cardinality); `http.route` is the
+//! route table's low-cardinality route (configured pattern, else heuristic, capped per
+//! service).
+
+pub mod internal;
+pub mod otlp;
+pub mod prom;
+pub mod server;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry::{
+    KeyValue, Value,
+    metrics::{Histogram, MeterProvider as _},
+    trace::SpanKind,
+};
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    metrics::{
+        InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+        data::ResourceMetrics, reader::MetricReader,
+    },
+};
+
+use crate::{
+    export::otlp::{GlobalResource, resource_for},
+    process::ProcessInfo,
+    span::SpanRecord,
+    stats::Stats,
+};
+
+/// Beyla's duration buckets, seconds.
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Beyla's body size buckets, bytes.
+pub const SIZE_BUCKETS: [f64; 10] = [
+    0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+/// A [`ManualReader`] shared between the provider (which owns its reader) and us.
+#[derive(Clone)]
+pub(crate) struct SharedReader(Arc<ManualReader>);
+
+impl fmt::Debug for SharedReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedReader")
+    }
+}
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+pub(crate) fn manual_provider(
+    resource: opentelemetry_sdk::Resource,
+) -> (SdkMeterProvider, SharedReader) {
+    let reader = SharedReader(Arc::new(
+        ManualReader::builder()
+            .with_temporality(Temporality::Cumulative)
+            .build(),
+    ));
+    let provider = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(reader.clone())
+        .build();
+    (provider, reader)
+}
+
+struct Instruments {
+    http_server_duration: Histogram<f64>,
+    http_client_duration: Histogram<f64>,
+    http_server_request_size: Histogram<f64>,
+    http_server_response_size: Histogram<f64>,
+    http_client_request_size: Histogram<f64>,
+    http_client_response_size: Histogram<f64>,
+    rpc_server_duration: Histogram<f64>,
+    rpc_client_duration: Histogram<f64>,
+}
+
+impl Instruments {
+    fn new(provider: &SdkMeterProvider) -> Self {
+        let meter = provider.meter_with_scope(
+            opentelemetry::InstrumentationScope::builder("beyla-rs")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
+        let duration = |name: &'static str, desc: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(desc)
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        };
+        let size = |name: &'static str, desc: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("By")
+                .with_description(desc)
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build()
+        };
+        Self {
+            http_server_duration: duration(
+                "http.server.request.duration",
+                "Duration of HTTP service calls from the server side, in seconds",
+            ),
+            http_client_duration: duration(
+                "http.client.request.duration",
+                "Duration of HTTP service calls from the client side, in seconds",
+            ),
+            http_server_request_size: size(
+                "http.server.request.body.size",
+                "Size, in bytes, of the HTTP request body as received at the server side",
+            ),
+            http_server_response_size: size(
+                "http.server.response.body.size",
+                "Size, in bytes, of the HTTP response body as sent by the server side",
+            ),
+            http_client_request_size: size(
+                "http.client.request.body.size",
+                "Size, in bytes, of the HTTP request body as sent from the client side",
+            ),
+            http_client_response_size: size(
+                "http.client.response.body.size",
+                "Size, in bytes, of the HTTP response body as received at the client side",
+            ),
+            rpc_server_duration: duration(
+                "rpc.server.duration",
+                "Duration of RPC service calls from the server side, in seconds",
+            ),
+            rpc_client_duration: duration(
+                "rpc.client.duration",
+                "Duration of GRPC service calls from the client side, in seconds",
+            ),
+        }
+    }
+}
+
+struct ProcMetrics {
+    process: Arc<ProcessInfo>,
+    provider: SdkMeterProvider,
+    reader: SharedReader,
+    inst: Instruments,
+    /// The process exited: dropped after the next OTLP export (or, with Prometheus only,
+    /// [`GONE_TTL`] later).
+    gone: Option<std::time::Instant>,
+}
+
+/// How long the series of an exited process stay on `/metrics` without an OTLP exporter.
+pub const GONE_TTL: Duration = Duration::from_secs(300);
+
+/// One collection: a process (or the daemon itself, `None`) and its metrics.
+pub struct Collected {
+    pub process: Option<Arc<ProcessInfo>>,
+    pub metrics: ResourceMetrics,
+}
+
+/// The metrics of every instrumented process.
+pub struct Metrics {
+    procs: Mutex<HashMap<u32, ProcMetrics>>,
+    global: GlobalResource,
+    internal: Option<internal::InternalOtel>,
+}
+
+fn attr<'a>(span: &'a SpanRecord, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn copy(out: &mut Vec<KeyValue>, span: &SpanRecord, key: &'static str) {
+    if let Some(v) = attr(span, key) {
+        out.push(KeyValue::new(key, v.clone()));
+    }
+}
+
+fn size(span: &SpanRecord, key: &str) -> f64 {
+    match attr(span, key) {
+        Some(Value::I64(n)) => *n as f64,
+        _ => 0.0,
+    }
+}
+
+impl Metrics {
+    /// `internal_otel`: also export the daemon's own counters over OTLP.
+    pub fn new(global: GlobalResource, internal_otel: Option<Arc<Stats>>) -> Self {
+        Self {
+            procs: Mutex::new(HashMap::new()),
+            internal: internal_otel.map(|s| internal::InternalOtel::new(s, &global)),
+            global,
+        }
+    }
+
+    /// Record one finished exchange. `route`: the low-cardinality route of an HTTP server
+    /// request.
+    pub fn record(&self, span: &SpanRecord, route: Option<&str>) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = span.process.pid;
+        let stale = procs.get(&pid).is_some_and(|p| {
+            !Arc::ptr_eq(&p.process, &span.process) && *p.process != *span.process
+        });
+        if stale || !procs.contains_key(&pid) {
+            let (provider, reader) = manual_provider(resource_for(&span.process, &self.global));
+            let inst = Instruments::new(&provider);
+            procs.insert(
+                pid,
+                ProcMetrics {
+                    process: span.process.clone(),
+                    provider,
+                    reader,
+                    inst,
+                    gone: None,
+                },
+            );
+        }
+        let Some(p) = procs.get(&pid) else { return };
+        let secs = span
+            .end
+            .duration_since(span.start)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let server = span.kind == SpanKind::Server;
+        let mut attrs = Vec::with_capacity(5);
+        if attr(span, "rpc.system").is_some() {
+            copy(&mut attrs, span, "rpc.system");
+            copy(&mut attrs, span, "rpc.service");
+            copy(&mut attrs, span, "rpc.method");
+            copy(&mut attrs, span, "rpc.grpc.status_code");
+            let h = if server {
+                &p.inst.rpc_server_duration
+            } else {
+                &p.inst.rpc_client_duration
+            };
+            h.record(secs, &attrs);
+            return;
+        }
+        copy(&mut attrs, span, "http.request.method");
+        copy(&mut attrs, span, "http.response.status_code");
+        let (d, rq, rs) = if server {
+            if let Some(r) = route {
+                attrs.push(KeyValue::new("http.route", r.to_owned()));
+            }
+            (
+                &p.inst.http_server_duration,
+                &p.inst.http_server_request_size,
+                &p.inst.http_server_response_size,
+            )
+        } else {
+            copy(&mut attrs, span, "server.address");
+            copy(&mut attrs, span, "server.port");
+            (
+                &p.inst.http_client_duration,
+                &p.inst.http_client_request_size,
+                &p.inst.http_client_response_size,
+            )
+        };
+        d.record(secs, &attrs);
+        rq.record(size(span, "http.request.body.size"), &attrs);
+        rs.record(size(span, "http.response.body.size"), &attrs);
+    }
+
+    /// The process exited; its metrics go out once more, then are dropped.
+    pub fn process_gone(&self, pid: u32) {
+        if let Some(p) = self
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&pid)
+        {
+            p.gone.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// Cumulative metrics of every process (and the daemon's own with `internal`).
+    /// `drop_gone`: forget exited processes after this collection (the OTLP exporter does).
+    pub fn collect(&self, internal: bool, drop_gone: bool) -> Vec<Collected> {
+        let mut out = Vec::new();
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for p in procs.values() {
+            let mut rm = ResourceMetrics::default();
+            if p.reader.collect(&mut rm).is_ok() {
+                out.push(Collected {
+                    process: Some(p.process.clone()),
+                    metrics: rm,
+                });
+            }
+        }
+        procs.retain(|_, p| {
+            let drop = p.gone.is_some_and(|t| drop_gone || t.elapsed() >= GONE_TTL);
+            if drop {
+                let _ = p.provider.shutdown();
+            }
+            !drop
+        });
+        drop(procs);
+        if internal
+            && let Some(i) = &self.internal
+            && let Some(rm) = i.collect()
+        {
+            out.push(Collected {
+                process: None,
+                metrics: rm,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

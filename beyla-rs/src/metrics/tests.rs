@@ -1,0 +1,159 @@
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry::{
+    KeyValue,
+    trace::{SpanId, SpanKind, TraceId},
+};
+
+use super::*;
+use crate::{process::ProcessInfo, stats::Stats};
+
+fn process(pid: u32) -> Arc<ProcessInfo> {
+    Arc::new(ProcessInfo {
+        pid,
+        exe_path: "/usr/bin/app".into(),
+        exe_name: "app".into(),
+        service_name: "shop".into(),
+        instance_id: format!("h-{pid}"),
+        host_name: "h".into(),
+        extra_resource: vec![],
+    })
+}
+
+fn span(kind: SpanKind, status: i64, ms: u64, attrs: Vec<KeyValue>) -> SpanRecord {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut a = vec![
+        KeyValue::new("http.request.method", "GET"),
+        KeyValue::new("http.response.status_code", status),
+        KeyValue::new("url.path", "/users/7"),
+        KeyValue::new("client.address", "10.0.0.1"),
+        KeyValue::new("http.request.body.size", 3i64),
+        KeyValue::new("http.response.body.size", 100i64),
+    ];
+    a.extend(attrs);
+    SpanRecord {
+        process: process(7),
+        kind,
+        name: "GET /users/{id}".into(),
+        trace_id: TraceId::from(1u128),
+        span_id: SpanId::from(1),
+        parent_span_id: SpanId::INVALID,
+        parent_is_remote: false,
+        start,
+        end: start + Duration::from_millis(ms),
+        attributes: a,
+        error: false,
+    }
+}
+
+#[test]
+fn histograms_count_per_attribute_set_and_render_prometheus() {
+    let m = Metrics::new(GlobalResource::default(), None);
+    for _ in 0..3 {
+        m.record(
+            &span(SpanKind::Server, 200, 20, vec![]),
+            Some("/users/{id}"),
+        );
+    }
+    m.record(
+        &span(SpanKind::Server, 500, 3000, vec![]),
+        Some("/users/{id}"),
+    );
+    m.record(
+        &span(
+            SpanKind::Client,
+            404,
+            1,
+            vec![
+                KeyValue::new("server.address", "db"),
+                KeyValue::new("server.port", 5432i64),
+            ],
+        ),
+        None,
+    );
+    let text = prom::render(&m.collect(false, false));
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+            .to_owned()
+    };
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+    let ok = "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\",service_instance_id=\"h-7\",service_name=\"shop\"}";
+    assert_eq!(line(ok), format!("{ok} 3"));
+    // 20 ms: first bucket holding it is 0.025; 3 s is only in 5 and above.
+    assert!(text.contains("http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\",service_instance_id=\"h-7\",service_name=\"shop\",le=\"0.01\"} 0"));
+    assert!(text.contains("http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\",service_instance_id=\"h-7\",service_name=\"shop\",le=\"0.025\"} 3"));
+    assert!(text.contains("http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_response_status_code=\"500\",http_route=\"/users/{id}\",service_instance_id=\"h-7\",service_name=\"shop\",le=\"2.5\"} 0"));
+    assert!(text.contains("le=\"+Inf\"} 1"));
+    assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"404\",server_address=\"db\",server_port=\"5432\",service_instance_id=\"h-7\",service_name=\"shop\"} 1"));
+    assert!(text.contains("http_server_response_body_size_bytes_sum{"));
+    assert!(text.contains("target_info{"));
+    // Never: high-cardinality attributes.
+    assert!(
+        !text.contains("url_path") && !text.contains("client_address"),
+        "{text}"
+    );
+    // Every bucket boundary is Beyla's.
+    let les: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("http_server_request_duration_seconds_bucket{")
+                && l.contains("status_code=\"200\"")
+        })
+        .filter_map(|l| l.split("le=\"").nth(1))
+        .map(|l| l.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        les,
+        [
+            "0", "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1",
+            "2.5", "5", "7.5", "10", "+Inf"
+        ]
+    );
+}
+
+#[test]
+fn rpc_metrics_and_gone_processes() {
+    let m = Metrics::new(GlobalResource::default(), None);
+    let mut s = span(SpanKind::Server, 200, 5, vec![]);
+    s.attributes = vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", "helloworld.Greeter"),
+        KeyValue::new("rpc.method", "SayHello"),
+        KeyValue::new("rpc.grpc.status_code", 0i64),
+    ];
+    m.record(&s, None);
+    let text = prom::render(&m.collect(false, false));
+    assert!(text.contains("rpc_server_duration_seconds_count{rpc_grpc_status_code=\"0\",rpc_method=\"SayHello\",rpc_service=\"helloworld.Greeter\",rpc_system=\"grpc\",service_instance_id=\"h-7\",service_name=\"shop\"} 1"), "{text}");
+    assert!(!text.contains("http_server_request_duration_seconds_count"));
+    m.process_gone(7);
+    assert_eq!(m.collect(false, true).len(), 1, "exported once more");
+    assert!(m.collect(false, true).is_empty());
+}
+
+#[test]
+fn internal_metrics_render() {
+    let stats = Arc::new(Stats::default());
+    Stats::add(&stats.events_lost_kernel, 5);
+    Stats::add(&stats.http1_parse_errors, 2);
+    let text = internal::render_prometheus(&stats);
+    assert!(
+        text.contains("beyla_events_lost_total{reason=\"ringbuf_full\"} 5"),
+        "{text}"
+    );
+    assert!(text.contains("beyla_parse_errors_total{protocol=\"http1\"} 2"));
+    assert!(text.contains("beyla_parse_errors_total{protocol=\"http2\"} 0"));
+    assert_eq!(text.matches("# TYPE beyla_parse_errors counter").count(), 1);
+    let m = Metrics::new(GlobalResource::default(), Some(stats));
+    let c = m.collect(true, false);
+    assert_eq!(c.len(), 1);
+    let text = prom::render(&c);
+    assert!(
+        text.contains("beyla_events_lost_total{reason=\"ringbuf_full\",service_instance_id="),
+        "{text}"
+    );
+}
