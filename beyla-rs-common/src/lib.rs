@@ -160,7 +160,6 @@ pub const STAT_RINGBUF_FULL: u32 = 0;
 pub const STAT_CAPTURE_FAULT: u32 = 1;
 pub const STAT_CONN_MAP_FULL: u32 = 2;
 pub const STAT_PID_MAP_FULL: u32 = 3;
-pub const STAT_DATA_EVENTS: u32 = 4;
 pub const STAT_COUNT: u32 = 8;
 
 /// Value of the tracked-process map.

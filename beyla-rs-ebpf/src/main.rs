@@ -30,8 +30,8 @@ use aya_ebpf::{
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, Config, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventHeader,
     EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN,
-    STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT, STAT_DATA_EVENTS, STAT_PID_MAP_FULL,
-    STAT_RINGBUF_FULL, TAIL_LEN, conn_key,
+    STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL,
+    TAIL_LEN, conn_key,
 };
 
 mod syscalls;
@@ -120,8 +120,28 @@ pub fn beyla_process_exit(_ctx: RawTracePointContext) -> i32 {
 type Res = Result<(), i64>;
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
-    let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !tracked(tgid) {
+        // For processes we do not instrument only a successful bind (selection by port) and
+        // exec (selection by executable) matter, and both return 0: everything else leaves
+        // here without even reading the syscall number.
+        if ret != 0 {
+            return Ok(());
+        }
+        let regs: u64 = ctx.arg(0);
+        return match reg(regs, REG_ORIG_AX)? {
+            SYS_BIND => on_bind(regs, pid_tgid),
+            SYS_EXECVE | SYS_EXECVEAT => on_exec(pid_tgid),
+            _ => Ok(()),
+        };
+    }
+    // Failed calls matter only for non-blocking connects.
+    if ret < 0 && ret != -EINPROGRESS {
+        return Ok(());
+    }
+    let regs: u64 = ctx.arg(0);
     let nr = reg(regs, REG_ORIG_AX)?;
     match nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO | SYS_READV | SYS_WRITEV | SYS_RECVMSG
@@ -129,45 +149,19 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
             if ret <= 0 {
                 return Ok(());
             }
-            on_data(regs, nr, ret as u64)
+            on_data(regs, pid_tgid, nr, ret as u64)
         }
-        SYS_ACCEPT | SYS_ACCEPT4 => {
-            if ret < 0 {
-                return Ok(());
-            }
-            on_accept(regs, ret)
+        SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(regs, pid_tgid, ret),
+        SYS_CONNECT => on_connect(regs, pid_tgid),
+        SYS_CLOSE if ret == 0 => on_close(regs, pid_tgid),
+        SYS_BIND if ret == 0 => on_bind(regs, pid_tgid),
+        SYS_CLONE | SYS_CLONE3 | SYS_FORK | SYS_VFORK if ret > 0 => {
+            on_fork(regs, pid_tgid, nr, ret as u32)
         }
-        SYS_CONNECT => {
-            if ret != 0 && ret != -EINPROGRESS {
-                return Ok(());
-            }
-            on_connect(regs)
+        SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => {
+            on_dup(regs, pid_tgid, nr, ret as u32)
         }
-        SYS_CLOSE => on_close(regs),
-        SYS_BIND => {
-            if ret != 0 {
-                return Ok(());
-            }
-            on_bind(regs)
-        }
-        SYS_CLONE | SYS_CLONE3 | SYS_FORK | SYS_VFORK => {
-            if ret <= 0 {
-                return Ok(());
-            }
-            on_fork(regs, nr, ret as u32)
-        }
-        SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL => {
-            if ret < 0 {
-                return Ok(());
-            }
-            on_dup(regs, nr, ret as u32)
-        }
-        SYS_EXECVE | SYS_EXECVEAT => {
-            if ret != 0 {
-                return Ok(());
-            }
-            on_exec()
-        }
+        SYS_EXECVE | SYS_EXECVEAT if ret == 0 => on_exec(pid_tgid),
         _ => Ok(()),
     }
 }
@@ -357,12 +351,8 @@ fn copy_tail(s: &mut Scratch, end: u64) -> u8 {
     if r < 0 { 0 } else { TAIL_LEN as u8 }
 }
 
-fn on_data(regs: u64, nr: u64, ret: u64) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
     let fd = reg(regs, REG_DI)? as u32;
     // SAFETY: map value read.
     let conn = match unsafe { CONNS.get(&conn_key(tgid, fd)) } {
@@ -451,7 +441,6 @@ fn on_data(regs: u64, nr: u64, ret: u64) -> Res {
     h.captured_len = captured as u32;
     h.total_len = ret;
     h.tail_len = tail_len;
-    count(STAT_DATA_EVENTS);
     submit(s, captured as usize)
 }
 
@@ -472,12 +461,8 @@ fn copy_sockaddr(s: &mut Scratch, addr: u64, len: u64) -> usize {
     }
 }
 
-fn on_accept(regs: u64, newfd: i64) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
     let conn = ConnInfo {
         conn_id: next_conn_id(),
         role: ROLE_SERVER,
@@ -520,12 +505,8 @@ fn on_accept(regs: u64, newfd: i64) -> Res {
     submit(s, n)
 }
 
-fn on_connect(regs: u64) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn on_connect(regs: u64, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
     let fd = reg(regs, REG_DI)? as u32;
     let addr = reg(regs, REG_SI)?;
     let addrlen = reg(regs, REG_DX)?;
@@ -551,12 +532,8 @@ fn on_connect(regs: u64) -> Res {
     submit(s, n)
 }
 
-fn on_close(regs: u64) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn on_close(regs: u64, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
     let fd = reg(regs, REG_DI)? as u32;
     let key = conn_key(tgid, fd);
     // SAFETY: map value read.
@@ -570,7 +547,7 @@ fn on_close(regs: u64) -> Res {
     submit(s, 0)
 }
 
-fn on_bind(regs: u64) -> Res {
+fn on_bind(regs: u64, pid_tgid: u64) -> Res {
     let addr = reg(regs, REG_SI)?;
     // struct sockaddr_in / sockaddr_in6 both start with family (u16) and port (u16, big endian).
     let head = user_u64(addr).unwrap_or(0);
@@ -586,7 +563,6 @@ fn on_bind(regs: u64) -> Res {
     if word & (1u64 << (port % 64)) == 0 {
         return Ok(());
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     match config() {
         Some(c) if c.self_tgid != tgid => {}
@@ -604,12 +580,7 @@ fn on_bind(regs: u64) -> Res {
     submit(s, n)
 }
 
-fn on_fork(regs: u64, nr: u64, child: u32) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
+fn on_fork(regs: u64, pid_tgid: u64, nr: u64, child: u32) -> Res {
     let flags = match nr {
         SYS_CLONE => reg(regs, REG_DI)?,
         // struct clone_args starts with `u64 flags`.
@@ -630,18 +601,14 @@ fn on_fork(regs: u64, nr: u64, child: u32) -> Res {
 /// A tracked socket was duplicated (`dup*`, `fcntl(F_DUPFD*)`): the new fd is the same
 /// connection. Rust's `TcpStream::try_clone` and many servers read on one fd and write on the
 /// other.
-fn on_dup(regs: u64, nr: u64, newfd: u32) -> Res {
+fn on_dup(regs: u64, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
     if nr == SYS_FCNTL {
         let cmd = reg(regs, REG_SI)?;
         if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
             return Ok(());
         }
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !tracked(tgid) {
-        return Ok(());
-    }
     let oldfd = reg(regs, REG_DI)? as u32;
     if oldfd == newfd {
         return Ok(());
@@ -666,12 +633,12 @@ fn on_dup(regs: u64, nr: u64, newfd: u32) -> Res {
     submit(s, 0)
 }
 
-fn on_exec() -> Res {
+fn on_exec(pid_tgid: u64) -> Res {
     match config() {
         Some(c) if c.flags & CONFIG_WATCH_EXEC != 0 => {}
         _ => return Ok(()),
     }
-    emit_simple(EventKind::Exec, bpf_get_current_pid_tgid(), -1, 0)
+    emit_simple(EventKind::Exec, pid_tgid, -1, 0)
 }
 
 #[cfg(not(test))]

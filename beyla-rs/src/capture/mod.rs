@@ -18,7 +18,7 @@ use aya::{
 };
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, Config as KernelConfig, ConnInfo, PID_TRACKED, STAT_CAPTURE_FAULT,
-    STAT_CONN_MAP_FULL, STAT_DATA_EVENTS, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
+    STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -83,8 +83,6 @@ pub struct KernelStats {
     pub conn_map_full: u64,
     /// Processes that could not be added to the tracked-process map.
     pub pid_map_full: u64,
-    /// Data records produced.
-    pub data_events: u64,
 }
 
 /// The loaded programs and their maps.
@@ -238,7 +236,6 @@ impl Capture {
             capture_faults: sum(STAT_CAPTURE_FAULT),
             conn_map_full: sum(STAT_CONN_MAP_FULL),
             pid_map_full: sum(STAT_PID_MAP_FULL),
-            data_events: sum(STAT_DATA_EVENTS),
         }
     }
 
