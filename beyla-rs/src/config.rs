@@ -525,7 +525,8 @@ impl Config {
         };
         let queue_size = match get("BEYLA_QUEUE_SIZE") {
             Some(_) => count("BEYLA_QUEUE_SIZE", 0)?,
-            None => count("OTEL_BSP_MAX_QUEUE_SIZE", 65536)?,
+            // About 1 KiB per span: the default bounds the outage backlog near 8 MiB.
+            None => count("OTEL_BSP_MAX_QUEUE_SIZE", 8192)?,
         };
         let batch_size = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1024)?;
         let enforce_caps = match get("BEYLA_ENFORCE_SYS_CAPS") {
