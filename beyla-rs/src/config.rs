@@ -257,6 +257,35 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// Milliseconds, at least 1 (a zero export timeout fails every request; a zero schedule
+/// delay spins).
+fn parse_timeout(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match parse_u64(var, value)? {
+        0 => Err(invalid(var, value, "must be at least 1 (milliseconds)")),
+        n => Ok(Duration::from_millis(n)),
+    }
+}
+
+/// [`parse_pairs`] for HTTP headers: names must be tokens and values free of control
+/// characters, or every export request would fail (or the header be silently dropped).
+fn parse_headers(var: &'static str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let pairs = parse_pairs(var, value)?;
+    for (k, v) in &pairs {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if !k.chars().all(token) {
+            return Err(invalid(var, value, format!("{k:?} is not a valid header name")));
+        }
+        if v.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(invalid(
+                var,
+                value,
+                format!("the value of {k:?} contains control characters"),
+            ));
+        }
+    }
+    Ok(pairs)
+}
+
 /// `k=v,k2=v2` as used by `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`
 /// (values may be percent-encoded).
 pub fn parse_pairs(var: &'static str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
@@ -506,7 +535,8 @@ impl Config {
 
         let ms = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
             match get(var) {
-                Some(v) => Ok(Duration::from_millis(parse_u64(var, &v)?)),
+                // Zero would make the export task spin.
+                Some(v) => parse_timeout(var, &v),
                 None => Ok(Duration::from_millis(default)),
             }
         };
@@ -721,13 +751,13 @@ impl Config {
         let headers = match get(v.headers).map(|x| (v.headers, x)).or_else(|| {
             get("OTEL_EXPORTER_OTLP_HEADERS").map(|x| ("OTEL_EXPORTER_OTLP_HEADERS", x))
         }) {
-            Some((hvar, x)) => parse_pairs(hvar, &x)?,
+            Some((hvar, x)) => parse_headers(hvar, &x)?,
             None => Vec::new(),
         };
         let timeout = match get(v.timeout).map(|x| (v.timeout, x)).or_else(|| {
             get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|x| ("OTEL_EXPORTER_OTLP_TIMEOUT", x))
         }) {
-            Some((tvar, x)) => Duration::from_millis(parse_u64(tvar, &x)?),
+            Some((tvar, x)) => parse_timeout(tvar, &x)?,
             None => Duration::from_secs(10),
         };
         Ok(Some(OtlpConfig {
@@ -769,7 +799,7 @@ impl Config {
             .or_else(|| {
                 get("OTEL_EXPORTER_OTLP_HEADERS").map(|v| ("OTEL_EXPORTER_OTLP_HEADERS", v))
             }) {
-            Some((hvar, v)) => parse_pairs(hvar, &v)?,
+            Some((hvar, v)) => parse_headers(hvar, &v)?,
             None => Vec::new(),
         };
         let timeout = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
@@ -777,7 +807,7 @@ impl Config {
             .or_else(|| {
                 get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|v| ("OTEL_EXPORTER_OTLP_TIMEOUT", v))
             }) {
-            Some((tvar, v)) => Duration::from_millis(parse_u64(tvar, &v)?),
+            Some((tvar, v)) => parse_timeout(tvar, &v)?,
             None => Duration::from_secs(10),
         };
         Ok(Some(OtlpConfig {
