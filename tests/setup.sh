@@ -23,12 +23,13 @@ fi
 
 # The harness self-test exports a real span with the OpenTelemetry Python SDK (an independent
 # OTLP/HTTP encoder) to check the in-test receiver's decoding.
-if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' >/dev/null 2>&1; then
+# The metrics tests parse /metrics with prometheus-client's text parser.
+if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, prometheus_client' >/dev/null 2>&1; then
     echo "setup.sh: installing the OpenTelemetry Python SDK + OTLP/HTTP exporter" >&2
     python3 -m pip install --quiet --disable-pip-version-check \
-        opentelemetry-sdk opentelemetry-exporter-otlp-proto-http ||
+        opentelemetry-sdk opentelemetry-exporter-otlp-proto-http prometheus-client ||
         python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
-            opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+            opentelemetry-sdk opentelemetry-exporter-otlp-proto-http prometheus-client
 fi
 
 echo "setup.sh: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(go version | awk '{print $3}'), $(python3 --version))" >&2

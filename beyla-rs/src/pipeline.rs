@@ -33,10 +33,12 @@ use crate::{
 pub enum KernelAction {
     TrackPid(u32),
     UntrackPid(u32),
-    /// Stop capturing a connection.
+    /// Stop capturing a connection, if `(tgid, fd)` still is `conn_id` (the process may
+    /// have closed the fd and reused it for a new connection in the meantime).
     RemoveConn {
         tgid: u32,
         fd: u32,
+        conn_id: u64,
     },
     /// Start capturing a connection found in /proc.
     AddConn {
@@ -122,7 +124,10 @@ impl Pipeline {
             log::info!("pid {pid} is gone; no longer instrumented");
         }
         self.processes.forget(pid);
-        self.connections.remove_process(pid);
+        for (tgid, fd, conn_id) in self.connections.remove_process(pid) {
+            self.actions
+                .push(KernelAction::RemoveConn { tgid, fd, conn_id });
+        }
         self.listeners.retain(|(t, _), _| *t != pid);
         self.tracker.remove_process(pid, &mut self.decided);
         if let Some(m) = &self.metrics {
@@ -177,9 +182,10 @@ impl Pipeline {
 
     /// Housekeeping: drop idle connections.
     pub fn expire(&mut self, now_ns: u64) {
-        for (tgid, fd) in self.connections.expire_idle(now_ns) {
+        for (tgid, fd, conn_id) in self.connections.expire_idle(now_ns) {
             Stats::inc(&self.stats.connections_evicted);
-            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+            self.actions
+                .push(KernelAction::RemoveConn { tgid, fd, conn_id });
         }
         self.tracker.expire(now_ns, &mut self.decided);
         self.emit_decided();
@@ -298,12 +304,16 @@ impl Pipeline {
                 meta.peer = crate::process::socket_addrs(h.tgid, h.fd as u32).map(|(_, p)| p);
             }
         }
-        for (tgid, fd) in self
-            .connections
-            .open(h.conn_id, h.fd as u32, role, meta, false, h.ts_ns)
+        if role == Role::Client {
+            self.tracker.on_connect(h.conn_id, meta.peer, h.ts_ns);
+        }
+        for (tgid, fd, conn_id) in
+            self.connections
+                .open(h.conn_id, h.fd as u32, role, meta, false, h.ts_ns)
         {
             Stats::inc(&self.stats.connections_evicted);
-            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+            self.actions
+                .push(KernelAction::RemoveConn { tgid, fd, conn_id });
         }
     }
 
@@ -336,7 +346,11 @@ impl Pipeline {
         );
         if let DataOutcome::Drop { tgid, fd } = outcome {
             log::debug!("pid {tgid} fd {fd}: not HTTP; no longer captured");
-            self.actions.push(KernelAction::RemoveConn { tgid, fd });
+            self.actions.push(KernelAction::RemoveConn {
+                tgid,
+                fd,
+                conn_id: h.conn_id,
+            });
             self.flush_finished(h.conn_id);
             self.tracker.conn_closed(h.conn_id, &mut self.decided);
             self.emit_decided();
@@ -362,6 +376,7 @@ impl Pipeline {
                 f.exchange.start_ns,
                 f.exchange.end_ns.max(f.exchange.start_ns),
                 f.meta.peer,
+                f.meta.local_port,
                 &mut self.decided,
             );
         }

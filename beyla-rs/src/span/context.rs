@@ -21,11 +21,11 @@
 //! parent.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
 };
 
-use opentelemetry::trace::SpanId;
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use super::{SpanRecord, TraceParent, sampler::Sampler};
@@ -35,10 +35,21 @@ use crate::protocol::Role;
 pub const MAX_HELD_AGE_NS: u64 = 60_000_000_000;
 /// Children held per parent request; more go out as roots.
 pub const MAX_HELD_PER_SLOT: usize = 256;
+/// Finished requests (and closed client connections) stay findable this long: the kernel may
+/// report the end of a callee's response after the caller already read it and closed.
+pub const GRACE_NS: u64 = 2_000_000_000;
 /// Connection context idle this long is forgotten (as the connection table does).
 const CONN_IDLE_NS: u64 = crate::connection::IDLE_TIMEOUT_NS;
 
 type SlotId = u64;
+
+/// A finished span waiting for its parent.
+struct Done {
+    span: SpanRecord,
+    start_ns: u64,
+    end_ns: u64,
+    remote: bool,
+}
 
 struct Slot {
     span_id: SpanId,
@@ -47,23 +58,47 @@ struct Slot {
     start_ns: u64,
     thread: Option<(u32, u32)>,
     parent: Option<(SlotId, bool)>,
-    held: Vec<Held>,
+    held: Vec<SlotId>,
+    done: Option<Done>,
 }
 
-struct Held {
-    span: SpanRecord,
-    slot: Slot,
+/// A recently emitted span, for children reported after it.
+#[derive(Clone, Copy)]
+struct Resolved {
+    trace_id: TraceId,
+    span_id: SpanId,
+    sampled: bool,
+    role: Role,
     start_ns: u64,
     end_ns: u64,
-    remote: bool,
 }
 
 struct ConnCtx {
     current: Option<SlotId>,
-    /// Local and peer address of a client connection (`None` until looked up, or unknown).
+    /// The last request that finished on the connection.
+    last: Option<SlotId>,
+    /// Local and peer address of a client connection (`None` until looked up, or unknown:
+    /// short-lived connections are often closed before the lookup).
     addrs: Option<(SocketAddr, SocketAddr)>,
+    /// The server address a client connection connected to (from the connect event).
+    peer: Option<SocketAddr>,
     looked_up: bool,
     last_ns: u64,
+    closed: bool,
+}
+
+impl ConnCtx {
+    fn new(ts_ns: u64) -> Self {
+        Self {
+            current: None,
+            last: None,
+            addrs: None,
+            peer: None,
+            looked_up: false,
+            last_ns: ts_ns,
+            closed: false,
+        }
+    }
 }
 
 /// A span ready for the sink, with its sampling decision.
@@ -78,13 +113,19 @@ pub struct Tracker {
     sampler: Sampler,
     next: SlotId,
     slots: HashMap<SlotId, Slot>,
+    resolved: HashMap<SlotId, Resolved>,
+    resolved_order: VecDeque<(u64, SlotId)>,
     conns: HashMap<u64, ConnCtx>,
+    closed_order: VecDeque<(u64, u64)>,
     threads: HashMap<(u32, u32), SlotId>,
     /// SERVER slots in flight per process.
     serving: HashMap<u32, Vec<SlotId>>,
     /// Local address of instrumented client connections → connection id.
     client_local: HashMap<SocketAddr, u64>,
+    /// Server port of instrumented client connections → connection ids.
+    client_by_port: HashMap<u16, Vec<u64>>,
     ids: RandomIdGenerator,
+    now_ns: u64,
 }
 
 fn norm(a: SocketAddr) -> SocketAddr {
@@ -103,11 +144,16 @@ impl Tracker {
             sampler,
             next: 1,
             slots: HashMap::new(),
+            resolved: HashMap::new(),
+            resolved_order: VecDeque::new(),
             conns: HashMap::new(),
+            closed_order: VecDeque::new(),
             threads: HashMap::new(),
             serving: HashMap::new(),
             client_local: HashMap::new(),
+            client_by_port: HashMap::new(),
             ids: RandomIdGenerator::default(),
+            now_ns: 0,
         }
     }
 
@@ -115,9 +161,117 @@ impl Tracker {
         self.sampler
     }
 
-    /// Requests in flight (for diagnostics and tests).
+    /// Requests in flight or waiting for their parent (for diagnostics and tests).
     pub fn in_flight(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Forget what is older than [`GRACE_NS`].
+    fn tick(&mut self, ts_ns: u64) {
+        self.now_ns = self.now_ns.max(ts_ns);
+        let cutoff = self.now_ns.saturating_sub(GRACE_NS);
+        while self
+            .resolved_order
+            .front()
+            .is_some_and(|(t, _)| *t < cutoff)
+        {
+            if let Some((_, id)) = self.resolved_order.pop_front() {
+                self.resolved.remove(&id);
+            }
+        }
+        while self.closed_order.front().is_some_and(|(t, _)| *t < cutoff) {
+            if let Some((_, cid)) = self.closed_order.pop_front() {
+                self.forget_conn(cid);
+            }
+        }
+    }
+
+    fn forget_conn(&mut self, conn_id: u64) {
+        let Some(c) = self.conns.remove(&conn_id) else {
+            return;
+        };
+        if let Some((l, _)) = c.addrs
+            && self.client_local.get(&l) == Some(&conn_id)
+        {
+            self.client_local.remove(&l);
+        }
+        if let Some(p) = c.peer
+            && let Some(v) = self.client_by_port.get_mut(&p.port())
+        {
+            v.retain(|id| *id != conn_id);
+            if v.is_empty() {
+                self.client_by_port.remove(&p.port());
+            }
+        }
+    }
+
+    /// A client connection was opened to `peer`.
+    pub fn on_connect(&mut self, conn_id: u64, peer: Option<SocketAddr>, ts_ns: u64) {
+        let Some(peer) = peer.map(norm) else { return };
+        let c = self
+            .conns
+            .entry(conn_id)
+            .or_insert_with(|| ConnCtx::new(ts_ns));
+        c.peer = Some(peer);
+        self.client_by_port
+            .entry(peer.port())
+            .or_default()
+            .push(conn_id);
+    }
+
+    /// Whether client request `id` can be the caller of a server request over
+    /// `[start_ns, end_ns]`.
+    fn may_call(&self, id: SlotId, start_ns: u64, end_ns: u64) -> bool {
+        if let Some(s) = self.slots.get(&id) {
+            return s.role == Role::Client
+                && s.start_ns <= start_ns
+                && s.done.as_ref().is_none_or(|d| end_ns <= d.end_ns);
+        }
+        self.resolved
+            .get(&id)
+            .is_some_and(|r| r.role == Role::Client && r.start_ns <= start_ns && end_ns <= r.end_ns)
+    }
+
+    /// The instrumented client request a SERVER request on `local_port` from `peer` came
+    /// from: the client connection whose local address is `peer`, else the only client
+    /// request to that port (local address unknown) whose interval contains the request.
+    fn caller(
+        &self,
+        peer: Option<SocketAddr>,
+        local_port: Option<u16>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Option<SlotId> {
+        let peer = peer.map(norm)?;
+        let cand = |c: &ConnCtx| {
+            [c.current, c.last]
+                .into_iter()
+                .flatten()
+                .find(|s| self.may_call(*s, start_ns, end_ns))
+        };
+        if let Some(s) = self
+            .client_local
+            .get(&peer)
+            .and_then(|cid| self.conns.get(cid))
+            .and_then(cand)
+        {
+            return Some(s);
+        }
+        let mut found = None;
+        for cid in self.client_by_port.get(&local_port?)? {
+            let Some(c) = self.conns.get(cid) else {
+                continue;
+            };
+            if c.addrs.is_some_and(|(l, _)| l != peer) {
+                continue;
+            }
+            let Some(s) = cand(c) else { continue };
+            if found.is_some() {
+                return None; // ambiguous
+            }
+            found = Some(s);
+        }
+        found
     }
 
     /// A request-direction segment on `conn_id`, written or read by thread `tid` of `tgid`.
@@ -131,12 +285,11 @@ impl Tracker {
         ts_ns: u64,
         addrs: impl FnOnce() -> Option<(SocketAddr, SocketAddr)>,
     ) {
-        let c = self.conns.entry(conn_id).or_insert(ConnCtx {
-            current: None,
-            addrs: None,
-            looked_up: false,
-            last_ns: ts_ns,
-        });
+        self.tick(ts_ns);
+        let c = self
+            .conns
+            .entry(conn_id)
+            .or_insert_with(|| ConnCtx::new(ts_ns));
         c.last_ns = ts_ns;
         if c.current.is_some_and(|s| self.slots.contains_key(&s)) {
             return;
@@ -149,16 +302,18 @@ impl Tracker {
             Role::Client => {
                 if !c.looked_up {
                     c.looked_up = true;
-                    c.addrs = addrs().map(|(l, p)| (norm(l), norm(p)));
+                    // The lookup runs after the fact: the fd may have been closed and reused
+                    // by another socket. Keep the answer only if it names the peer we saw
+                    // connected.
+                    c.addrs = addrs()
+                        .map(|(l, p)| (norm(l), norm(p)))
+                        .filter(|(_, p)| c.peer.is_none_or(|cp| cp == *p));
                     if let Some((l, _)) = c.addrs {
                         self.client_local.insert(l, conn_id);
                     }
                 }
-                let on_thread = self
-                    .threads
-                    .get(&(tgid, tid))
-                    .copied()
-                    .filter(|s| self.slots.contains_key(s));
+                let in_flight = |s: &SlotId| self.slots.get(s).is_some_and(|s| s.done.is_none());
+                let on_thread = self.threads.get(&(tgid, tid)).copied().filter(in_flight);
                 on_thread
                     .or_else(|| match self.serving.get(&tgid).map(Vec::as_slice) {
                         Some([only]) => Some(*only),
@@ -182,28 +337,30 @@ impl Tracker {
                 thread,
                 parent,
                 held: Vec::new(),
+                done: None,
             },
         );
     }
 
-    fn unlink(&mut self, id: SlotId, slot: &Slot) {
-        if let Some(t) = slot.thread
+    fn unlink(&mut self, id: SlotId, thread: Option<(u32, u32)>, role: Role, tgid: u32) {
+        if let Some(t) = thread
             && self.threads.get(&t) == Some(&id)
         {
             self.threads.remove(&t);
         }
-        if slot.role == Role::Server
-            && let Some(v) = self.serving.get_mut(&slot.tgid)
+        if role == Role::Server
+            && let Some(v) = self.serving.get_mut(&tgid)
         {
             v.retain(|s| *s != id);
             if v.is_empty() {
-                self.serving.remove(&slot.tgid);
+                self.serving.remove(&tgid);
             }
         }
     }
 
     /// An exchange finished on `conn_id`. `span` comes from [`super::SpanBuilder::prepare`]
-    /// (trace id from `header` or fresh); `peer`: the connection's peer (server role).
+    /// (trace id from `header` or fresh); `peer`, `local_port`: the connection's (server
+    /// role: the caller's address and the listening port).
     #[expect(clippy::too_many_arguments, reason = "one finished exchange")]
     pub fn on_finished(
         &mut self,
@@ -214,11 +371,24 @@ impl Tracker {
         start_ns: u64,
         end_ns: u64,
         peer: Option<SocketAddr>,
+        local_port: Option<u16>,
         out: &mut Vec<Decided>,
     ) {
-        let slot_id = self.conns.get_mut(&conn_id).and_then(|c| c.current.take());
-        let slot = slot_id.and_then(|id| self.slots.remove(&id).map(|s| (id, s)));
-        let Some((id, mut slot)) = slot else {
+        self.tick(end_ns);
+        let id = self.conns.get_mut(&conn_id).and_then(|c| {
+            let s = c.current.take();
+            if s.is_some() {
+                c.last = s;
+            }
+            s
+        });
+        let slot = id.and_then(|id| {
+            self.slots
+                .get(&id)
+                .filter(|s| s.done.is_none())
+                .map(|s| (id, s.span_id, s.thread, s.tgid, s.parent))
+        });
+        let Some((id, span_id, thread, tgid, parent)) = slot else {
             // No request start seen (e.g. the connection was joined mid-way): stand-alone.
             let sampled = self
                 .sampler
@@ -226,90 +396,138 @@ impl Tracker {
             out.push(Decided { span, sampled });
             return;
         };
-        self.unlink(id, &slot);
-        span.span_id = slot.span_id;
+        let slot_role = self.slots.get(&id).map_or(role, |s| s.role);
+        self.unlink(id, thread, slot_role, tgid);
+        span.span_id = span_id;
         if let Some(h) = header {
             let sampled = self.sampler.sampled(span.trace_id, Some(h.sampled));
-            self.resolve(slot, span, sampled, start_ns, end_ns, out);
+            self.resolve(id, span, sampled, start_ns, end_ns, out);
             return;
         }
-        if slot.parent.is_none() && role == Role::Server {
+        let parent = match parent {
+            Some(p) => Some(p),
             // The caller may be an instrumented client on this host.
-            slot.parent = peer
-                .map(norm)
-                .and_then(|p| self.client_local.get(&p))
-                .and_then(|cid| self.conns.get(cid))
-                .and_then(|c| c.current)
-                .map(|s| (s, true));
-        }
-        if let Some((pid, remote)) = slot.parent
-            && let Some(p) = self.slots.get_mut(&pid)
-            && p.start_ns <= start_ns
-            && p.held.len() < MAX_HELD_PER_SLOT
-        {
-            p.held.push(Held {
-                span,
-                slot,
-                start_ns,
-                end_ns,
-                remote,
-            });
-            return;
+            None if role == Role::Server => self
+                .caller(peer, local_port, start_ns, end_ns)
+                .map(|s| (s, true)),
+            None => None,
+        };
+        if let Some((pid, remote)) = parent {
+            if let Some(p) = self.slots.get_mut(&pid)
+                && p.start_ns <= start_ns
+                && p.done.as_ref().is_none_or(|d| end_ns <= d.end_ns)
+                && p.held.len() < MAX_HELD_PER_SLOT
+            {
+                p.held.push(id);
+                if let Some(s) = self.slots.get_mut(&id) {
+                    s.done = Some(Done {
+                        span,
+                        start_ns,
+                        end_ns,
+                        remote,
+                    });
+                }
+                return;
+            }
+            if let Some(r) = self.resolved.get(&pid).copied()
+                && r.start_ns <= start_ns
+                && end_ns <= r.end_ns
+            {
+                span.trace_id = r.trace_id;
+                span.parent_span_id = r.span_id;
+                span.parent_is_remote = remote;
+                let sampled = self.sampler.sampled(r.trace_id, Some(r.sampled));
+                self.resolve(id, span, sampled, start_ns, end_ns, out);
+                return;
+            }
         }
         let sampled = self.sampler.sampled(span.trace_id, None);
-        self.resolve(slot, span, sampled, start_ns, end_ns, out);
+        self.resolve(id, span, sampled, start_ns, end_ns, out);
     }
 
-    /// Emit `span` and everything held on its slot, recursively.
+    /// Emit `span` (of slot `id`) and everything held on it, recursively.
     fn resolve(
         &mut self,
-        slot: Slot,
+        id: SlotId,
         span: SpanRecord,
         sampled: bool,
         start_ns: u64,
         end_ns: u64,
         out: &mut Vec<Decided>,
     ) {
-        let mut stack = vec![(slot, span, sampled, start_ns, end_ns)];
-        while let Some((slot, span, sampled, s0, e0)) = stack.pop() {
-            for h in slot.held {
-                let mut child = h.span;
-                let child_sampled = if h.start_ns >= s0 && h.end_ns <= e0 {
-                    child.trace_id = span.trace_id;
-                    child.parent_span_id = span.span_id;
-                    child.parent_is_remote = h.remote;
-                    self.sampler.sampled(child.trace_id, Some(sampled))
-                } else {
-                    self.sampler.sampled(child.trace_id, None)
-                };
-                stack.push((h.slot, child, child_sampled, h.start_ns, h.end_ns));
+        let mut stack = vec![(id, span, sampled, start_ns, end_ns)];
+        while let Some((id, span, sampled, s0, e0)) = stack.pop() {
+            let slot = self.slots.remove(&id);
+            let role = slot.as_ref().map_or(Role::Server, |s| s.role);
+            self.resolved.insert(
+                id,
+                Resolved {
+                    trace_id: span.trace_id,
+                    span_id: span.span_id,
+                    sampled,
+                    role,
+                    start_ns: s0,
+                    end_ns: e0,
+                },
+            );
+            self.resolved_order.push_back((e0, id));
+            if let Some(slot) = slot {
+                for cid in slot.held {
+                    let Some(d) = self.slots.get_mut(&cid).and_then(|c| c.done.take()) else {
+                        continue;
+                    };
+                    let mut child = d.span;
+                    let child_sampled = if d.start_ns >= s0 && d.end_ns <= e0 {
+                        child.trace_id = span.trace_id;
+                        child.parent_span_id = span.span_id;
+                        child.parent_is_remote = d.remote;
+                        self.sampler.sampled(child.trace_id, Some(sampled))
+                    } else {
+                        self.sampler.sampled(child.trace_id, None)
+                    };
+                    stack.push((cid, child, child_sampled, d.start_ns, d.end_ns));
+                }
             }
             out.push(Decided { span, sampled });
         }
     }
 
-    /// Release a slot that will never finish: its held children go out as roots.
+    /// Release a slot: a finished one waiting for a parent goes out as a root; an unfinished
+    /// one releases what it holds as roots.
     fn abandon(&mut self, id: SlotId, out: &mut Vec<Decided>) {
-        if let Some(slot) = self.slots.remove(&id) {
-            self.unlink(id, &slot);
-            for h in slot.held {
-                let sampled = self.sampler.sampled(h.span.trace_id, None);
-                self.resolve(h.slot, h.span, sampled, h.start_ns, h.end_ns, out);
-            }
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if let Some(d) = slot.done.take() {
+            let sampled = self.sampler.sampled(d.span.trace_id, None);
+            self.resolve(id, d.span, sampled, d.start_ns, d.end_ns, out);
+            return;
+        }
+        let Some(slot) = self.slots.remove(&id) else {
+            return;
+        };
+        self.unlink(id, slot.thread, slot.role, slot.tgid);
+        for cid in slot.held {
+            self.abandon(cid, out);
         }
     }
 
-    /// The connection is gone (closed after its last exchange was flushed, or dropped).
+    /// The connection is gone (closed after its last exchange was flushed, or dropped). Its
+    /// context stays findable for [`GRACE_NS`].
     pub fn conn_closed(&mut self, conn_id: u64, out: &mut Vec<Decided>) {
-        if let Some(c) = self.conns.remove(&conn_id) {
-            if let Some((l, _)) = c.addrs
-                && self.client_local.get(&l) == Some(&conn_id)
-            {
-                self.client_local.remove(&l);
-            }
-            if let Some(s) = c.current {
-                self.abandon(s, out);
-            }
+        let Some(c) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let current = c.current.take();
+        if !c.closed {
+            c.closed = true;
+            let t = c.last_ns.max(self.now_ns);
+            self.closed_order.push_back((t, conn_id));
+        }
+        if let Some(s) = current
+            && self.slots.get(&s).is_some_and(|s| s.done.is_none())
+        {
+            self.abandon(s, out);
         }
     }
 
@@ -318,7 +536,7 @@ impl Tracker {
         let ids: Vec<SlotId> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.tgid == tgid)
+            .filter(|(_, s)| s.tgid == tgid && s.done.is_none())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -330,6 +548,7 @@ impl Tracker {
 
     /// Housekeeping: requests in flight for too long, idle connections.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Decided>) {
+        self.tick(now_ns);
         let cutoff = now_ns.saturating_sub(MAX_HELD_AGE_NS);
         let old: Vec<SlotId> = self
             .slots
@@ -349,6 +568,7 @@ impl Tracker {
             .collect();
         for id in gone {
             self.conn_closed(id, out);
+            self.forget_conn(id);
         }
     }
 }
@@ -357,7 +577,7 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::process::ProcessInfo;
-    use opentelemetry::trace::{SpanKind, TraceId};
+    use opentelemetry::trace::SpanKind;
     use std::{sync::Arc, time::SystemTime};
 
     fn span(pid: u32, kind: SpanKind, trace: u128) -> SpanRecord {
@@ -388,10 +608,20 @@ mod tests {
     const B_ADDR: &str = "127.0.0.1:8081";
 
     /// client → A (server conn 1, client conn 2 to B) → B (server conn 3).
-    fn chain(header: Option<TraceParent>, a_tid_client: u32) -> Vec<Decided> {
+    /// `known_local`: the client connection's local address was read in time (otherwise the
+    /// caller is found as the only request in flight to B's port).
+    fn chain_with(
+        header: Option<TraceParent>,
+        a_tid_client: u32,
+        known_local: bool,
+    ) -> Vec<Decided> {
         let mut t = Tracker::new(Sampler::default());
         let mut out = Vec::new();
-        let addrs = || Some((A_LOCAL.parse().unwrap(), B_ADDR.parse().unwrap()));
+        let b_local_port = Some(8081);
+        t.on_connect(2, Some(B_ADDR.parse().unwrap()), 15);
+        // An idle client connection to B (no request in flight) does not make it ambiguous.
+        t.on_connect(9, Some(B_ADDR.parse().unwrap()), 15);
+        let addrs = || known_local.then(|| (A_LOCAL.parse().unwrap(), B_ADDR.parse().unwrap()));
         t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
         t.on_request_segment(2, 100, a_tid_client, Role::Client, 20, addrs);
         t.on_request_segment(3, 200, 201, Role::Server, 30, || None);
@@ -404,6 +634,7 @@ mod tests {
             30,
             40,
             Some(A_LOCAL.parse().unwrap()),
+            b_local_port,
             &mut out,
         );
         assert!(out.is_empty(), "B's span waits for its parent");
@@ -415,6 +646,7 @@ mod tests {
             20,
             50,
             None,
+            None,
             &mut out,
         );
         assert!(out.is_empty());
@@ -423,9 +655,13 @@ mod tests {
             a.trace_id = h.trace_id;
             a.parent_span_id = h.span_id;
         }
-        t.on_finished(1, Role::Server, a, header, 10, 60, None, &mut out);
+        t.on_finished(1, Role::Server, a, header, 10, 60, None, None, &mut out);
         assert_eq!(t.in_flight(), 0);
         out
+    }
+
+    fn chain(header: Option<TraceParent>, a_tid_client: u32) -> Vec<Decided> {
+        chain_with(header, a_tid_client, true)
     }
 
     #[test]
@@ -457,6 +693,71 @@ mod tests {
         // Span ids were pre-assigned and are distinct.
         assert_ne!(a.span.span_id, ac.span.span_id);
         assert_ne!(ac.span.span_id, b.span.span_id);
+    }
+
+    #[test]
+    fn caller_without_local_address_is_the_only_request_to_that_port() {
+        let out = chain_with(None, 101, false);
+        let ids: std::collections::HashSet<_> = out.iter().map(|d| d.span.trace_id).collect();
+        assert_eq!(ids.len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn callee_reported_after_the_caller_closed_still_joins() {
+        let mut t = Tracker::new(Sampler::default());
+        let mut out = Vec::new();
+        t.on_connect(2, Some(B_ADDR.parse().unwrap()), 15);
+        t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+        t.on_request_segment(2, 100, 101, Role::Client, 20, || None);
+        t.on_request_segment(3, 200, 201, Role::Server, 30, || None);
+        // A's read of the answer and its close come before B's write is reported.
+        let c = span(100, SpanKind::Client, 2);
+        t.on_finished(2, Role::Client, c, None, 20, 50, None, None, &mut out);
+        t.conn_closed(2, &mut out);
+        let b = span(200, SpanKind::Server, 3);
+        let a_local = Some(A_LOCAL.parse().unwrap());
+        t.on_finished(
+            3,
+            Role::Server,
+            b,
+            None,
+            30,
+            40,
+            a_local,
+            Some(8081),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let a = span(100, SpanKind::Server, 1);
+        t.on_finished(1, Role::Server, a, None, 10, 60, None, None, &mut out);
+        assert_eq!(out.len(), 3);
+        let ids: std::collections::HashSet<_> = out.iter().map(|d| d.span.trace_id).collect();
+        assert_eq!(ids.len(), 1);
+        // And after A's span went out (B reported even later): B still joins.
+        let mut t2 = Tracker::new(Sampler::default());
+        let mut out2 = Vec::new();
+        t2.on_connect(2, Some(B_ADDR.parse().unwrap()), 15);
+        t2.on_request_segment(2, 100, 101, Role::Client, 20, || None);
+        t2.on_request_segment(3, 200, 201, Role::Server, 30, || None);
+        let c = span(100, SpanKind::Client, 2);
+        t2.on_finished(2, Role::Client, c, None, 20, 50, None, None, &mut out2);
+        assert_eq!(out2.len(), 1, "a root client span goes out at once");
+        t2.conn_closed(2, &mut out2);
+        let b = span(200, SpanKind::Server, 3);
+        t2.on_finished(
+            3,
+            Role::Server,
+            b,
+            None,
+            30,
+            40,
+            a_local,
+            Some(8081),
+            &mut out2,
+        );
+        assert_eq!(out2.len(), 2);
+        assert_eq!(out2[1].span.trace_id, out2[0].span.trace_id);
+        assert_eq!(out2[1].span.parent_span_id, out2[0].span.span_id);
     }
 
     #[test]
@@ -495,6 +796,7 @@ mod tests {
             20,
             30,
             None,
+            None,
             &mut out,
         );
         assert_eq!(out.len(), 1);
@@ -509,6 +811,7 @@ mod tests {
             40,
             90,
             None,
+            None,
             &mut out,
         );
         t.on_finished(
@@ -518,6 +821,7 @@ mod tests {
             None,
             10,
             50,
+            None,
             None,
             &mut out,
         );
@@ -541,7 +845,7 @@ mod tests {
         };
         let mut c = span(100, SpanKind::Client, 0x55);
         c.parent_span_id = tp.span_id;
-        t.on_finished(2, Role::Client, c, Some(tp), 20, 30, None, &mut out);
+        t.on_finished(2, Role::Client, c, Some(tp), 20, 30, None, None, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].span.parent_span_id, tp.span_id);
         assert_eq!(out[0].span.trace_id, tp.trace_id);
@@ -561,6 +865,7 @@ mod tests {
             20,
             30,
             None,
+            None,
             &mut out,
         );
         assert!(out.is_empty());
@@ -577,6 +882,7 @@ mod tests {
             None,
             120,
             130,
+            None,
             None,
             &mut out,
         );

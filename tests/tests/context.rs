@@ -1,0 +1,156 @@
+//! Issue 5, trace context: a chain client → service A (a real server whose `/proxy/` route
+//! calls B) → service B, both instrumented. The client sends a W3C `traceparent`; every span
+//! of the chain must carry that trace id, A's SERVER span must be the caller's child, A's
+//! CLIENT span the child of A's SERVER span (same process, heuristic: the thread serving the
+//! request, or the only request in flight), and B's SERVER span the child of A's CLIENT span
+//! (caller found by socket address: both ends of the loopback connection are instrumented).
+//! Nothing is injected into the traffic.
+//!
+//! Needs root and the daemon binary; run serially:
+//! `cargo test -p beyla-rs-tests --test context -- --test-threads=1`.
+
+use beyla_rs_tests::daemon::{self, Daemon};
+use beyla_rs_tests::fixtures::{self, ServerKind, ServerOpts};
+use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan};
+use beyla_rs_tests::rawhttp::{self, Request};
+use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, require_root};
+
+const ROUNDS: usize = 3;
+
+fn trace_hex(round: usize) -> String {
+    format!("4bf92f3577b34da6a3ce929d0e0e47{round:02x}")
+}
+fn parent_hex(round: usize) -> String {
+    format!("00f067aa0ba902{round:02x}")
+}
+
+fn one<'a>(
+    spans: &'a [ReceivedSpan],
+    what: &str,
+    f: impl Fn(&ReceivedSpan) -> bool,
+) -> &'a ReceivedSpan {
+    let m: Vec<&ReceivedSpan> = spans.iter().filter(|s| f(s)).collect();
+    assert_eq!(
+        m.len(),
+        1,
+        "expected exactly one {what}, got {}:\n{}",
+        m.len(),
+        otlp::dump_spans(spans)
+    );
+    m[0]
+}
+
+/// `sampled`: the flag the client sends. `with_header`: send a traceparent at all.
+fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
+    let _guard = require_root();
+    daemon::daemon_bin();
+    let rx = OtlpReceiver::start();
+    let b_port = free_port();
+    let b = fixtures::start(kind, b_port, &ServerOpts::default());
+    let a_port = free_port();
+    let a = fixtures::start(kind, a_port, &ServerOpts::default().upstream_port(b_port));
+    let d = Daemon::start(&[a_port, b_port], &rx);
+    std::thread::sleep(SETTLE);
+
+    for round in 0..ROUNDS {
+        let mut req = Request::get(&format!("/proxy/hello?round={round}"));
+        if with_header {
+            let flags = if sampled { "01" } else { "00" };
+            req = req.header(
+                "traceparent",
+                &format!("00-{}-{}-{flags}", trace_hex(round), parent_hex(round)),
+            );
+        }
+        // One connection per round: each chain stands alone.
+        let r = rawhttp::keepalive(a_port, &[req]);
+        assert_eq!(r[0].status, 200, "{}", r[0].body_str());
+    }
+
+    let chain_spans = |s: &ReceivedSpan| s.pid() == Some(a.pid()) || s.pid() == Some(b.pid());
+    if with_header && !sampled {
+        // parentbased_always_on: the caller said "not sampled", for the whole chain.
+        rx.assert_quiet(chain_spans, 0, QUIET);
+        d.stop_ok();
+        return;
+    }
+    let spans = rx.wait_for_exact_spans(chain_spans, 3 * ROUNDS, SPAN_TIMEOUT, QUIET);
+    let a_servers: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.is_server() && s.pid() == Some(a.pid()))
+        .collect();
+    assert_eq!(a_servers.len(), ROUNDS, "{}", otlp::dump_spans(&spans));
+    let mut traces = std::collections::BTreeSet::new();
+    for a_srv in a_servers {
+        assert_eq!(a_srv.name, "GET /proxy/hello");
+        let trace = a_srv.trace_id.clone();
+        let in_trace: Vec<ReceivedSpan> = spans
+            .iter()
+            .filter(|s| s.trace_id == trace)
+            .cloned()
+            .collect();
+        assert_eq!(
+            in_trace.len(),
+            3,
+            "one trace, three spans:\n{}",
+            otlp::dump_spans(&spans)
+        );
+        let a_cli = one(&in_trace, "A CLIENT span", |s| {
+            s.is_client() && s.pid() == Some(a.pid())
+        });
+        let b_srv = one(&in_trace, "B SERVER span", |s| {
+            s.is_server() && s.pid() == Some(b.pid())
+        });
+        if with_header {
+            let round = (0..ROUNDS)
+                .find(|r| trace_hex(*r) == trace)
+                .unwrap_or_else(|| panic!("unknown trace id {trace}: {}", a_srv.summary()));
+            assert_eq!(
+                a_srv.parent_span_id,
+                parent_hex(round),
+                "{}",
+                a_srv.summary()
+            );
+            assert!(
+                a_cli
+                    .attr_str("url.full")
+                    .is_some_and(|u| u.ends_with(&format!("round={round}"))),
+                "{}",
+                a_cli.summary()
+            );
+        } else {
+            assert_eq!(a_srv.parent_span_id, "", "A's span is the root");
+        }
+        assert_eq!(a_cli.parent_span_id, a_srv.span_id, "A CLIENT <- A SERVER");
+        assert_eq!(b_srv.parent_span_id, a_cli.span_id, "B SERVER <- A CLIENT");
+        assert_eq!(b_srv.attr_str("url.path"), Some("/hello"));
+        assert!(
+            a_cli.start_ns >= a_srv.start_ns && a_cli.end_ns <= a_srv.end_ns,
+            "child inside parent"
+        );
+        assert!(b_srv.start_ns >= a_cli.start_ns && b_srv.end_ns <= a_cli.end_ns);
+        traces.insert(trace);
+    }
+    assert_eq!(traces.len(), ROUNDS, "each round its own trace");
+    rx.assert_no_errors();
+    d.stop_ok();
+}
+
+#[test]
+fn python_chain_joins_the_callers_trace() {
+    chain(ServerKind::Python, true, true);
+}
+
+#[test]
+fn go_chain_joins_the_callers_trace() {
+    chain(ServerKind::Go, true, true);
+}
+
+#[test]
+fn node_chain_without_traceparent_is_one_trace() {
+    chain(ServerKind::Node, false, true);
+}
+
+#[test]
+fn not_sampled_caller_means_no_spans_for_the_chain() {
+    chain(ServerKind::Python, true, false);
+}
