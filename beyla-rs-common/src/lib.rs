@@ -18,7 +18,9 @@ pub const MAX_CAPTURE: usize = 4096;
 pub const TAIL_LEN: usize = 8;
 
 /// Number of iovecs of a `readv`/`writev`/`recvmsg`/`sendmsg` call that the programs walk.
-pub const MAX_IOV: usize = 8;
+/// gRPC's C core (grpcio) sends one iovec per header field: 26 in one `sendmsg` for the first
+/// request of a connection.
+pub const MAX_IOV: usize = 64;
 
 /// Largest socket address copied for connection events (`sockaddr_in6` is 28 bytes).
 pub const SOCKADDR_LEN: usize = 28;
