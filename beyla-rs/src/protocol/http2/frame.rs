@@ -247,7 +247,79 @@ impl FrameReader {
         ts: u64,
         sink: &mut dyn FnMut(ReadEvent<'_>),
     ) -> Feed {
+        self.feed_with_tail(data, total_len, &[], ts, sink)
+    }
+
+    /// Like [`Self::feed`], with `tail`: the last octets the syscall moved, when it moved more
+    /// than `data` holds (the capture's tail copy). Frames that lie wholly in the tail are
+    /// parsed from it once the octets between head and tail are skipped by length: a writer
+    /// that coalesces a large DATA frame with the small frames after it (trailers,
+    /// WINDOW_UPDATE, PING) in one syscall loses nothing then, as long as the small frames fit
+    /// in the tail.
+    pub fn feed_with_tail(
+        &mut self,
+        data: &[u8],
+        total_len: u64,
+        tail: &[u8],
+        ts: u64,
+        sink: &mut dyn FnMut(ReadEvent<'_>),
+    ) -> Feed {
         let total = total_len.max(data.len() as u64);
+        if self.consume(data, total, ts, sink) == Feed::NotHttp2 {
+            return Feed::NotHttp2;
+        }
+        // Bytes the capture did not hold: skip them by length, up to the tail copy.
+        let mut gap = total - data.len() as u64;
+        // The tail copy may overlap the head: keep only the octets past it.
+        let tail = &tail[tail.len() - (tail.len() as u64).min(gap) as usize..];
+        let t = tail.len() as u64;
+        while gap > 0 {
+            if gap <= t && !matches!(self.state, State::Lost) {
+                // Everything left is in the tail copy: read it like captured bytes.
+                let rest = &tail[(t - gap) as usize..];
+                return self.consume(rest, gap, ts, sink);
+            }
+            match self.state {
+                State::Payload {
+                    header,
+                    remaining,
+                    cap,
+                    missed,
+                    first_ts,
+                } => {
+                    let n = u64::from(remaining).min(gap - t);
+                    gap -= n;
+                    let remaining = remaining - n as u32;
+                    self.state = State::Payload {
+                        header,
+                        remaining,
+                        cap,
+                        missed: missed || self.buf.len() < cap,
+                        first_ts,
+                    };
+                    if remaining == 0 {
+                        self.end_payload(ts, sink);
+                    }
+                }
+                State::Lost => break,
+                State::Header { .. } | State::Preface { .. } => {
+                    // A frame header (or the preface) is in bytes never seen.
+                    self.lose(sink);
+                    break;
+                }
+            }
+        }
+        Feed::Continue
+    }
+
+    /// Reads captured octets: `data` is followed by `total - data.len()` octets not given.
+    fn consume(
+        &mut self,
+        data: &[u8],
+        total: u64,
+        ts: u64,
+        sink: &mut dyn FnMut(ReadEvent<'_>),
+    ) -> Feed {
         let mut pos = 0usize;
         while pos < data.len() {
             match self.state {
@@ -371,39 +443,6 @@ impl FrameReader {
                     if remaining == 0 {
                         self.end_payload(ts, sink);
                     }
-                }
-            }
-        }
-        // Bytes the capture did not hold: skip them by length.
-        let mut gap = total - data.len() as u64;
-        while gap > 0 {
-            match self.state {
-                State::Payload {
-                    header,
-                    remaining,
-                    cap,
-                    missed,
-                    first_ts,
-                } => {
-                    let n = u64::from(remaining).min(gap);
-                    gap -= n;
-                    let remaining = remaining - n as u32;
-                    self.state = State::Payload {
-                        header,
-                        remaining,
-                        cap,
-                        missed: missed || self.buf.len() < cap,
-                        first_ts,
-                    };
-                    if remaining == 0 {
-                        self.end_payload(ts, sink);
-                    }
-                }
-                State::Lost => break,
-                State::Header { .. } | State::Preface { .. } => {
-                    // A frame header (or the preface) is in bytes never seen.
-                    self.lose(sink);
-                    break;
                 }
             }
         }

@@ -298,9 +298,13 @@ impl Http2Connection {
         }
         let d = seg.direction;
         let conn = &mut self.conn;
-        let feed = self.readers[dir_index(d)].feed(seg.data, seg.total_len, seg.ts_ns, &mut |ev| {
-            conn.on_event(d, ev, out)
-        });
+        let feed = self.readers[dir_index(d)].feed_with_tail(
+            seg.data,
+            seg.total_len,
+            seg.tail,
+            seg.ts_ns,
+            &mut |ev| conn.on_event(d, ev, out),
+        );
         if feed == Feed::NotHttp2 {
             self.not_http2 = true;
             return Verdict2::NotHttp2;

@@ -392,6 +392,91 @@ fn truncated_capture_with_1mib_data_frame() {
     }
 }
 
+/// grpcio writes a large response as HEADERS + DATA + trailers in one `sendmsg`: past the
+/// captured head, the trailers (and a WINDOW_UPDATE after the request's DATA) are only in the
+/// capture's tail copy. With a tail long enough to hold them, they are read from it; with the
+/// 8-octet tail they are lost, and that is a sync loss, never a wrong value.
+#[test]
+fn small_frames_after_large_data_are_read_from_the_tail() {
+    let n = 64 * 1024;
+    let mut conv = Conv::new(true).handshake();
+    conv.grpc_request(1, "Big");
+    let mut req = data_header(flags::END_STREAM, 1, n as u32);
+    req.extend(grpc_msg(n - 5));
+    req.extend(frame(kind::WINDOW_UPDATE, 0, 0, &[0, 1, 0, 0]));
+    conv.push(From::Client, req);
+    let mut resp = conv.block(
+        From::Server,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+    );
+    resp = frame(kind::HEADERS, flags::END_HEADERS, 1, &resp);
+    resp.extend(data_header(0, 1, n as u32));
+    resp.extend(grpc_msg(n - 5));
+    let trailers = conv.block(From::Server, &[("grpc-status", "0"), ("grpc-message", "")]);
+    resp.extend(frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        1,
+        &trailers,
+    ));
+    conv.push(From::Server, resp);
+    conv.unary(3, "After", 0);
+    for tail_len in [8usize, 64, 256] {
+        for role in [Role::Server, Role::Client] {
+            let mut c = Http2Connection::new(role, false);
+            let mut out = Vec::new();
+            for (i, (from, bytes)) in conv.writes.iter().enumerate() {
+                let cap = bytes.len().min(1024);
+                let s = Segment {
+                    direction: dir_of(role, *from),
+                    ts_ns: i as u64 + 1,
+                    data: &bytes[..cap],
+                    total_len: bytes.len() as u64,
+                    tail: if cap < bytes.len() {
+                        &bytes[bytes.len() - tail_len..]
+                    } else {
+                        &[]
+                    },
+                };
+                assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
+            }
+            if tail_len >= 64 {
+                assert_eq!(out.len(), 2, "tail {tail_len} {role:?}: {out:?}");
+                assert_eq!(out[0].target, "/pkg.Service/Big");
+                assert_eq!(out[0].grpc_status, Some(0));
+                assert_eq!(out[0].request_body_size, n as u64);
+                assert_eq!(out[0].response_body_size, n as u64);
+                assert_eq!(out[0].flags, ExchangeFlags::default());
+                check_unary(&out[1], 3, "After", 0);
+                assert_eq!(c.counters().sync_lost, 0);
+            } else {
+                // Lost in the gap: stream 1 never ends by itself, stream 3 still gets its
+                // span (possibly partial), and nothing is guessed.
+                assert_eq!(c.counters().sync_lost, 2, "tail {tail_len} {role:?}");
+                assert!(out.iter().all(|e| e.stream_id != 1 || e.flags.incomplete));
+                assert!(out.iter().all(|e| e.grpc_status.is_none_or(|g| g == 0)));
+            }
+        }
+    }
+}
+
+/// What a connection holds between calls: after 100 unary gRPC calls (each request's
+/// traceparent inserted into the client's dynamic table) and with none open, only the two
+/// HPACK tables (bounded by the negotiated 4096-octet size) and small buffers remain.
+#[test]
+fn memory_estimate_of_an_idle_grpc_connection() {
+    let mut conv = Conv::new(true).handshake();
+    for i in 0..100 {
+        conv.unary(2 * i + 1, "Get", 0);
+    }
+    let (c, out) = run_writes(Role::Server, false, &conv.writes);
+    assert_eq!(out.len(), 100);
+    let mem = c.memory_estimate();
+    eprintln!("Http2Connection::memory_estimate after 100 unary calls: {mem} bytes");
+    assert!(mem < 16 * 1024, "{mem}");
+    assert!(mem <= MAX_CONNECTION_MEMORY);
+}
+
 #[test]
 fn data_frames_many_per_segment_and_large_across_segments() {
     // A 1 MiB DATA frame written in 16 syscalls of 64 KiB, each captured to 1024 octets,
