@@ -32,4 +32,13 @@ if ! python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.htt
             opentelemetry-sdk opentelemetry-exporter-otlp-proto-http prometheus-client
 fi
 
+# The gRPC tests (tests/grpc.rs) run a grpcio server and client (gRPC's C core under Python);
+# grpcio-tools compiles servers/grpc/echo.proto at test time.
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+    echo "setup.sh: installing grpcio + grpcio-tools" >&2
+    python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            grpcio grpcio-tools
+fi
+
 echo "setup.sh: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(go version | awk '{print $3}'), $(python3 --version))" >&2
