@@ -273,7 +273,11 @@ fn parse_headers(var: &'static str, value: &str) -> Result<Vec<(String, String)>
     for (k, v) in &pairs {
         let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if !k.chars().all(token) {
-            return Err(invalid(var, value, format!("{k:?} is not a valid header name")));
+            return Err(invalid(
+                var,
+                value,
+                format!("{k:?} is not a valid header name"),
+            ));
         }
         if v.chars().any(|c| c.is_control() && c != '\t') {
             return Err(invalid(

@@ -59,6 +59,19 @@ pub struct Finished {
     pub exchange: Exchange,
 }
 
+/// Parse failures so far on one connection: (HTTP/1: lost framing or oversized heads,
+/// HTTP/2: lost frame sync, HPACK and protocol errors).
+fn parse_errors(p: &Parser) -> (u64, u64) {
+    match p {
+        Parser::Detect => (0, 0),
+        Parser::Http1(h) => (h.stats.resyncs + h.stats.head_overflows, 0),
+        Parser::Http2(h) => {
+            let c = h.counters();
+            (0, c.sync_lost + c.hpack_errors + c.protocol_errors)
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Connections {
     conns: HashMap<u64, Conn>,
@@ -88,7 +101,7 @@ impl Connections {
         meta: ConnMeta,
         joined_midway: bool,
         now_ns: u64,
-    ) -> Vec<(u32, u32)> {
+    ) -> Vec<(u32, u32, u64)> {
         let evicted = if self.conns.len() >= MAX_CONNECTIONS {
             self.evict_oldest(MAX_CONNECTIONS / 64)
         } else {
@@ -109,14 +122,14 @@ impl Connections {
         evicted
     }
 
-    fn evict_oldest(&mut self, n: usize) -> Vec<(u32, u32)> {
+    fn evict_oldest(&mut self, n: usize) -> Vec<(u32, u32, u64)> {
         let mut by_age: Vec<(u64, u64)> =
             self.conns.iter().map(|(id, c)| (c.last_ns, *id)).collect();
         by_age.sort_unstable();
         by_age
             .into_iter()
             .take(n)
-            .filter_map(|(_, id)| self.conns.remove(&id).map(|c| (c.meta.tgid, c.fd)))
+            .filter_map(|(_, id)| self.conns.remove(&id).map(|c| (c.meta.tgid, c.fd, id)))
             .collect()
     }
 
@@ -165,6 +178,7 @@ impl Connections {
                 )))
             };
         }
+        let errors_before = parse_errors(&conn.parser);
         let ex = &mut self.scratch;
         ex.clear();
         let drop = match &mut conn.parser {
@@ -186,6 +200,15 @@ impl Connections {
             },
             Parser::Http2(p) => matches!(p.on_segment(seg, ex), Verdict2::NotHttp2),
         };
+        let errors_after = parse_errors(&conn.parser);
+        crate::stats::Stats::add(
+            &stats.http1_parse_errors,
+            errors_after.0.saturating_sub(errors_before.0),
+        );
+        crate::stats::Stats::add(
+            &stats.http2_parse_errors,
+            errors_after.1.saturating_sub(errors_before.1),
+        );
         for exchange in ex.drain(..) {
             out.push(Finished {
                 role: conn.role,
@@ -240,20 +263,29 @@ impl Connections {
     }
 
     /// Forget every connection of a process that exited (its fds are gone; nothing to flush
-    /// that the kernel did not already report).
-    pub fn remove_process(&mut self, tgid: u32) {
-        self.conns.retain(|_, c| c.meta.tgid != tgid);
+    /// that the kernel did not already report). Returns their `(tgid, fd, conn_id)`: the
+    /// kernel does not see fds closed by exit, so their entries must go too.
+    pub fn remove_process(&mut self, tgid: u32) -> Vec<(u32, u32, u64)> {
+        let mut gone = Vec::new();
+        self.conns.retain(|id, c| {
+            let keep = c.meta.tgid != tgid;
+            if !keep {
+                gone.push((c.meta.tgid, c.fd, *id));
+            }
+            keep
+        });
+        gone
     }
 
     /// Drop connections idle since before `now_ns - IDLE_TIMEOUT_NS`; returns their
-    /// `(tgid, fd)` so the kernel entries go too.
-    pub fn expire_idle(&mut self, now_ns: u64) -> Vec<(u32, u32)> {
+    /// `(tgid, fd, conn_id)` so the kernel entries go too.
+    pub fn expire_idle(&mut self, now_ns: u64) -> Vec<(u32, u32, u64)> {
         let cutoff = now_ns.saturating_sub(IDLE_TIMEOUT_NS);
         let mut gone = Vec::new();
-        self.conns.retain(|_, c| {
+        self.conns.retain(|id, c| {
             let keep = c.last_ns >= cutoff;
             if !keep {
-                gone.push((c.meta.tgid, c.fd));
+                gone.push((c.meta.tgid, c.fd, *id));
             }
             keep
         });

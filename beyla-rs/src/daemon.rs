@@ -146,7 +146,9 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                 }
             }
             KernelAction::UntrackPid(pid) => capture.untrack_pid(pid),
-            KernelAction::RemoveConn { tgid, fd } => capture.remove_conn(tgid, fd),
+            KernelAction::RemoveConn { tgid, fd, conn_id } => {
+                capture.remove_conn(tgid, fd, conn_id)
+            }
             KernelAction::AddConn {
                 tgid,
                 fd,

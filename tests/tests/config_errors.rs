@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 use beyla_rs_tests::daemon::{self, Daemon};
 
 /// (variable, bad value, other variables the case needs).
-type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const EP: &[(&str, &str)] = &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")];
 const NONE: &[(&str, &str)] = &[];
@@ -39,7 +43,11 @@ const CASES: &[Case] = &[
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:port", NONE),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a b:4318", NONE),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "localhost", NONE),
-    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[::1:4318/v1/traces", NONE),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "http://[::1:4318/v1/traces",
+        NONE,
+    ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", EP),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http", EP),
     ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", EP),
@@ -74,14 +82,22 @@ const CASES: &[Case] = &[
     ("OTEL_TRACES_EXPORTER", "zipkin", NONE),
     ("BEYLA_TRACES_ENABLED", "perhaps", NONE),
     ("OTEL_TRACES_SAMPLER", "sometimes", NONE),
-    ("OTEL_TRACES_SAMPLER_ARG", "1.5", &[("OTEL_TRACES_SAMPLER", "traceidratio")]),
+    (
+        "OTEL_TRACES_SAMPLER_ARG",
+        "1.5",
+        &[("OTEL_TRACES_SAMPLER", "traceidratio")],
+    ),
     ("BEYLA_ROUTES_PATTERNS", "users/{id}", NONE),
     ("BEYLA_ROUTES_MAX", "0", NONE),
     ("OTEL_METRICS_EXPORTER", "statsd", NONE),
     ("BEYLA_METRICS_INTERVAL", "soon", EP),
     ("OTEL_METRIC_EXPORT_INTERVAL", "-1", EP),
     ("BEYLA_PROMETHEUS_PORT", "70000", NONE),
-    ("BEYLA_PROMETHEUS_ADDRESS", "localhost:9", &[("BEYLA_PROMETHEUS_PORT", "9400")]),
+    (
+        "BEYLA_PROMETHEUS_ADDRESS",
+        "localhost:9",
+        &[("BEYLA_PROMETHEUS_PORT", "9400")],
+    ),
     ("BEYLA_INTERNAL_METRICS_EXPORTER", "graphite", NONE),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "nowhere", NONE),
     ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "udp", EP),
@@ -113,7 +129,11 @@ fn every_invalid_value_is_rejected_with_exit_2_naming_the_variable() {
             let exit = d.stop();
             failures.push(format!(
                 "{var}={value:?} was accepted (the daemon started):\n    {}",
-                exit.stderr.lines().take(3).collect::<Vec<_>>().join("\n    ")
+                exit.stderr
+                    .lines()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
             ));
             continue;
         }
@@ -124,7 +144,11 @@ fn every_invalid_value_is_rejected_with_exit_2_naming_the_variable() {
             failures.push(format!("{var}={value:?}: exit {code:?} (want 2): {msg}"));
         } else if !msg.contains(var) {
             failures.push(format!("{var}={value:?}: message does not name it: {msg}"));
-        } else if !msg.lines().next().is_some_and(|l| l.contains(var) && l.contains(value.trim())) {
+        } else if !msg
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(var) && l.contains(value.trim()))
+        {
             failures.push(format!(
                 "{var}={value:?}: the first line does not name the variable and value: {msg}"
             ));

@@ -214,9 +214,14 @@ impl Capture {
             .map_err(map_err("CONNS"))
     }
 
-    /// Stop capturing a connection (non-HTTP traffic, or its process is gone).
-    pub fn remove_conn(&mut self, tgid: u32, fd: u32) {
-        let _ = self.conns.remove(&conn_key(tgid, fd));
+    /// Stop capturing a connection (non-HTTP traffic, or its process is gone), unless the fd
+    /// now refers to another connection: the process may have closed it and accepted a new
+    /// one on the same fd before the daemon got here.
+    pub fn remove_conn(&mut self, tgid: u32, fd: u32, conn_id: u64) {
+        let key = conn_key(tgid, fd);
+        if self.conns.get(&key, 0).is_ok_and(|c| c.conn_id == conn_id) {
+            let _ = self.conns.remove(&key);
+        }
     }
 
     /// Entries in the connection map (walks the map: for tests and diagnostics, not hot paths).

@@ -1,0 +1,242 @@
+//! Issue 7, hostile input to selected servers: garbage, TLS handshakes, a 1 MiB header line,
+//! 10,000 headers, invalid methods, requests without CRLF, binary noise after an HTTP/2
+//! preface. The daemon must stay up, give no span for non-HTTP bytes, keep the spans of
+//! oversized HTTP bounded and well-formed, count what it rejected, and still trace normal
+//! requests afterwards.
+//!
+//! Needs root and the daemon binary; run serially:
+//! `cargo test -p beyla-rs-tests --test hostile -- --test-threads=1`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use beyla_rs_tests::daemon::{self, Daemon};
+use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
+use beyla_rs_tests::fixtures::{self, ServerProcess};
+use beyla_rs_tests::otlp::{self, AttrValue, OtlpReceiver};
+use beyla_rs_tests::rawhttp::{self, RawConn, Request};
+use beyla_rs_tests::{QUIET, require_root};
+use common::*;
+
+/// Connects, writes everything it can (the server may close early), half-closes and reads
+/// until the server closes or `timeout`. Never panics on I/O errors.
+fn blast(port: u16, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    let _ = s.set_write_timeout(Some(timeout));
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Bytes that are not HTTP at all: no span may come out of them.
+fn not_http() -> Vec<(&'static str, Vec<u8>)> {
+    let mut preface_noise = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface_noise.extend(rawhttp::garbage(4000));
+    vec![
+        ("garbage", rawhttp::garbage(4096)),
+        ("tls client hello", rawhttp::tls_client_hello()),
+        ("redis ping", rawhttp::REDIS_PING.to_vec()),
+        (
+            "method with (",
+            b"GE(T /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "method with NUL",
+            b"G\0T /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "method 0xff",
+            b"\xffGET /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("no method", b" /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("http2 preface + noise", preface_noise),
+    ]
+}
+
+/// HTTP, but hostile: spans are allowed, but must be bounded and well-formed.
+fn oversized_http() -> Vec<(&'static str, Vec<u8>)> {
+    let mut mib = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    mib.extend(std::iter::repeat_n(b'a', 1 << 20));
+    mib.extend(b"\r\n\r\n");
+    let mut many = b"GET /hello HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..10_000 {
+        many.extend(format!("X-H{i}: v{i}\r\n").as_bytes());
+    }
+    many.extend(b"\r\n");
+    let mut long_target = b"GET /".to_vec();
+    long_target.extend(std::iter::repeat_n(b'p', 60_000));
+    long_target.extend(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    vec![
+        ("1 MiB header line", mib),
+        ("10000 headers", many),
+        ("60 KB target", long_target),
+        ("no CRLF at all", b"GET /hello HTTP/1.1".to_vec()),
+        ("bare LF", b"GET /hello HTTP/1.1\nHost: x\n\n".to_vec()),
+        (
+            "unterminated head",
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        ),
+    ]
+}
+
+fn longest_attr(s: &beyla_rs_tests::ReceivedSpan) -> usize {
+    s.attrs
+        .values()
+        .map(|v| match v {
+            AttrValue::Str(s) => s.len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(s.name.len())
+}
+
+#[test]
+fn hostile_input_gives_no_spans_for_non_http_and_daemon_survives() {
+    let _guard = require_root();
+    daemon::daemon_bin();
+    let rx = OtlpReceiver::start();
+    let servers: Vec<ServerProcess> = vec![
+        fixtures::python(beyla_rs_tests::free_port()),
+        fixtures::go(beyla_rs_tests::free_port()),
+        fixtures::node(beyla_rs_tests::free_port()),
+    ];
+    let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+    let mut d = Daemon::start(&ports, &rx);
+
+    // 1. Not HTTP: no span at all.
+    let cases = not_http();
+    for srv in &servers {
+        for (_, bytes) in &cases {
+            blast(srv.port(), bytes, Duration::from_secs(2));
+        }
+    }
+    rx.assert_quiet(otlp::any_span, 0, QUIET);
+    d.assert_running();
+    let non_http_conns = cases.len() * servers.len();
+
+    // 2. Oversized or malformed HTTP: bounded, well-formed spans (or none).
+    for srv in &servers {
+        for (_, bytes) in oversized_http() {
+            blast(srv.port(), &bytes, Duration::from_secs(3));
+        }
+    }
+    std::thread::sleep(QUIET);
+    d.assert_running();
+    let hostile_spans = rx.spans();
+    for s in &hostile_spans {
+        assert!(
+            s.is_server() && s.method() == "GET",
+            "unexpected span from hostile input: {}",
+            s.summary()
+        );
+        let st = s.http_status();
+        assert!(
+            st == -1 || (200..600).contains(&st),
+            "bad status: {}",
+            s.summary()
+        );
+        assert!(
+            longest_attr(s) <= 8192,
+            "an attribute of {} bytes made it into a span: {:.300}",
+            longest_attr(s),
+            s.summary()
+        );
+    }
+    rx.clear();
+
+    // 3. Normal requests still give exactly their spans.
+    for srv in &servers {
+        let r = RawConn::connect(srv.port()).request(&Request::get("/status?respond=202"));
+        assert_eq!(r.status, 202);
+        expect_spans(
+            &rx,
+            otlp::server_of(srv.pid()),
+            &[ExpectedSpan::server("GET", "/status", 202).port(srv.port())],
+        );
+    }
+    rx.assert_quiet(otlp::any_span, servers.len(), Duration::ZERO);
+    d.assert_running();
+    let exit = d.stop_ok();
+    let c = stop_counters(&exit.stderr);
+    let summary: Vec<String> = hostile_spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} path_len={}",
+                s.name,
+                s.http_status(),
+                s.attr_str("url.path").map_or(0, str::len)
+            )
+        })
+        .collect();
+    eprintln!(
+        "[measured] hostile input to python, go, node: {non_http_conns} non-HTTP connections → \
+         0 spans; oversized/malformed HTTP → {} bounded spans {summary:?}; daemon alive; \
+         counters {c:?}",
+        hostile_spans.len()
+    );
+    assert!(
+        counter(&c, "connections_not_http") >= non_http_conns as u64,
+        "connections_not_http={} < {non_http_conns} non-HTTP connections ({c:?})",
+        counter(&c, "connections_not_http")
+    );
+    assert!(
+        counter(&c, "http1_parse_errors") > 0,
+        "http1_parse_errors not counted: {c:?}"
+    );
+}
+
+/// A non-HTTP connection is dropped from capture by its (pid, fd); the server closes it and
+/// the next connection gets the same fd at once. That next connection must still be traced.
+#[test]
+fn http_right_after_non_http_on_a_reused_fd_is_traced() {
+    let _guard = require_root();
+    daemon::daemon_bin();
+    let rx = OtlpReceiver::start();
+    let srv = fixtures::node(beyla_rs_tests::free_port());
+    let d = Daemon::start(&[srv.port()], &rx);
+    const N: usize = 40;
+    for i in 0..N {
+        blast(srv.port(), &rawhttp::garbage(512), Duration::from_secs(2));
+        let r = RawConn::connect(srv.port())
+            .request(&Request::get(&format!("/status?respond={}", 200 + i)));
+        assert_eq!(r.status, 200 + i as u16);
+    }
+    let expected: Vec<ExpectedSpan> = (0..N)
+        .map(|i| ExpectedSpan::server("GET", "/status", 200 + i as u16).port(srv.port()))
+        .collect();
+    let got = eventually(Duration::from_secs(10), || {
+        rx.span_count(otlp::server_of(srv.pid())) >= N
+    });
+    let n = rx.span_count(otlp::server_of(srv.pid()));
+    let exit = d.stop_ok();
+    eprintln!(
+        "[measured] {N} × (garbage connection, then HTTP on the reused fd): {n} of {N} HTTP \
+         requests traced; counters {:?}",
+        stop_counters(&exit.stderr)
+    );
+    assert!(
+        got,
+        "only {n} of {N} requests after a non-HTTP connection were traced"
+    );
+    expect_spans(&rx, otlp::server_of(srv.pid()), &expected);
+}
