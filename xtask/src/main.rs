@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod toolchain;
 
 use std::{
@@ -23,6 +24,7 @@ fn usage() -> ! {
            demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
            bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)
   \
+           fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \
            test                 every test: unit, integration (real kernel, needs root), nix checks\n  \
            setup                only install what builds and tests need"
     );
@@ -167,6 +169,7 @@ fn main() -> Result<()> {
         }
         "test" => test(),
         "bench" => bench::run(rest.iter().any(|a| a == "--quick")),
+        "fuzz" => fuzz::run(rest),
         "setup" => {
             toolchain::ensure()?;
             setup_test_deps()
