@@ -27,6 +27,8 @@ const BEYLA_BUCKETS: [f64; 15] = [
 
 /// One sample parsed by prometheus_client: (sample name, labels, value).
 type Sample = (String, BTreeMap<String, String>, f64);
+/// Counts per (method, status, route).
+type Counts = BTreeMap<(String, String, String), u64>;
 
 const PARSER: &str = r#"
 import sys
@@ -91,7 +93,7 @@ fn scrape(port: u16, path: &str) -> String {
 
 /// (method, status, route) → count of `http_server_request_duration_seconds_count` samples
 /// of `service`.
-fn prom_counts(samples: &[Sample], service: &str) -> BTreeMap<(String, String, String), u64> {
+fn prom_counts(samples: &[Sample], service: &str) -> Counts {
     let mut m = BTreeMap::new();
     for (name, l, v) in samples {
         if name == "http_server_request_duration_seconds_count"
@@ -109,10 +111,7 @@ fn prom_counts(samples: &[Sample], service: &str) -> BTreeMap<(String, String, S
 }
 
 /// The same from the last OTLP request carrying the process's server histogram (cumulative).
-fn otlp_counts(
-    reqs: &[ExportMetricsServiceRequest],
-    pid: u32,
-) -> BTreeMap<(String, String, String), u64> {
+fn otlp_counts(reqs: &[ExportMetricsServiceRequest], pid: u32) -> Counts {
     let mut m = BTreeMap::new();
     for req in reqs.iter().rev() {
         for rm in &req.resource_metrics {
@@ -163,7 +162,7 @@ fn otlp_counts(
     m
 }
 
-fn expected() -> (Vec<Request>, BTreeMap<(String, String, String), u64>) {
+fn expected() -> (Vec<Request>, Counts) {
     let mut reqs = Vec::new();
     let mut want = BTreeMap::new();
     let mut add = |method: &str, target: &str, status: u16, route: &str, n: usize| {
