@@ -9,6 +9,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+# Issue-7 tests: BPF object counts and leftovers (bpftool), running as nobody with ambient
+# capabilities (setpriv, util-linux).
+command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need_apt+=(bpftool)
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup.sh: installing ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -202,6 +202,18 @@ impl Pipeline {
             }
         };
         let h = ev.header;
+        // Never instrument the daemon itself (its own metrics port selected, forked by an
+        // instrumented process, a matching executable): its exports would trace themselves.
+        let me = std::process::id();
+        let about_me = match ev.kind {
+            EventKind::Bind | EventKind::Exec => h.tgid == me,
+            EventKind::Fork => h.aux == me,
+            _ => false,
+        };
+        if about_me {
+            self.actions.push(KernelAction::UntrackPid(me));
+            return;
+        }
         match ev.kind {
             EventKind::Data => self.on_data(&ev),
             EventKind::Accept => self.on_open(&ev, Role::Server),
@@ -249,7 +261,7 @@ impl Pipeline {
                         .split_whitespace()
                         .filter_map(|k| k.parse::<u32>().ok())
                     {
-                        if kid != child && !self.tracked.contains(&kid) {
+                        if kid != child && kid != me && !self.tracked.contains(&kid) {
                             self.start_tracking(
                                 kid,
                                 &format!("child of instrumented pid {parent}"),
