@@ -6,8 +6,6 @@
 //! rejects non-HTTP bytes (TLS, Redis, garbage). Rejected connections are dropped here and in
 //! the kernel, and counted.
 
-use std::collections::HashMap;
-
 use crate::{
     protocol::{
         Direction, Exchange, Role, Segment,
@@ -16,6 +14,10 @@ use crate::{
     },
     span::ConnMeta,
 };
+
+/// Keys here are kernel-made ids, pids and socket addresses: foldhash is several times
+/// faster than SipHash on them and still seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Connections idle for this long are dropped from the table (their kernel entry too).
 pub const IDLE_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;

@@ -50,6 +50,8 @@ pub enum KernelAction {
 }
 
 pub struct Pipeline {
+    /// The daemon's own pid (`getpid` is a syscall; this is asked for every event).
+    self_pid: u32,
     processes: Processes,
     connections: Connections,
     spans: SpanBuilder,
@@ -82,6 +84,7 @@ impl Pipeline {
             actions: Vec::new(),
             finished: Vec::new(),
             next_user_conn_id: 1 << 63,
+            self_pid: std::process::id(),
             tracker: Tracker::new(Sampler::default()),
             decided: Vec::new(),
             metrics: None,
@@ -204,7 +207,7 @@ impl Pipeline {
         let h = ev.header;
         // Never instrument the daemon itself (its own metrics port selected, forked by an
         // instrumented process, a matching executable): its exports would trace themselves.
-        let me = std::process::id();
+        let me = self.self_pid;
         let about_me = match ev.kind {
             EventKind::Bind | EventKind::Exec => h.tgid == me,
             EventKind::Fork => h.aux == me,

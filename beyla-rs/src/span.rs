@@ -271,11 +271,11 @@ impl SpanBuilder {
                     name = format!("{} {}", ex.method, r.route);
                     http_attrs(&mut attrs, ex);
                     if r.configured {
-                        attrs.push(KeyValue::new("http.route", r.route.clone()));
+                        attrs.push(str_kv("http.route", r.route.as_str()));
                     }
                     metric_route = Some(r.route);
-                    attrs.push(KeyValue::new("url.path", path.to_owned()));
-                    attrs.push(KeyValue::new("url.scheme", scheme));
+                    attrs.push(str_kv("url.path", path));
+                    attrs.push(str_kv("url.scheme", scheme));
                     attrs.push(KeyValue::new(
                         "http.request.body.size",
                         ex.request_body_size as i64,
@@ -286,12 +286,12 @@ impl SpanBuilder {
                     ));
                     error = ex.status.is_none_or(|s| s >= 500);
                 }
-                attrs.push(KeyValue::new("server.address", server_address));
+                attrs.push(str_kv("server.address", server_address));
                 if let Some(p) = conn.local_port.or(authority.and_then(|a| a.1)) {
                     attrs.push(KeyValue::new("server.port", p as i64));
                 }
                 if let Some(peer) = conn.peer {
-                    attrs.push(KeyValue::new("client.address", peer.ip().to_string()));
+                    attrs.push(str_kv("client.address", peer.ip().to_string()));
                 }
             }
             Role::Client => {
@@ -318,7 +318,7 @@ impl SpanBuilder {
                         full.push('?');
                         full.push_str(&scrub_query(q));
                     }
-                    attrs.push(KeyValue::new("url.full", full));
+                    attrs.push(str_kv("url.full", full));
                     attrs.push(KeyValue::new(
                         "http.request.body.size",
                         ex.request_body_size as i64,
@@ -329,7 +329,7 @@ impl SpanBuilder {
                     ));
                     error = ex.status.is_none_or(|s| s >= 400);
                 }
-                attrs.push(KeyValue::new("server.address", host));
+                attrs.push(str_kv("server.address", host));
                 if let Some(p) = port {
                     attrs.push(KeyValue::new("server.port", p as i64));
                 }
@@ -362,8 +362,15 @@ impl SpanBuilder {
     }
 }
 
+/// A string attribute whose value is shared (`Arc<str>`): spans are cloned for export retries,
+/// and a shared value makes that clone a reference-count increment instead of an allocation.
+fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
+    let v: std::sync::Arc<str> = std::sync::Arc::from(value.as_ref());
+    KeyValue::new(key, opentelemetry::Value::String(v.into()))
+}
+
 fn http_attrs(attrs: &mut Vec<KeyValue>, ex: &Exchange) {
-    attrs.push(KeyValue::new("http.request.method", ex.method.clone()));
+    attrs.push(str_kv("http.request.method", ex.method.as_str()));
     if let Some(s) = ex.status {
         attrs.push(KeyValue::new("http.response.status_code", s as i64));
     }
@@ -373,8 +380,8 @@ fn rpc_attrs(attrs: &mut Vec<KeyValue>, path: &str, ex: &Exchange) {
     let p = path.trim_start_matches('/');
     let (service, method) = p.rsplit_once('/').unwrap_or((p, ""));
     attrs.push(KeyValue::new("rpc.system", "grpc"));
-    attrs.push(KeyValue::new("rpc.service", service.to_owned()));
-    attrs.push(KeyValue::new("rpc.method", method.to_owned()));
+    attrs.push(str_kv("rpc.service", service));
+    attrs.push(str_kv("rpc.method", method));
     if let Some(c) = ex.grpc_status {
         attrs.push(KeyValue::new("rpc.grpc.status_code", c as i64));
     }

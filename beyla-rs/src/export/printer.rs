@@ -145,6 +145,6 @@ mod tests {
     fn formats_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
         let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
-        assert_eq!(rfc3339(t), "2026-11-18T09:46:40.123456Z");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456Z");
     }
 }

@@ -21,9 +21,13 @@
 //! parent.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::{IpAddr, SocketAddr},
 };
+
+/// Keys here are kernel-made ids, pids and socket addresses: foldhash is several times
+/// faster than SipHash on them and still seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -143,15 +147,15 @@ impl Tracker {
         Self {
             sampler,
             next: 1,
-            slots: HashMap::new(),
-            resolved: HashMap::new(),
+            slots: HashMap::default(),
+            resolved: HashMap::default(),
             resolved_order: VecDeque::new(),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             closed_order: VecDeque::new(),
-            threads: HashMap::new(),
-            serving: HashMap::new(),
-            client_local: HashMap::new(),
-            client_by_port: HashMap::new(),
+            threads: HashMap::default(),
+            serving: HashMap::default(),
+            client_local: HashMap::default(),
+            client_by_port: HashMap::default(),
             ids: RandomIdGenerator::default(),
             now_ns: 0,
         }
