@@ -189,12 +189,29 @@ impl Connections {
                 Verdict::Continue => false,
                 Verdict::NotHttp => true,
                 Verdict::SwitchToHttp2 => {
-                    let mut h2 = Box::new(Http2Connection::new(conn.role, false));
-                    // With prior knowledge the preface is in this very segment: the HTTP/2
-                    // parser takes it from the start. After an h2c upgrade (101), HTTP/2
-                    // starts with the next segment.
+                    let upgrade = p.take_h2c_upgrade();
+                    let mut h2 = match &upgrade {
+                        Some(u) => {
+                            Box::new(Http2Connection::upgraded(conn.role, u.request.clone()))
+                        }
+                        None => Box::new(Http2Connection::new(conn.role, false)),
+                    };
                     if seg.data.starts_with(b"PRI * HTTP/2.0") {
+                        // With prior knowledge the preface is in this very segment: the HTTP/2
+                        // parser takes it from the start.
                         let _ = h2.on_segment(seg, ex);
+                    } else if let Some(off) = upgrade.and_then(|u| u.http2_offset) {
+                        // After an h2c upgrade the server's HTTP/2 bytes (its SETTINGS, often
+                        // the response to the upgrade request) may follow the 101 head in the
+                        // same segment.
+                        let rest = Segment {
+                            data: &seg.data[off.min(seg.data.len())..],
+                            total_len: seg.total_len.saturating_sub(off as u64),
+                            ..*seg
+                        };
+                        if rest.total_len > 0 {
+                            let _ = h2.on_segment(&rest, ex);
+                        }
                     }
                     conn.parser = Parser::Http2(h2);
                     false

@@ -93,7 +93,8 @@
 //!
 //! The HTTP/2 connection preface (RFC 9113 §3.4) where a request must start, or a
 //! `101 Switching Protocols` answering a request with `Upgrade: h2c` (RFC 9110 §7.8), return
-//! [`Verdict::SwitchToHttp2`]; no exchange is emitted for the upgrade request. For the preface,
+//! [`Verdict::SwitchToHttp2`]; no exchange is emitted for the upgrade request: it is HTTP/2
+//! stream 1 from there on, handed over by [`Http1Connection::take_h2c_upgrade`]. For the preface,
 //! the segment that starts with it is the first HTTP/2 segment; for `h2c` the bytes after the
 //! 101 head are HTTP/2. Any other 101, and a 2xx answering `CONNECT` (RFC 9110 §9.3.6), emits
 //! the exchange and then ignores the connection (it is a tunnel now).
@@ -169,6 +170,8 @@ pub struct Http1Connection {
     /// Responses still to come for requests dropped from the front of `pending`.
     skip_responses: u64,
     next_seq: u64,
+    /// Set with [`Verdict::SwitchToHttp2`] after an `h2c` upgrade.
+    upgrade: Option<H2cUpgrade>,
     /// Limits and heuristics hit so far.
     pub stats: Http1Stats,
 }
@@ -265,6 +268,17 @@ struct RespSide {
     cur: Option<CurResponse>,
     /// `ts_ns` of the last response-direction segment.
     last_ts: u64,
+}
+
+/// The request that asked for `Upgrade: h2c`, answered by `101 Switching Protocols`: it is
+/// HTTP/2 stream 1 from there on (RFC 7540 §3.2), so its response comes in HTTP/2 frames.
+#[derive(Debug)]
+pub struct H2cUpgrade {
+    /// The request, without a response yet (`protocol` is HTTP/2, `stream_id` 1).
+    pub request: Exchange,
+    /// Where the HTTP/2 bytes start in the segment that carried the 101 head: `None` when the
+    /// head's end was not captured.
+    pub http2_offset: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -921,8 +935,15 @@ impl Http1Connection {
             pending: VecDeque::new(),
             skip_responses: 0,
             next_seq: 0,
+            upgrade: None,
             stats: Http1Stats::default(),
         }
+    }
+
+    /// After [`Verdict::SwitchToHttp2`] for an `h2c` upgrade: the upgrade request (HTTP/2
+    /// stream 1) and where the HTTP/2 bytes start in the segment.
+    pub fn take_h2c_upgrade(&mut self) -> Option<H2cUpgrade> {
+        self.upgrade.take()
     }
 
     /// Requests awaiting their final response (at most [`MAX_PENDING`]).
@@ -1369,6 +1390,9 @@ impl Http1Connection {
                             self.resp.buf.clear();
                             pos += n;
                             if let Some(v) = self.start_response(parsed, seg.ts_ns, true, out) {
+                                if let Some(u) = &mut self.upgrade {
+                                    u.http2_offset = Some(pos);
+                                }
                                 return v;
                             }
                         }
@@ -1517,7 +1541,15 @@ impl Http1Connection {
         if status == 101 {
             if h2c {
                 self.resp.cur = None;
-                self.pending.pop_front();
+                if let Some(p) = self.pending.pop_front().filter(|p| !p.hidden) {
+                    let mut request = exchange(p, None, 0, ts_ns, false);
+                    request.protocol = Some(Protocol::Http2);
+                    request.stream_id = 1;
+                    self.upgrade = Some(H2cUpgrade {
+                        request,
+                        http2_offset: None,
+                    });
+                }
                 let v = self.finish(Verdict::SwitchToHttp2);
                 return Some(v);
             }
@@ -2363,6 +2395,17 @@ mod tests {
         assert_eq!(v, Verdict::SwitchToHttp2);
         assert_eq!(r.out.len(), 1);
         assert_eq!(r.conn.pending(), 0);
+        // The upgrade request is handed over as HTTP/2 stream 1, with where HTTP/2 starts.
+        let up = r.conn.take_h2c_upgrade().expect("h2c upgrade request");
+        assert_eq!(
+            (up.request.method.as_str(), up.request.target.as_str()),
+            ("GET", "/")
+        );
+        assert_eq!(up.request.authority.as_deref(), Some("h"));
+        assert_eq!(up.request.start_ns, 3);
+        assert_eq!(up.request.stream_id, 1);
+        assert_eq!(up.http2_offset, Some(71));
+        assert!(r.conn.take_h2c_upgrade().is_none());
         // 101 for something else is an exchange, then the tunnel is ignored.
         let mut r = Run::new(false);
         r.send(REQ, 1, b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");

@@ -291,6 +291,37 @@ impl Http2Connection {
         }
     }
 
+    /// After an `h2c` upgrade (RFC 7540 §3.2): `request`, made in HTTP/1.1, is stream 1, whose
+    /// response comes in HTTP/2 frames. Call before feeding the first HTTP/2 bytes.
+    pub fn upgraded(role: Role, mut request: Exchange) -> Self {
+        let mut c = Self::new(role, false);
+        request.stream_id = 1;
+        request.protocol = Some(
+            if request
+                .content_type
+                .as_deref()
+                .is_some_and(is_grpc_content_type)
+            {
+                Protocol::Grpc
+            } else {
+                Protocol::Http2
+            },
+        );
+        let mem =
+            std::mem::size_of::<Stream>() + request.method.capacity() + request.target.capacity();
+        c.conn.max_request_stream = 1;
+        c.conn.streams_bytes = mem;
+        c.conn.streams.insert(
+            1,
+            Stream {
+                ex: request,
+                final_response: false,
+                mem,
+            },
+        );
+        c
+    }
+
     /// Feeds one captured syscall; finished exchanges are appended to `out`.
     pub fn on_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) -> Verdict2 {
         if self.not_http2 {

@@ -477,6 +477,89 @@ fn memory_estimate_of_an_idle_grpc_connection() {
     assert!(mem <= MAX_CONNECTION_MEMORY);
 }
 
+/// h2c upgrade (RFC 7540 §3.2): the HTTP/1.1 request is stream 1; its response comes in
+/// HTTP/2 after the server's SETTINGS, and later requests are ordinary streams.
+#[test]
+fn h2c_upgraded_request_is_stream_1() {
+    for role in [Role::Server, Role::Client] {
+        let request = Exchange {
+            protocol: Some(Protocol::Http1),
+            method: "GET".into(),
+            target: "/up?x=1".into(),
+            authority: Some("h:80".into()),
+            scheme: None,
+            status: None,
+            grpc_status: None,
+            content_type: None,
+            traceparent: None,
+            tracestate: None,
+            start_ns: 5,
+            end_ns: 5,
+            request_body_size: 0,
+            response_body_size: 0,
+            stream_id: 0,
+            flags: ExchangeFlags::default(),
+        };
+        let mut c = Http2Connection::upgraded(role, request);
+        let mut conv = Conv::new(false);
+        // Server preface and the response to the upgrade request, in one write.
+        let mut w = settings(&[(0x3, 100)]);
+        w.extend(frame(
+            kind::HEADERS,
+            flags::END_HEADERS,
+            1,
+            &conv.server.encode(&[(":status", "200")]),
+        ));
+        w.extend(frame(kind::DATA, flags::END_STREAM, 1, b"hello\n"));
+        let resp = opposite(role.request_direction());
+        let req = role.request_direction();
+        let mut out = Vec::new();
+        assert_eq!(
+            c.on_segment(&seg(resp, 10, &w), &mut out),
+            Verdict2::Continue
+        );
+        // Then the client's preface and a second request on stream 3.
+        let mut w2 = PREFACE.to_vec();
+        w2.extend(settings(&[]));
+        w2.extend(frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
+            3,
+            &conv.client.encode(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/next"),
+                (":authority", "h:80"),
+            ]),
+        ));
+        assert_eq!(
+            c.on_segment(&seg(req, 20, &w2), &mut out),
+            Verdict2::Continue
+        );
+        let w3 = frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
+            3,
+            &conv.server.encode(&[(":status", "404")]),
+        );
+        assert_eq!(
+            c.on_segment(&seg(resp, 30, &w3), &mut out),
+            Verdict2::Continue
+        );
+        assert_eq!(out.len(), 2, "{role:?}: {out:?}");
+        assert_eq!(out[0].target, "/up?x=1");
+        assert_eq!(out[0].protocol, Some(Protocol::Http2));
+        assert_eq!(out[0].status, Some(200));
+        assert_eq!(out[0].response_body_size, 6);
+        assert_eq!((out[0].start_ns, out[0].end_ns), (5, 10));
+        assert_eq!(out[0].stream_id, 1);
+        assert_eq!(out[0].flags, ExchangeFlags::default());
+        assert_eq!(out[1].target, "/next");
+        assert_eq!(out[1].status, Some(404));
+        assert_eq!(c.open_streams(), 0);
+    }
+}
+
 #[test]
 fn data_frames_many_per_segment_and_large_across_segments() {
     // A 1 MiB DATA frame written in 16 syscalls of 64 KiB, each captured to 1024 octets,
