@@ -38,11 +38,12 @@ fi
 
 # The gRPC tests (tests/grpc.rs) run a grpcio server and client (gRPC's C core under Python);
 # grpcio-tools compiles servers/grpc/echo.proto at test time.
-if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-    echo "setup.sh: installing grpcio + grpcio-tools" >&2
-    python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools ||
+# The h2c upgrade test (tests/http2.rs) runs servers/h2c_upgrade_server.py on Python's h2.
+if ! python3 -c 'import grpc, grpc_tools, h2' >/dev/null 2>&1; then
+    echo "setup.sh: installing grpcio + grpcio-tools + h2" >&2
+    python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools h2 ||
         python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
-            grpcio grpcio-tools
+            grpcio grpcio-tools h2
 fi
 
 echo "setup.sh: ok (nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(go version | awk '{print $3}'), $(python3 --version))" >&2

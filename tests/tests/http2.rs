@@ -1,9 +1,11 @@
 //! Issue 3: plain (non-gRPC) HTTP/2 with prior knowledge (h2c) gives HTTP spans like HTTP/1.x:
 //! Debian's nginx with `listen ... http2` (h2c) on the server side, `curl
-//! --http2-prior-knowledge` on the client side.
+//! --http2-prior-knowledge` on the client side; and the `Upgrade: h2c` path (curl `--http2`
+//! against `servers/h2c_upgrade_server.py`, Python's `h2`), where the HTTP/1.1 upgrade request
+//! becomes HTTP/2 stream 1.
 //! Detection is by the connection preface, not the port.
 //!
-//! Needs root, the daemon binary, nginx and curl (tests/setup.sh); run serially:
+//! Needs root, the daemon binary, nginx, curl and Python's `h2` (tests/setup.sh); run serially:
 //! `cargo test -p beyla-rs-tests --test http2 -- --test-threads=1`.
 
 use std::fs;
@@ -278,6 +280,56 @@ fn curl_h2c_prior_knowledge_client_spans() {
         assert_eq!(s.attr_str("server.address"), Some("127.0.0.1"));
     }
     rx.assert_quiet(otlp::any_span, CASES.len(), Duration::ZERO);
+    rx.assert_no_errors();
+    d.assert_running();
+    d.stop_ok();
+}
+
+/// `Upgrade: h2c`: curl `--http2` sends an HTTP/1.1 request asking for h2c, the server
+/// answers 101, its SETTINGS and the response on stream 1 in one write. Each request is one
+/// SERVER span with the final status (not 101).
+#[test]
+fn h2c_upgrade_server_spans() {
+    let _guard = require_root();
+    daemon::daemon_bin();
+    let rx = OtlpReceiver::start();
+    let port = free_port();
+    let mut cmd = Command::new(fixtures::python_exe());
+    cmd.arg("-u")
+        .arg(beyla_rs_tests::tests_dir().join("servers/h2c_upgrade_server.py"))
+        .args(["--port", &port.to_string()]);
+    let srv = fixtures::spawn_server("h2c-upgrade", cmd, port, None);
+    let mut d = Daemon::start(&[port], &rx);
+    std::thread::sleep(SETTLE);
+    let cases: &[(&str, &str, u16)] = &[
+        ("/hello", "/hello", 200),
+        ("/status?respond=503", "/status", 503),
+        ("/nowhere", "/nowhere", 404),
+    ];
+    for (q, _, want) in cases {
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{http_version}"])
+            .arg(format!("http://127.0.0.1:{port}{q}"))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{want} 2"),
+            "curl --http2 {q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let spans =
+        rx.wait_for_exact_spans(otlp::server_of(srv.pid()), cases.len(), SPAN_TIMEOUT, QUIET);
+    for (_, path, status) in cases {
+        let s = spans
+            .iter()
+            .find(|s| s.attr_str("url.path") == Some(path))
+            .unwrap_or_else(|| panic!("no span for {path}: {}", otlp::dump_spans(&spans)));
+        check_http_span(s, path, *status, port);
+    }
+    rx.assert_quiet(otlp::any_span, cases.len(), Duration::ZERO);
     rx.assert_no_errors();
     d.assert_running();
     d.stop_ok();
