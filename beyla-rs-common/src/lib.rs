@@ -132,8 +132,16 @@ pub struct ConnInfo {
     pub conn_id: u64,
     /// `ROLE_*`.
     pub role: u8,
-    pub _pad: [u8; 7],
+    /// `CONN_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 6],
 }
+
+/// The connection speaks HTTP/2: capture [`MAX_CAPTURE`] bytes per syscall whatever the
+/// configured bound, because one write often carries many HEADERS frames (50 concurrent gRPC
+/// calls from tonic arrive as one 1.5 KiB write), and a lost header block breaks HPACK for
+/// the rest of the connection.
+pub const CONN_WIDE_CAPTURE: u8 = 1;
 
 const _: () = assert!(size_of::<ConnInfo>() == 16);
 

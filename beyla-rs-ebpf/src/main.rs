@@ -28,10 +28,10 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, Config, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventHeader,
-    EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN,
-    STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL,
-    TAIL_LEN, conn_key,
+    CONFIG_WATCH_EXEC, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS, DIR_INGRESS,
+    EVENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED, ROLE_CLIENT,
+    ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT,
+    STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, TAIL_LEN, conn_key,
 };
 
 mod syscalls;
@@ -360,6 +360,7 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
         None => return Ok(()),
     };
     let cap = match config() {
+        Some(_) if conn.flags & CONN_WIDE_CAPTURE != 0 => MAX_CAPTURE as u64,
         Some(c) => c.capture_bytes as u64,
         None => return Ok(()),
     };
@@ -436,6 +437,18 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
         _ => {}
     }
 
+    // The HTTP/2 client preface starts the connection ("PRI * HTTP/2.0\r\n…", RFC 9113 §3.4):
+    // from now on capture the widest bound for it.
+    if captured >= 4
+        && conn.flags & CONN_WIDE_CAPTURE == 0
+        && s.buf[EVENT_HEADER_LEN..EVENT_HEADER_LEN + 4] == *b"PRI "
+    {
+        let wide = ConnInfo {
+            flags: conn.flags | CONN_WIDE_CAPTURE,
+            ..conn
+        };
+        let _ = CONNS.insert(&conn_key(tgid, fd), &wide, 0);
+    }
     let h = header(s);
     h.direction = direction;
     h.captured_len = captured as u32;
@@ -466,7 +479,8 @@ fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
     let conn = ConnInfo {
         conn_id: next_conn_id(),
         role: ROLE_SERVER,
-        _pad: [0; 7],
+        flags: 0,
+        _pad: [0; 6],
     };
     if CONNS
         .insert(&conn_key(tgid, newfd as u32), &conn, 0)
@@ -522,7 +536,8 @@ fn on_connect(regs: u64, pid_tgid: u64) -> Res {
     let conn = ConnInfo {
         conn_id: next_conn_id(),
         role: ROLE_CLIENT,
-        _pad: [0; 7],
+        flags: 0,
+        _pad: [0; 6],
     };
     if CONNS.insert(&conn_key(tgid, fd), &conn, 0).is_err() {
         count(STAT_CONN_MAP_FULL);

@@ -161,7 +161,8 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                         crate::protocol::Role::Server => beyla_rs_common::ROLE_SERVER,
                         crate::protocol::Role::Client => beyla_rs_common::ROLE_CLIENT,
                     },
-                    _pad: [0; 7],
+                    flags: 0,
+                    _pad: [0; 6],
                 };
                 if let Err(e) = capture.add_conn(tgid, fd, info) {
                     log::warn!("cannot follow pid {tgid} fd {fd}: {e}");
