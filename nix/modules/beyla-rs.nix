@@ -140,8 +140,8 @@ in
       example = [ "CAP_NET_ADMIN" ];
       description = ''
         Capabilities added to the unit's `AmbientCapabilities` and
-        `CapabilityBoundingSet` on top of the five beyla-rs needs (CAP_BPF,
-        CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_CHECKPOINT_RESTORE).
+        `CapabilityBoundingSet` on top of the four beyla-rs needs (CAP_BPF,
+        CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
         Leave empty: no current feature uses TC or socket filters, so neither
         CAP_NET_ADMIN nor CAP_NET_RAW is needed.
       '';

@@ -407,12 +407,11 @@ in
       (checkEq "beyla-rs: BEYLA_OPEN_PORT" "80,443,8000-8999" beylaUnit.environment.BEYLA_OPEN_PORT)
       (checkEq "beyla-rs: default OTLP endpoint is the local Alloy receiver" "http://127.0.0.1:4318" beylaUnit.environment.OTEL_EXPORTER_OTLP_ENDPOINT)
       (check "beyla-rs: no global service name by default" (!(beylaUnit.environment ? BEYLA_SERVICE_NAME)) "")
-      (checkEq "beyla-rs: ambient capabilities are exactly the five" [
+      (checkEq "beyla-rs: ambient capabilities are exactly the four" [
         "CAP_BPF"
         "CAP_PERFMON"
         "CAP_SYS_PTRACE"
         "CAP_DAC_READ_SEARCH"
-        "CAP_CHECKPOINT_RESTORE"
       ]
         beylaUnit.serviceConfig.AmbientCapabilities)
       (checkEq "beyla-rs: bounding set equals ambient set" beylaUnit.serviceConfig.AmbientCapabilities beylaUnit.serviceConfig.CapabilityBoundingSet)
