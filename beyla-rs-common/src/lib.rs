@@ -130,6 +130,9 @@ pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
     pub conn_id: u64,
+    /// With [`CONN_PREV_OPEN`]: the connection that had this fd before, whose `close` has not
+    /// returned yet.
+    pub prev_conn_id: u64,
     /// `ROLE_*`.
     pub role: u8,
     /// `CONN_*` bits.
@@ -143,7 +146,13 @@ pub struct ConnInfo {
 /// the rest of the connection.
 pub const CONN_WIDE_CAPTURE: u8 = 1;
 
-const _: () = assert!(size_of::<ConnInfo>() == 16);
+/// The fd was reused while the previous connection's `close` was still running. A syscall's
+/// exit is the only point the capture sees, and `close` releases the fd before it returns:
+/// another thread's `accept` can get the same number first. The next `close` exit on this fd
+/// then belongs to the previous connection (`prev_conn_id`), not to this one.
+pub const CONN_PREV_OPEN: u8 = 2;
+
+const _: () = assert!(size_of::<ConnInfo>() == 24);
 
 /// Flags in [`Config::flags`].
 pub const CONFIG_WATCH_EXEC: u32 = 1;

@@ -28,9 +28,9 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS, DIR_INGRESS,
-    EVENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED, ROLE_CLIENT,
-    ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT,
+    CONFIG_WATCH_EXEC, CONN_PREV_OPEN, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS,
+    DIR_INGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED,
+    ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT,
     STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, TAIL_LEN, conn_key,
 };
 
@@ -479,15 +479,11 @@ fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
     let conn = ConnInfo {
         conn_id: next_conn_id(),
         role: ROLE_SERVER,
+        prev_conn_id: 0,
         flags: 0,
         _pad: [0; 6],
     };
-    if CONNS
-        .insert(&conn_key(tgid, newfd as u32), &conn, 0)
-        .is_err()
-    {
-        count(STAT_CONN_MAP_FULL);
-    }
+    insert_conn(conn_key(tgid, newfd as u32), conn);
     let listen_fd = reg(regs, REG_DI)? as u32;
     let addr = reg(regs, REG_SI)?;
     let addrlen_ptr = reg(regs, REG_DX)?;
@@ -536,12 +532,11 @@ fn on_connect(regs: u64, pid_tgid: u64) -> Res {
     let conn = ConnInfo {
         conn_id: next_conn_id(),
         role: ROLE_CLIENT,
+        prev_conn_id: 0,
         flags: 0,
         _pad: [0; 6],
     };
-    if CONNS.insert(&conn_key(tgid, fd), &conn, 0).is_err() {
-        count(STAT_CONN_MAP_FULL);
-    }
+    insert_conn(conn_key(tgid, fd), conn);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
     header(s).captured_len = n as u32;
     submit(s, n)
@@ -556,10 +551,40 @@ fn on_close(regs: u64, pid_tgid: u64) -> Res {
         Some(c) => *c,
         None => return Ok(()),
     };
-    let _ = CONNS.remove(&key);
+    let closed = if conn.flags & CONN_PREV_OPEN != 0 {
+        // This close is the previous owner's (see CONN_PREV_OPEN): keep the new connection.
+        let current = ConnInfo {
+            flags: conn.flags & !CONN_PREV_OPEN,
+            prev_conn_id: 0,
+            ..conn
+        };
+        let _ = CONNS.insert(&key, &current, 0);
+        ConnInfo {
+            conn_id: conn.prev_conn_id,
+            ..conn
+        }
+    } else {
+        let _ = CONNS.remove(&key);
+        conn
+    };
     let s = scratch()?;
-    fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&conn));
+    fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
     submit(s, 0)
+}
+
+/// Register a connection under `key`. An entry already there means the fd was released by a
+/// `close` that has not returned yet (another thread got the number first): remember it, so
+/// that close is not taken for this connection's.
+#[inline(always)]
+fn insert_conn(key: u64, mut conn: ConnInfo) {
+    // SAFETY: map value read.
+    if let Some(old) = unsafe { CONNS.get(&key) } {
+        conn.prev_conn_id = old.conn_id;
+        conn.flags |= CONN_PREV_OPEN;
+    }
+    if CONNS.insert(&key, &conn, 0).is_err() {
+        count(STAT_CONN_MAP_FULL);
+    }
 }
 
 fn on_bind(regs: u64, pid_tgid: u64) -> Res {
@@ -633,9 +658,14 @@ fn on_dup(regs: u64, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
         Some(c) => *c,
         None => return Ok(()),
     };
-    if CONNS.insert(&conn_key(tgid, newfd), &conn, 0).is_err() {
-        count(STAT_CONN_MAP_FULL);
-    }
+    insert_conn(
+        conn_key(tgid, newfd),
+        ConnInfo {
+            flags: conn.flags & !CONN_PREV_OPEN,
+            prev_conn_id: 0,
+            ..conn
+        },
+    );
     let s = scratch()?;
     fill_header(
         s,

@@ -161,6 +161,7 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                         crate::protocol::Role::Server => beyla_rs_common::ROLE_SERVER,
                         crate::protocol::Role::Client => beyla_rs_common::ROLE_CLIENT,
                     },
+                    prev_conn_id: 0,
                     flags: 0,
                     _pad: [0; 6],
                 };

@@ -281,3 +281,26 @@ fn resource_attributes_per_process_and_service_name_overrides() {
         assert_eq!(s.service_name(), Some("otel-global"), "{}", s.summary());
     }
 }
+
+/// A new connection per request, many in a row, to a Go server: its runtime closes a
+/// connection on one thread while another thread's `accept` may already get the same fd
+/// number before `close` returns. The capture sees only syscall exits, so without care the
+/// late `close` exit removed the *new* connection and its request was lost (about one in 200
+/// connections). Every one of them must be a span.
+#[test]
+fn fd_reused_before_close_returns_loses_nothing() {
+    let (_guard, rx) = setup();
+    let port = free_port();
+    let go = fixtures::go(port);
+    let d = Daemon::start(&[port], &rx);
+    std::thread::sleep(SETTLE);
+    let n = 600;
+    for _ in 0..n {
+        let resp =
+            RawConn::connect(port).request(&Request::get("/hello").header("Connection", "close"));
+        assert_eq!(resp.status, 200);
+    }
+    let spans = rx.wait_for_exact_spans(otlp::server_of(go.pid()), n, SPAN_TIMEOUT, QUIET);
+    assert_eq!(spans.len(), n);
+    d.stop_ok();
+}
