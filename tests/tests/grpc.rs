@@ -279,14 +279,7 @@ fn unary_sequential(server: Stack, client: Stack) {
 fn concurrent_50(server: Stack, client: Stack) {
     let _guard = require_root();
     let n = 50;
-    let r = run(
-        server,
-        client,
-        "concurrent",
-        n,
-        n,
-        &[],
-    );
+    let r = run(server, client, "concurrent", n, n, &[]);
     assert_eq!(r.client.num("ok") as usize, n);
     check_all(&r, "Unary", 0);
     for spans in [&r.server_spans, &r.client_spans] {
