@@ -198,9 +198,15 @@ pub fn server_span_violations(s: &ReceivedSpan, server_port: u16) -> Vec<String>
     v.check(s.attr_str("server.address") == Some("127.0.0.1"), || {
         "server.address is not \"127.0.0.1\"".into()
     });
-    v.check(s.attr_str("client.address") == Some("127.0.0.1"), || {
-        "client.address is not \"127.0.0.1\"".into()
-    });
+    // Servers that accept with accept(fd, NULL, NULL) (libuv: Node) give the kernel no peer
+    // address; the daemon then reads it from the socket, which a very short connection may
+    // already have closed. Absent is allowed for them (documented limit); wrong never is.
+    let node = s.res_str("process.executable.name") == Some("node");
+    v.check(
+        s.attr_str("client.address") == Some("127.0.0.1")
+            || (node && s.attr_str("client.address").is_none()),
+        || "client.address is not \"127.0.0.1\"".into(),
+    );
     for k in ["http.request.body.size", "http.response.body.size"] {
         v.check(s.attr_int(k).is_some_and(|n| n >= 0), || {
             format!("{k} missing, not an int, or negative")
