@@ -49,6 +49,32 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Outage log lines: at most one per this interval.
 const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// `OTEL_EXPORTER_OTLP_HEADERS` as gRPC metadata (lower-case keys); pairs that do not make
+/// valid metadata are skipped. Shared by the trace and metric exporters.
+pub(crate) fn grpc_metadata(
+    headers: &std::collections::HashMap<String, String>,
+) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
+            v.parse(),
+        ) {
+            metadata.insert(k, v);
+        }
+    }
+    metadata
+}
+
+/// The opentelemetry-otlp protocol of an HTTP transport.
+pub(crate) fn http_protocol(p: OtlpProtocol) -> opentelemetry_otlp::Protocol {
+    if p == OtlpProtocol::HttpJson {
+        opentelemetry_otlp::Protocol::HttpJson
+    } else {
+        opentelemetry_otlp::Protocol::HttpBinary
+    }
+}
+
 pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
     let headers: std::collections::HashMap<String, String> = cfg.headers.iter().cloned().collect();
     let err = |source| ExportError::Build {
@@ -58,15 +84,7 @@ pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExport
     let retry = opentelemetry_otlp::RetryPolicy::recommended();
     match cfg.protocol {
         OtlpProtocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &headers {
-                if let (Ok(k), Ok(v)) = (
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                    v.parse(),
-                ) {
-                    metadata.insert(k, v);
-                }
-            }
+            let metadata = grpc_metadata(&headers);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(cfg.traces_endpoint.clone())
@@ -76,11 +94,7 @@ pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExport
                 .map_err(err)
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let protocol = if cfg.protocol == OtlpProtocol::HttpJson {
-                opentelemetry_otlp::Protocol::HttpJson
-            } else {
-                opentelemetry_otlp::Protocol::HttpBinary
-            };
+            let protocol = http_protocol(cfg.protocol);
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(protocol)

@@ -23,15 +23,7 @@ pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExpo
     };
     match cfg.protocol {
         OtlpProtocol::Grpc => {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            for (k, v) in &headers {
-                if let (Ok(k), Ok(v)) = (
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                    v.parse(),
-                ) {
-                    metadata.insert(k, v);
-                }
-            }
+            let metadata = crate::export::otlp::grpc_metadata(&headers);
             opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(cfg.traces_endpoint.clone())
@@ -42,11 +34,7 @@ pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::MetricExpo
                 .map_err(err)
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let protocol = if cfg.protocol == OtlpProtocol::HttpJson {
-                opentelemetry_otlp::Protocol::HttpJson
-            } else {
-                opentelemetry_otlp::Protocol::HttpBinary
-            };
+            let protocol = crate::export::otlp::http_protocol(cfg.protocol);
             opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
                 .with_protocol(protocol)
