@@ -17,6 +17,60 @@ pub const MAX_CAPTURE: usize = 4096;
 /// header block (`\r\n\r\n`) without copying the body.
 pub const TAIL_LEN: usize = 8;
 
+/// The tail copy on HTTP/2 connections ([`CONN_WIDE_CAPTURE`]) whose frame boundaries the
+/// kernel does not follow (joined mid-way, or lost): small frames at the end of a write, such
+/// as gRPC trailers after a large DATA frame, are found there.
+pub const WIDE_TAIL_LEN: usize = 256;
+
+/// Room, in bytes, for the extents that follow the head of a data event (see [`ExtentHeader`]).
+pub const MAX_EXTENTS_LEN: usize = 2048;
+
+/// Payload octets of a non-DATA HTTP/2 frame copied as an extent when the frame lies beyond
+/// the captured head (trailers, RST_STREAM, WINDOW_UPDATE, a HEADERS block's start).
+pub const H2_PAYLOAD_PREFIX: usize = 256;
+
+/// A run of a data syscall's bytes beyond the captured head: `len` octets from offset `offset`
+/// of the syscall's data follow this header in the record. A data event's extents (`aux` bytes
+/// after the head) are in increasing offset order and never overlap each other; an extent may
+/// overlap the head. Two kinds exist: the tail copy (the syscall's last octets) and, on HTTP/2
+/// connections whose frame boundaries the kernel follows, every frame header past the head with
+/// the start of non-DATA payloads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExtentHeader {
+    pub offset: u32,
+    pub len: u32,
+}
+
+pub const EXTENT_HEADER_LEN: usize = size_of::<ExtentHeader>();
+const _: () = assert!(EXTENT_HEADER_LEN == 8);
+
+/// Where the next HTTP/2 frame header is in one direction of a connection, carried from one
+/// syscall to the next (the `H2WALK` map, keyed by [`h2walk_key`]). An entry exists only while
+/// the kernel is in sync with the frame boundaries of that direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct H2Walk {
+    /// Offset, in the next syscall's data, of the next frame header.
+    pub next: u32,
+    /// Octets at the start of the next syscall that belong to the current frame's copied
+    /// payload prefix (they are sent as an extent).
+    pub copy_first: u32,
+    /// Octets of a frame header that were at the end of the previous syscall (0..=8).
+    pub have: u8,
+    pub _pad: [u8; 7],
+    /// Those octets.
+    pub part: [u8; 8],
+}
+
+const _: () = assert!(size_of::<H2Walk>() == 24);
+
+/// Key of the `H2WALK` map.
+#[inline(always)]
+pub const fn h2walk_key(conn_id: u64, direction: u8) -> [u64; 2] {
+    [conn_id, direction as u64]
+}
+
 /// Number of iovecs of a `readv`/`writev`/`recvmsg`/`sendmsg` call that the programs walk.
 /// gRPC's C core (grpcio) sends one iovec per header field: 26 in one `sendmsg` for the first
 /// request of a connection.
@@ -94,9 +148,8 @@ pub struct EventHeader {
     pub direction: u8,
     /// The connection's role (`ROLE_*`).
     pub role: u8,
-    /// Valid bytes in `tail`.
-    pub tail_len: u8,
-    /// Bytes of payload that follow this header in the record.
+    pub _reserved: u8,
+    /// Bytes of the captured head that follow this header in the record.
     pub captured_len: u32,
     /// Process id (thread group id).
     pub tgid: u32,
@@ -104,7 +157,8 @@ pub struct EventHeader {
     pub tid: u32,
     /// The file descriptor the event is about.
     pub fd: i32,
-    /// Kind-specific: listening fd (accept), port (bind), child pid (fork).
+    /// Kind-specific: listening fd (accept), port (bind), child pid (fork), old fd (dup). Data
+    /// events: bytes of extents ([`ExtentHeader`]) that follow the head in the record.
     pub aux: u32,
     /// Kernel-assigned identity of the connection, unique for the daemon's lifetime, so that a
     /// reused fd number never mixes two connections.
@@ -113,11 +167,9 @@ pub struct EventHeader {
     pub ts_ns: u64,
     /// Bytes the syscall actually moved (its return value); may exceed `captured_len`.
     pub total_len: u64,
-    /// The last `tail_len` bytes of the data when `total_len > captured_len`.
-    pub tail: [u8; TAIL_LEN],
 }
 
-const _: () = assert!(size_of::<EventHeader>() == 56);
+const _: () = assert!(size_of::<EventHeader>() == 48);
 
 /// Key of the connection map: `(tgid << 32) | fd`.
 #[inline(always)]
@@ -189,4 +241,5 @@ mod user {
     // SAFETY: all of these are plain-old-data `repr(C)` structs with no padding (asserted above).
     unsafe impl aya::Pod for super::ConnInfo {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::H2Walk {}
 }

@@ -17,11 +17,13 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+        generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -29,11 +31,13 @@ use aya_ebpf::{
 };
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, CONN_PREV_OPEN, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS,
-    DIR_INGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE, MAX_IOV, PID_TRACKED,
-    ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT,
-    STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, TAIL_LEN, conn_key,
+    DIR_INGRESS, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE,
+    MAX_EXTENTS_LEN, MAX_IOV, PID_TRACKED, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN,
+    STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL,
+    TAIL_LEN, WIDE_TAIL_LEN, conn_key, h2walk_key,
 };
 
+mod h2walk;
 mod syscalls;
 use syscalls::*;
 
@@ -64,21 +68,43 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 #[map]
 static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Room for one record: header, then payload. The payload area is twice the largest capture so
-/// that the verifier can prove `offset < MAX_CAPTURE && len <= MAX_CAPTURE` stays inside it.
+/// Room for one record: header, then payload (head, then tail copy). The payload area is four
+/// times the largest capture so that the verifier can prove that any copy with
+/// `offset < 2 * MAX_CAPTURE && len <= MAX_CAPTURE` stays inside it (see `copy_user`).
 #[repr(C)]
 struct Scratch {
-    buf: [u8; EVENT_HEADER_LEN + 2 * MAX_CAPTURE],
+    buf: [u8; EVENT_HEADER_LEN + 4 * MAX_CAPTURE],
     iov: IovTotals,
+    walk: h2walk::WalkState,
 }
 
-/// Running totals of the iovec walk (see `on_data`).
+/// State of the iovec walk (see [`iov_step`]): its inputs and running totals. The walk runs
+/// under `bpf_loop`, which has the verifier check one step once instead of every unrolled
+/// combination of partial totals (64 iterations with a head and a tail copy each exceeded its
+/// one-million-instruction budget); the step reads everything from here.
 #[repr(C)]
 struct IovTotals {
+    /// User address of the `struct iovec` array and its length.
+    iov: u64,
+    iovcnt: u64,
+    /// Bytes the syscall moved.
+    ret: u64,
+    /// Bytes of head to capture.
+    want: u64,
+    /// Head bytes captured so far.
     captured: u64,
+    /// Syscall bytes walked so far.
     seen: u64,
-    tail_end: u64,
+    /// Offset in the syscall's data where the tail copy starts (`ret`: no tail copy).
+    tail_start: u64,
+    /// A tail segment could not be read: send no tail.
+    tail_failed: u64,
+    /// The head could not be read: send nothing.
+    failed: u64,
 }
+
+/// Length of the HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE_LEN: u64 = 24;
 
 #[inline(always)]
 fn iov_get(v: &u64) -> u64 {
@@ -284,7 +310,7 @@ fn fill_header(
     h.kind = kind as u8;
     h.direction = 0;
     h.role = conn.map(|c| c.role).unwrap_or(0);
-    h.tail_len = 0;
+    h._reserved = 0;
     h.captured_len = 0;
     h.tgid = (pid_tgid >> 32) as u32;
     h.tid = pid_tgid as u32;
@@ -294,7 +320,6 @@ fn fill_header(
     // SAFETY: helper without preconditions.
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
     h.total_len = 0;
-    h.tail = [0; TAIL_LEN];
 }
 
 fn emit_simple(kind: EventKind, pid_tgid: u64, fd: i32, aux: u32) -> Res {
@@ -303,9 +328,6 @@ fn emit_simple(kind: EventKind, pid_tgid: u64, fd: i32, aux: u32) -> Res {
     submit(s, 0)
 }
 
-/// Copy `len` bytes of user memory at `src` to payload offset `off`. Both are masked so the
-/// verifier can bound the destination; callers guarantee `off < MAX_CAPTURE` and
-/// `len <= MAX_CAPTURE`, which makes the masks no-ops.
 /// Hide a value from the optimiser so that the masks below survive to the bytecode: LLVM would
 /// otherwise drop them as redundant, and the verifier, which tracks ranges less precisely than
 /// LLVM, would then reject the helper call.
@@ -315,9 +337,12 @@ fn opaque(v: usize) -> usize {
     unsafe { core::ptr::read_volatile(&v) }
 }
 
+/// Copy `len` bytes of user memory at `src` to payload offset `off`. Both are masked so the
+/// verifier can bound the destination; callers guarantee `off < 2 * MAX_CAPTURE` and
+/// `len <= MAX_CAPTURE`, which makes the masks no-ops.
 #[inline(always)]
 fn copy_user(s: &mut Scratch, off: usize, src: u64, len: usize) -> Res {
-    let off = opaque(off) & (MAX_CAPTURE - 1);
+    let off = opaque(off) & (2 * MAX_CAPTURE - 1);
     let len = opaque(len) & (2 * MAX_CAPTURE - 1);
     if len == 0 || len > MAX_CAPTURE {
         return Ok(());
@@ -337,18 +362,56 @@ fn copy_user(s: &mut Scratch, off: usize, src: u64, len: usize) -> Res {
     Ok(())
 }
 
+/// One step of the iovec walk of `readv`/`writev`/`recvmsg`/`sendmsg`, a `bpf_loop` callback:
+/// copies iovec `i`'s part of the head, and its part of the tail window right after the head
+/// (small frames at the end of a write, such as gRPC trailers, often span several iovecs).
+/// Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn iov_step(i: u64, _ctx: *mut c_void) -> i64 {
+    match try_iov_step(i) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(_) => {
+            if let Ok(s) = scratch() {
+                iov_put(&mut s.iov.failed, 1);
+            }
+            1
+        }
+    }
+}
+
 #[inline(always)]
-fn copy_tail(s: &mut Scratch, end: u64) -> u8 {
-    let h = header(s);
-    // SAFETY: user memory read into the header's tail array.
-    let r = unsafe {
-        bpf_probe_read_user(
-            h.tail.as_mut_ptr().cast(),
-            TAIL_LEN as u32,
-            (end - TAIL_LEN as u64) as *const _,
-        )
-    };
-    if r < 0 { 0 } else { TAIL_LEN as u8 }
+fn try_iov_step(i: u64) -> Result<bool, i64> {
+    let s = scratch()?;
+    let ret = iov_get(&s.iov.ret);
+    let seen = iov_get(&s.iov.seen);
+    if i >= iov_get(&s.iov.iovcnt) || seen >= ret {
+        return Ok(false);
+    }
+    let iov = iov_get(&s.iov.iov);
+    let base = user_u64(iov + i * 16)?;
+    let len = user_u64(iov + i * 16 + 8)?;
+    let left = ret - seen;
+    let avail = if left < len { left } else { len };
+    let want = iov_get(&s.iov.want);
+    let done = iov_get(&s.iov.captured);
+    if done < want && avail > 0 {
+        let room = want - done;
+        let n = if avail < room { avail } else { room };
+        copy_user(s, done as usize, base, n as usize)?;
+        iov_put(&mut s.iov.captured, done + n);
+    }
+    let tail_start = iov_get(&s.iov.tail_start);
+    let end = seen + avail;
+    if end > tail_start {
+        let from = if seen > tail_start { seen } else { tail_start };
+        let off = want + EXTENT_HEADER_LEN as u64 + (from - tail_start);
+        if copy_user(s, off as usize, base + (from - seen), (end - from) as usize).is_err() {
+            iov_put(&mut s.iov.tail_failed, 1);
+        }
+    }
+    iov_put(&mut s.iov.seen, end);
+    Ok(true)
 }
 
 fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
@@ -370,24 +433,55 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
         cap
     };
     let want = if ret < cap { ret } else { cap };
-
-    let s = scratch()?;
-    fill_header(s, EventKind::Data, pid_tgid, fd as i32, 0, Some(&conn));
     let direction = match nr {
         SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => DIR_INGRESS,
         _ => DIR_EGRESS,
     };
+    let wide = conn.flags & CONN_WIDE_CAPTURE != 0;
+    let walk_key = h2walk_key(conn.conn_id, direction);
+    // On HTTP/2 connections the kernel follows frame boundaries past the head (see h2walk).
+    let walking = if wide {
+        h2walk::lookup(&walk_key)
+    } else {
+        None
+    };
+    // Otherwise a tail copy: the syscall's last octets when the head does not hold them all.
+    // It may overlap the head; it is the one extent after the head.
+    let tail_cap = if wide {
+        WIDE_TAIL_LEN as u64
+    } else {
+        TAIL_LEN as u64
+    };
+    let tail_start = if walking.is_none() && ret > want && ret >= tail_cap {
+        ret - tail_cap
+    } else {
+        ret
+    };
+
+    let s = scratch()?;
+    fill_header(s, EventKind::Data, pid_tgid, fd as i32, 0, Some(&conn));
 
     let mut captured: u64 = 0;
-    let mut tail_len: u8 = 0;
+    let mut tail_len: u64 = 0;
+    // Where the walk reads from: one buffer, or an iovec array.
+    let mut walk_src: Option<(bool, u64, u64)> = None;
     match nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => {
             let buf = reg(regs, REG_SI)?;
             copy_user(s, 0, buf, want as usize)?;
             captured = want;
-            if ret > want && ret >= TAIL_LEN as u64 {
-                tail_len = copy_tail(s, buf + ret);
+            if tail_start < ret
+                && copy_user(
+                    s,
+                    want as usize + EXTENT_HEADER_LEN,
+                    buf + tail_start,
+                    (ret - tail_start) as usize,
+                )
+                .is_ok()
+            {
+                tail_len = ret - tail_start;
             }
+            walk_src = Some((true, buf, 1));
         }
         SYS_READV | SYS_WRITEV | SYS_RECVMSG | SYS_SENDMSG => {
             let (iov, iovcnt) = if nr == SYS_READV || nr == SYS_WRITEV {
@@ -398,39 +492,35 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
                 let msg = reg(regs, REG_SI)?;
                 (user_u64(msg + 16)?, user_u64(msg + 24)?)
             };
-            // The loop keeps its running totals in the per-CPU buffer, not in registers: the
-            // verifier then sees the same register state at the top of every iteration and
-            // prunes, instead of exploring every combination of partial totals (which
-            // exceeded its one-million-instruction budget).
-            iov_put(&mut s.iov.captured, 0);
-            iov_put(&mut s.iov.seen, 0);
-            iov_put(&mut s.iov.tail_end, 0);
-            for i in 0..MAX_IOV as u64 {
-                let seen = iov_get(&s.iov.seen);
-                if i >= iovcnt || seen >= ret {
-                    break;
-                }
-                let base = user_u64(iov + i * 16)?;
-                let len = user_u64(iov + i * 16 + 8)?;
-                let left = ret - seen;
-                let avail = if left < len { left } else { len };
-                let done = iov_get(&s.iov.captured);
-                if done < want && avail > 0 {
-                    let room = want - done;
-                    let n = if avail < room { avail } else { room };
-                    copy_user(s, done as usize, base, n as usize)?;
-                    iov_put(&mut s.iov.captured, done + n);
-                }
-                // The syscall's last byte is in this iovec: remember where it ends for the tail.
-                if avail >= TAIL_LEN as u64 && avail == left {
-                    iov_put(&mut s.iov.tail_end, base + avail);
-                }
-                iov_put(&mut s.iov.seen, seen + avail);
+            walk_src = Some((false, iov, iovcnt));
+            let w = &mut s.iov;
+            iov_put(&mut w.iov, iov);
+            iov_put(&mut w.iovcnt, iovcnt);
+            iov_put(&mut w.ret, ret);
+            iov_put(&mut w.want, want);
+            iov_put(&mut w.captured, 0);
+            iov_put(&mut w.seen, 0);
+            iov_put(&mut w.tail_start, tail_start);
+            iov_put(&mut w.tail_failed, 0);
+            iov_put(&mut w.failed, 0);
+            // SAFETY: `iov_step` is a static subprogram with the callback signature bpf_loop
+            // expects; it takes no context.
+            unsafe {
+                bpf_loop(
+                    MAX_IOV as u32,
+                    iov_step as *mut c_void,
+                    core::ptr::null_mut(),
+                    0,
+                )
+            };
+            let w = &s.iov;
+            if iov_get(&w.failed) != 0 {
+                return Err(-1);
             }
-            captured = iov_get(&s.iov.captured) & (2 * MAX_CAPTURE as u64 - 1);
-            let tail_end = iov_get(&s.iov.tail_end);
-            if ret > want && tail_end != 0 {
-                tail_len = copy_tail(s, tail_end);
+            captured = iov_get(&w.captured) & (2 * MAX_CAPTURE as u64 - 1);
+            // A tail is only usable whole and when the walk reached the syscall's end.
+            if iov_get(&w.tail_failed) == 0 && iov_get(&w.seen) >= ret {
+                tail_len = ret - tail_start;
             }
         }
         // sendfile: the bytes come from a file, not from user memory; only the count matters.
@@ -438,23 +528,49 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     }
 
     // The HTTP/2 client preface starts the connection ("PRI * HTTP/2.0\r\n…", RFC 9113 §3.4):
-    // from now on capture the widest bound for it.
-    if captured >= 4
-        && conn.flags & CONN_WIDE_CAPTURE == 0
-        && s.buf[EVENT_HEADER_LEN..EVENT_HEADER_LEN + 4] == *b"PRI "
-    {
+    // from now on capture the widest bound for it, and follow its frame boundaries: the
+    // preface's direction from the preface's end, the other from its next syscall.
+    let mut walking = walking;
+    if captured >= 4 && !wide && s.buf[EVENT_HEADER_LEN..EVENT_HEADER_LEN + 4] == *b"PRI " {
         let wide = ConnInfo {
             flags: conn.flags | CONN_WIDE_CAPTURE,
             ..conn
         };
         let _ = CONNS.insert(&conn_key(tgid, fd), &wide, 0);
+        h2walk::start_next(&h2walk_key(conn.conn_id, direction ^ 1));
+        walking = Some(h2walk::at(PREFACE_LEN));
+        tail_len = 0;
     }
+    // Extents were written right after the full head; a head cut short (a fault in the iovec
+    // walk stops it early) would leave a hole between them.
+    let mut ext_len = 0;
+    if walking.is_some() && walk_src.is_none() {
+        // sendfile: the bytes are not in user memory; the boundaries are lost.
+        let _ = h2walk::H2WALK.remove(&walk_key);
+    } else if captured == want {
+        if let (Some(prev), Some((single, base, iovcnt))) = (walking, walk_src) {
+            ext_len = h2walk::walk(s, &walk_key, prev, single, base, iovcnt, ret, want);
+        } else if tail_len > 0 {
+            let tail_len = tail_len & (WIDE_TAIL_LEN as u64 * 2 - 1);
+            let at = want as usize & (MAX_CAPTURE * 2 - 1);
+            // SAFETY: `at + 8` is inside the payload area (masked above); plain bytes.
+            unsafe {
+                let p = s.buf.as_mut_ptr().add(EVENT_HEADER_LEN + at);
+                core::ptr::write_unaligned(p as *mut u32, tail_start as u32);
+                core::ptr::write_unaligned(p.add(4) as *mut u32, tail_len as u32);
+            }
+            ext_len = EXTENT_HEADER_LEN as u64 + tail_len;
+        }
+    } else if walking.is_some() {
+        let _ = h2walk::H2WALK.remove(&walk_key);
+    }
+    let ext_len = ext_len & (MAX_EXTENTS_LEN as u64 * 2 - 1);
     let h = header(s);
     h.direction = direction;
     h.captured_len = captured as u32;
+    h.aux = ext_len as u32;
     h.total_len = ret;
-    h.tail_len = tail_len;
-    submit(s, captured as usize)
+    submit(s, (captured + ext_len) as usize)
 }
 
 /// Copy a socket address from user memory into the payload; returns the bytes copied.

@@ -207,6 +207,7 @@ impl Connections {
                         let rest = Segment {
                             data: &seg.data[off.min(seg.data.len())..],
                             total_len: seg.total_len.saturating_sub(off as u64),
+                            extents: seg.extents.after(off as u64),
                             ..*seg
                         };
                         if rest.total_len > 0 {

@@ -339,7 +339,7 @@ impl Pipeline {
             ts_ns: h.ts_ns,
             data: ev.payload,
             total_len: h.total_len,
-            tail: ev.tail(),
+            extents: ev.extents(),
         };
         if let Some(role) = ev.role()
             && seg.direction == role.request_direction()

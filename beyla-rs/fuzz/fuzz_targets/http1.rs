@@ -19,7 +19,7 @@ mod protocol {
 }
 
 use protocol::http1::{Http1Connection, MAX_PENDING, MAX_TARGET_LEN, MAX_VALUE_LEN, Verdict};
-use protocol::{Direction, Exchange, Protocol, Role, Segment};
+use protocol::{Direction, Exchange, Extents, Protocol, Role, Segment};
 
 const BOUNDS: [usize; 8] = [usize::MAX, 8, 16, 33, 64, 256, 1024, 4096];
 
@@ -98,10 +98,12 @@ fn run(cfg: u8, segs: &[Seg<'_>], one_byte: bool) -> (Vec<Exchange>, Http1Connec
         }
         let captured = s.bytes.len().min(bound);
         let total = s.bytes.len() as u64 + s.extra;
-        let tail: &[u8] = if (captured as u64) < total {
-            &s.bytes[s.bytes.len().saturating_sub(8)..]
+        // The kernel's 8-octet tail copy, as an extent at the end of the syscall's data.
+        let tail = if (captured as u64) < total {
+            let t = &s.bytes[s.bytes.len().saturating_sub(8)..];
+            Extents::encode(&[(total - t.len() as u64, t)])
         } else {
-            &[]
+            Vec::new()
         };
         let pieces: Vec<&[u8]> = if one_byte && (captured as u64) == total {
             s.bytes.chunks(1).collect()
@@ -118,7 +120,7 @@ fn run(cfg: u8, segs: &[Seg<'_>], one_byte: bool) -> (Vec<Exchange>, Http1Connec
                 } else {
                     data.len() as u64
                 },
-                tail,
+                extents: Extents::new(&tail),
             };
             let before = out.len();
             let v = conn.on_segment(&seg, &mut out);

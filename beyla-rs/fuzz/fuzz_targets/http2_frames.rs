@@ -23,7 +23,7 @@ mod protocol {
 use protocol::http2::{
     Http2Connection, MAX_CONNECTION_MEMORY, MAX_STREAMS, MAX_TARGET_LEN, Verdict2,
 };
-use protocol::{Direction, Exchange, Role, Segment};
+use protocol::{Direction, Exchange, Extents, Role, Segment};
 
 const BOUNDS: [usize; 8] = [usize::MAX, 9, 16, 33, 64, 256, 1024, 4096];
 
@@ -99,6 +99,13 @@ fn run(
         };
         let cap = r.bytes.len().min(bound);
         let total = r.bytes.len() as u64 + r.extra;
+        // The kernel's tail copy on HTTP/2 connections, as an extent ending the data.
+        let tail = if (cap as u64) < total {
+            let t = &r.bytes[r.bytes.len().saturating_sub(256)..];
+            Extents::encode(&[(total - t.len() as u64, t)])
+        } else {
+            Vec::new()
+        };
         let pieces: Vec<&[u8]> = if bytewise {
             r.bytes.chunks(1).collect()
         } else {
@@ -110,7 +117,11 @@ fn run(
                 ts_ns: i as u64,
                 data: p,
                 total_len: if bytewise { 1 } else { total },
-                tail: &[],
+                extents: if bytewise {
+                    Extents::EMPTY
+                } else {
+                    Extents::new(&tail)
+                },
             };
             let v = c.on_segment(&seg, &mut out);
             if not_http2 {

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use beyla_rs_common::{
-    DIR_EGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, ROLE_CLIENT, ROLE_SERVER, TAIL_LEN,
+    DIR_EGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, ROLE_CLIENT, ROLE_SERVER,
 };
 
 use crate::protocol::{Direction, Role};
@@ -25,7 +25,10 @@ pub enum DecodeError {
 pub struct Event<'a> {
     pub kind: EventKind,
     pub header: EventHeader,
+    /// The captured head (data events) or the socket address (connection events).
     pub payload: &'a [u8],
+    /// Data events: the extents past the head (see `ExtentHeader`).
+    extents: &'a [u8],
 }
 
 impl<'a> Event<'a> {
@@ -39,14 +42,22 @@ impl<'a> Event<'a> {
             unsafe { std::ptr::read_unaligned(record.as_ptr() as *const EventHeader) };
         let kind = EventKind::from_u8(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let available = record.len() - EVENT_HEADER_LEN;
-        let claimed = header.captured_len as usize;
+        let head = header.captured_len as usize;
+        let tail = if kind == EventKind::Data {
+            header.aux as usize
+        } else {
+            0
+        };
+        let claimed = head.saturating_add(tail);
         if claimed > available {
             return Err(DecodeError::PayloadOverrun { claimed, available });
         }
+        let body = &record[EVENT_HEADER_LEN..];
         Ok(Self {
             kind,
             header,
-            payload: &record[EVENT_HEADER_LEN..EVENT_HEADER_LEN + claimed],
+            payload: &body[..head],
+            extents: &body[head..claimed],
         })
     }
 
@@ -70,10 +81,9 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// The valid bytes of the tail copy.
-    pub fn tail(&self) -> &[u8] {
-        let n = (self.header.tail_len as usize).min(TAIL_LEN);
-        &self.header.tail[..n]
+    /// The extents past the head (empty when the head holds every octet the syscall moved).
+    pub fn extents(&self) -> crate::protocol::Extents<'a> {
+        crate::protocol::Extents::new(self.extents)
     }
 
     /// The socket address carried by accept/connect/bind events.
@@ -114,21 +124,20 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
-    fn record(kind: u8, payload: &[u8], claimed: u32) -> Vec<u8> {
+    fn record(kind: u8, payload: &[u8], claimed: u32, tail: u32) -> Vec<u8> {
         let h = EventHeader {
             kind,
             direction: DIR_EGRESS,
             role: ROLE_SERVER,
-            tail_len: 3,
+            _reserved: 0,
             captured_len: claimed,
             tgid: 7,
             tid: 8,
             fd: 3,
-            aux: 0,
+            aux: tail,
             conn_id: 99,
             ts_ns: 1,
             total_len: 100,
-            tail: *b"abc\0\0\0\0\0",
         };
         let mut v = vec![0u8; EVENT_HEADER_LEN];
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr() as *mut EventHeader, h) };
@@ -138,14 +147,26 @@ mod tests {
 
     #[test]
     fn decodes_and_bounds_payload() {
-        let r = record(1, b"GET / HTTP/1.1\r\n", 16);
+        let ext = crate::protocol::Extents::encode(&[(97, b"abc")]);
+        let mut body = b"GET / HTTP/1.1\r\n".to_vec();
+        body.extend_from_slice(&ext);
+        let r = record(1, &body, 16, ext.len() as u32);
         let e = Event::decode(&r).unwrap();
         assert_eq!(e.kind, EventKind::Data);
         assert_eq!(e.payload, b"GET / HTTP/1.1\r\n");
-        assert_eq!(e.tail(), b"abc");
+        assert_eq!(e.extents().iter().collect::<Vec<_>>(), [(97, &b"abc"[..])]);
+        // Extents longer than the record are an overrun, not a short read.
+        let r = record(1, &body, 16, ext.len() as u32 + 1);
+        assert!(matches!(
+            Event::decode(&r),
+            Err(DecodeError::PayloadOverrun { .. })
+        ));
+        // `aux` of other kinds is not a tail length.
+        let r = record(2, b"", 0, 7);
+        assert_eq!(Event::decode(&r).unwrap().extents().iter().count(), 0);
         assert_eq!(e.direction(), Direction::Egress);
         assert_eq!(e.role(), Some(Role::Server));
-        let r = record(1, b"xy", 50);
+        let r = record(1, b"xy", 50, 0);
         assert!(matches!(
             Event::decode(&r),
             Err(DecodeError::PayloadOverrun { .. })
@@ -154,7 +175,7 @@ mod tests {
             Event::decode(&r[..10]),
             Err(DecodeError::Short(10))
         ));
-        let r = record(200, b"", 0);
+        let r = record(200, b"", 0, 0);
         assert_eq!(
             Event::decode(&r).unwrap_err(),
             DecodeError::UnknownKind(200)

@@ -491,7 +491,7 @@ impl Body {
 /// of a body whose chunk-size lines were unseen).
 fn ends_with_last_chunk(seg: &Segment<'_>) -> bool {
     let complete = seg.is_complete();
-    let end = if complete { seg.data } else { seg.tail };
+    let end = if complete { seg.data } else { seg.tail() };
     end.ends_with(b"\n0\r\n\r\n") || (complete && seg.data == b"0\r\n\r\n")
 }
 
@@ -1642,7 +1642,7 @@ fn exchange(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Direction;
+    use super::super::{Direction, Extents};
     use super::*;
 
     const REQ: Direction = Direction::Ingress;
@@ -1657,7 +1657,7 @@ mod tests {
             ts_ns,
             data,
             total_len: data.len() as u64,
-            tail: &[],
+            extents: Extents::EMPTY,
         }
     }
 
@@ -1671,7 +1671,7 @@ mod tests {
             ts_ns,
             data: &full[..bound],
             total_len: full.len() as u64,
-            tail: &full[full.len() - 8..],
+            extents: Extents::test_tail(full, 8),
         }
     }
 
@@ -2159,7 +2159,7 @@ mod tests {
                 ts_ns: 100,
                 data: &two[..bound],
                 total_len: two.len() as u64,
-                tail: &two[two.len() - 8..],
+                extents: Extents::test_tail(&two, 8),
             });
             r.feed(capped(RESP, 105, &resp, bound));
             r.feed(capped(RESP, 106, &resp, bound));

@@ -51,14 +51,120 @@ pub struct Segment<'a> {
     pub data: &'a [u8],
     /// How many bytes the syscall really moved.
     pub total_len: u64,
-    /// The last bytes of the data (at most 8) when `total_len > data.len()`; empty otherwise.
-    pub tail: &'a [u8],
+    /// Runs of the data past the captured head: the tail copy, or HTTP/2 frame headers.
+    pub extents: Extents<'a>,
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
     /// True when the capture holds every byte the syscall moved.
     pub fn is_complete(&self) -> bool {
         self.data.len() as u64 >= self.total_len
+    }
+
+    /// The last octets of the data when the head does not hold them: the last extent, if it
+    /// ends where the data ends (it may overlap `data`). Empty otherwise.
+    pub fn tail(&self) -> &'a [u8] {
+        match self.extents.iter().last() {
+            Some((off, b)) if off + b.len() as u64 == self.total_len => b,
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod extent_tests {
+    use super::Extents;
+
+    #[test]
+    fn iterates_shifts_and_stops_at_malformed() {
+        let raw = Extents::encode(&[(10, b"abc"), (20, b"defg")]);
+        let e = Extents::new(&raw);
+        assert_eq!(
+            e.iter().collect::<Vec<_>>(),
+            [(10, &b"abc"[..]), (20, &b"defg"[..])]
+        );
+        assert_eq!(
+            e.after(11).iter().collect::<Vec<_>>(),
+            [(0, &b"bc"[..]), (9, &b"defg"[..])]
+        );
+        assert_eq!(e.after(22).iter().collect::<Vec<_>>(), [(0, &b"fg"[..])]);
+        assert_eq!(e.after(24).iter().count(), 0);
+        // A length past the end stops the iteration; a short header is ignored.
+        let mut bad = raw.clone();
+        bad[4] = 200;
+        assert_eq!(Extents::new(&bad).iter().count(), 0);
+        assert_eq!(Extents::new(&raw[..raw.len() - 1]).iter().count(), 1);
+        assert_eq!(Extents::new(&raw[..5]).iter().count(), 0);
+    }
+}
+
+/// The extents of a data event as the kernel lays them out: each an 8-octet header
+/// (`ExtentHeader`: offset and length, native endian) and its octets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extents<'a> {
+    raw: &'a [u8],
+    /// Offsets are reported relative to this offset of the syscall's data (see `after`).
+    base: u64,
+}
+
+impl<'a> Extents<'a> {
+    pub const EMPTY: Extents<'static> = Extents { raw: &[], base: 0 };
+
+    pub fn new(raw: &'a [u8]) -> Self {
+        Extents { raw, base: 0 }
+    }
+
+    /// The same extents seen from `n` octets further into the data (a segment whose first
+    /// `n` octets were consumed by another parser); octets before that are dropped.
+    pub fn after(self, n: u64) -> Self {
+        Extents {
+            base: self.base + n,
+            ..self
+        }
+    }
+
+    /// `(offset in the syscall's data, octets)` in the kernel's order; a malformed extent
+    /// (length past the end) ends the iteration.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> + use<'a> {
+        let mut rest = self.raw;
+        let base = self.base;
+        std::iter::from_fn(move || {
+            loop {
+                let (h, body) = rest.split_first_chunk::<8>()?;
+                let off = u64::from(u32::from_ne_bytes([h[0], h[1], h[2], h[3]]));
+                let len = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) as usize;
+                if len > body.len() {
+                    rest = &[];
+                    return None;
+                }
+                let (bytes, next) = body.split_at(len);
+                rest = next;
+                if off + len as u64 <= base {
+                    continue;
+                }
+                let skip = base.saturating_sub(off);
+                return Some((off + skip - base, &bytes[skip as usize..]));
+            }
+        })
+    }
+
+    /// Extents holding the last `n` octets of `data` (the kernel's tail copy), for tests.
+    #[cfg(test)]
+    pub fn test_tail(data: &[u8], n: usize) -> Extents<'static> {
+        let n = n.min(data.len());
+        let raw = Self::encode(&[((data.len() - n) as u64, &data[data.len() - n..])]);
+        Extents::new(Vec::leak(raw))
+    }
+
+    /// The kernel's encoding of `list` (tests and fuzz targets build segments with it).
+    pub fn encode(list: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (off, b) in list {
+            v.extend_from_slice(&(*off as u32).to_ne_bytes());
+            v.extend_from_slice(&(b.len() as u32).to_ne_bytes());
+            v.extend_from_slice(b);
+        }
+        v
     }
 }
 

@@ -247,20 +247,20 @@ impl FrameReader {
         ts: u64,
         sink: &mut dyn FnMut(ReadEvent<'_>),
     ) -> Feed {
-        self.feed_with_tail(data, total_len, &[], ts, sink)
+        self.feed_extents(data, total_len, [], ts, sink)
     }
 
-    /// Like [`Self::feed`], with `tail`: the last octets the syscall moved, when it moved more
-    /// than `data` holds (the capture's tail copy). Frames that lie wholly in the tail are
-    /// parsed from it once the octets between head and tail are skipped by length: a writer
-    /// that coalesces a large DATA frame with the small frames after it (trailers,
-    /// WINDOW_UPDATE, PING) in one syscall loses nothing then, as long as the small frames fit
-    /// in the tail.
-    pub fn feed_with_tail(
+    /// Like [`Self::feed`], with `extents`: runs of the syscall's octets past the head, as
+    /// `(offset in the syscall, octets)` in increasing offset order (the kernel's tail copy,
+    /// or the frame headers it followed past the head). The octets between them are skipped
+    /// by length; a frame header among skipped octets loses sync. A writer that coalesces
+    /// large DATA frames with the small frames after them (trailers, WINDOW_UPDATE, PING) in
+    /// one syscall loses nothing then.
+    pub fn feed_extents<'e>(
         &mut self,
         data: &[u8],
         total_len: u64,
-        tail: &[u8],
+        extents: impl IntoIterator<Item = (u64, &'e [u8])>,
         ts: u64,
         sink: &mut dyn FnMut(ReadEvent<'_>),
     ) -> Feed {
@@ -268,17 +268,33 @@ impl FrameReader {
         if self.consume(data, total, ts, sink) == Feed::NotHttp2 {
             return Feed::NotHttp2;
         }
-        // Bytes the capture did not hold: skip them by length, up to the tail copy.
-        let mut gap = total - data.len() as u64;
-        // The tail copy may overlap the head: keep only the octets past it.
-        let tail = &tail[tail.len() - (tail.len() as u64).min(gap) as usize..];
-        let t = tail.len() as u64;
-        while gap > 0 {
-            if gap <= t && !matches!(self.state, State::Lost) {
-                // Everything left is in the tail copy: read it like captured bytes.
-                let rest = &tail[(t - gap) as usize..];
-                return self.consume(rest, gap, ts, sink);
+        let mut pos = data.len() as u64;
+        for (off, bytes) in extents {
+            let end = off.saturating_add(bytes.len() as u64);
+            if end <= pos || end > total {
+                // Already read (overlaps the head), or not of this syscall.
+                continue;
             }
+            if off > pos && !self.skip(off - pos, ts, sink) {
+                return Feed::Continue;
+            }
+            let bytes = &bytes[(pos.saturating_sub(off)) as usize..];
+            let off = off.max(pos);
+            if self.consume(bytes, total - off, ts, sink) == Feed::NotHttp2 {
+                return Feed::NotHttp2;
+            }
+            pos = end;
+        }
+        if total > pos {
+            self.skip(total - pos, ts, sink);
+        }
+        Feed::Continue
+    }
+
+    /// Skips `gap` octets that were not captured. Returns false when that lost (or found
+    /// lost) the frame boundaries.
+    fn skip(&mut self, mut gap: u64, ts: u64, sink: &mut dyn FnMut(ReadEvent<'_>)) -> bool {
+        while gap > 0 {
             match self.state {
                 State::Payload {
                     header,
@@ -287,7 +303,7 @@ impl FrameReader {
                     missed,
                     first_ts,
                 } => {
-                    let n = u64::from(remaining).min(gap - t);
+                    let n = u64::from(remaining).min(gap);
                     gap -= n;
                     let remaining = remaining - n as u32;
                     self.state = State::Payload {
@@ -301,15 +317,15 @@ impl FrameReader {
                         self.end_payload(ts, sink);
                     }
                 }
-                State::Lost => break,
+                State::Lost => return false,
                 State::Header { .. } | State::Preface { .. } => {
-                    // A frame header (or the preface) is in bytes never seen.
+                    // A frame header (or the preface) is in octets never seen.
                     self.lose(sink);
-                    break;
+                    return false;
                 }
             }
         }
-        Feed::Continue
+        true
     }
 
     /// Reads captured octets: `data` is followed by `total - data.len()` octets not given.

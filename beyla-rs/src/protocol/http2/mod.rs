@@ -329,10 +329,10 @@ impl Http2Connection {
         }
         let d = seg.direction;
         let conn = &mut self.conn;
-        let feed = self.readers[dir_index(d)].feed_with_tail(
+        let feed = self.readers[dir_index(d)].feed_extents(
             seg.data,
             seg.total_len,
-            seg.tail,
+            seg.extents.iter(),
             seg.ts_ns,
             &mut |ev| conn.on_event(d, ev, out),
         );

@@ -4,6 +4,7 @@
 use super::frame::{PREFACE, flags, kind};
 use super::hpack::test_encoder::Encoder;
 use super::*;
+use crate::protocol::Extents;
 
 /// Which endpoint wrote the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +174,7 @@ fn run_writes(
             ts_ns: 1000 * (i as u64 + 1),
             data: bytes,
             total_len: bytes.len() as u64,
-            tail: &[],
+            extents: Extents::EMPTY,
         };
         assert_eq!(
             c.on_segment(&seg, &mut out),
@@ -190,7 +191,7 @@ fn seg(direction: Direction, ts_ns: u64, data: &[u8]) -> Segment<'_> {
         ts_ns,
         data,
         total_len: data.len() as u64,
-        tail: &[],
+        extents: Extents::EMPTY,
     }
 }
 
@@ -376,10 +377,10 @@ fn truncated_capture_with_1mib_data_frame() {
                 ts_ns: i as u64 + 1,
                 data: &bytes[..cap],
                 total_len: bytes.len() as u64,
-                tail: if cap < bytes.len() {
-                    &bytes[bytes.len() - 8..]
+                extents: if cap < bytes.len() {
+                    Extents::test_tail(bytes, 8)
                 } else {
-                    &[]
+                    Extents::EMPTY
                 },
             };
             assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
@@ -432,10 +433,10 @@ fn small_frames_after_large_data_are_read_from_the_tail() {
                     ts_ns: i as u64 + 1,
                     data: &bytes[..cap],
                     total_len: bytes.len() as u64,
-                    tail: if cap < bytes.len() {
-                        &bytes[bytes.len() - tail_len..]
+                    extents: if cap < bytes.len() {
+                        Extents::test_tail(bytes, tail_len)
                     } else {
-                        &[]
+                        Extents::EMPTY
                     },
                 };
                 assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
@@ -456,6 +457,121 @@ fn small_frames_after_large_data_are_read_from_the_tail() {
                 assert!(out.iter().all(|e| e.stream_id != 1 || e.flags.incomplete));
                 assert!(out.iter().all(|e| e.grpc_status.is_none_or(|g| g == 0)));
             }
+        }
+    }
+}
+
+/// What the kernel's frame walk (`beyla-rs-ebpf/src/h2walk.rs`) sends for one direction's
+/// byte stream cut into syscalls of `chunks` octets with a `cap`-octet head: per syscall, the
+/// head and, as extents, every part of a frame header or of a non-DATA payload's first
+/// `H2_PAYLOAD_PREFIX` octets that lies past the head. `start` is where the first frame
+/// header is (24 after the client preface).
+fn kernel_view(
+    stream: &[u8],
+    start: usize,
+    cap: usize,
+    chunks: usize,
+) -> Vec<(usize, usize, Vec<u8>)> {
+    let mut ranges = Vec::new();
+    let mut pos = start;
+    while pos + 9 <= stream.len() {
+        let len = u32::from_be_bytes([0, stream[pos], stream[pos + 1], stream[pos + 2]]) as usize;
+        let prefix = if stream[pos + 3] == kind::DATA {
+            usize::from(stream[pos + 4] & flags::PADDED != 0)
+        } else {
+            len.min(beyla_rs_common::H2_PAYLOAD_PREFIX)
+        };
+        ranges.push((pos, pos + 9 + prefix));
+        pos += 9 + len;
+    }
+    let mut out = Vec::new();
+    let mut c0 = 0;
+    while c0 < stream.len() {
+        let c1 = (c0 + chunks).min(stream.len());
+        let head = (c1 - c0).min(cap);
+        let mut ext = Vec::new();
+        for &(a, b) in &ranges {
+            let (a, b) = (a.max(c0 + head), b.min(c1));
+            if a < b {
+                ext.push(((a - c0) as u64, &stream[a..b]));
+            }
+        }
+        out.push((c0, c1, Extents::encode(&ext)));
+        c0 = c1;
+    }
+    out
+}
+
+/// A 1 MiB gRPC response is 64 DATA frames and the trailers; grpcio writes them in one
+/// `sendmsg`, its peer reads them in 64 KiB chunks. With the kernel's frame walk every frame
+/// header past the 1 KiB head arrives as an extent: both sides keep sync, the trailers give
+/// the status, and the next call on the connection is exact.
+#[test]
+fn frame_headers_past_the_head_arrive_as_extents() {
+    let n = 1 << 20;
+    let mut conv = Conv::new(true).handshake();
+    conv.grpc_request(1, "Big");
+    conv.data(From::Client, 1, true, &grpc_msg(5));
+    let mut resp = conv.block(
+        From::Server,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+    );
+    resp = frame(kind::HEADERS, flags::END_HEADERS, 1, &resp);
+    for part in grpc_msg(n).chunks(16384) {
+        resp.extend(frame(kind::DATA, 0, 1, part));
+    }
+    let trailers = conv.block(From::Server, &[("grpc-status", "0"), ("grpc-message", "")]);
+    resp.extend(frame(
+        kind::HEADERS,
+        flags::END_HEADERS | flags::END_STREAM,
+        1,
+        &trailers,
+    ));
+    conv.push(From::Server, resp);
+    conv.unary(3, "After", 0);
+    for role in [Role::Server, Role::Client] {
+        for chunk in [65536usize, 4000, 1 << 24] {
+            // Each direction's bytes as one stream, as the kernel walk sees it.
+            let mut streams: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            let mut order = Vec::new();
+            for (from, bytes) in &conv.writes {
+                let k = usize::from(*from == From::Server);
+                order.push((*from, streams[k].len(), streams[k].len() + bytes.len()));
+                streams[k].extend_from_slice(bytes);
+            }
+            let views = [
+                kernel_view(&streams[0], PREFACE.len(), 1024, chunk),
+                kernel_view(&streams[1], 0, 1024, chunk),
+            ];
+            // Syscalls of each write: the writer's own cut (the reader's chunks when reading).
+            let mut c = Http2Connection::new(role, false);
+            let mut out = Vec::new();
+            let mut ts = 0;
+            // Next syscall of each direction: one is made once its first octet is written.
+            let mut next = [0usize; 2];
+            for (from, _, b) in order {
+                let k = usize::from(from == From::Server);
+                while let Some((c0, c1, ext)) = views[k].get(next[k]).filter(|v| v.0 < b) {
+                    next[k] += 1;
+                    ts += 1;
+                    let data = &streams[k][*c0..*c1];
+                    let s = Segment {
+                        direction: dir_of(role, from),
+                        ts_ns: ts,
+                        data: &data[..data.len().min(1024)],
+                        total_len: data.len() as u64,
+                        extents: Extents::new(ext),
+                    };
+                    assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
+                }
+            }
+            assert_eq!(out.len(), 2, "{role:?} chunk {chunk}: {out:?}");
+            assert_eq!(out[0].target, "/pkg.Service/Big");
+            assert_eq!(out[0].grpc_status, Some(0));
+            assert_eq!(out[0].response_body_size, n as u64 + 5);
+            assert_eq!(out[0].flags, ExchangeFlags::default());
+            check_unary(&out[1], 3, "After", 0);
+            assert_eq!(c.counters().sync_lost, 0, "{role:?} chunk {chunk}");
         }
     }
 }
@@ -585,7 +701,7 @@ fn data_frames_many_per_segment_and_large_across_segments() {
             ts_ns: 100 + i as u64,
             data: &chunk[..chunk.len().min(1024)],
             total_len: chunk.len() as u64,
-            tail: &chunk[chunk.len().saturating_sub(8)..],
+            extents: Extents::test_tail(chunk, 8),
         };
         c.on_segment(&s, &mut out);
     }
@@ -1037,7 +1153,7 @@ fn truncated_header_block_is_partial_and_desyncs() {
             ts_ns: i as u64,
             data: &bytes[..cap],
             total_len: bytes.len() as u64,
-            tail: &[],
+            extents: Extents::EMPTY,
         };
         c.on_segment(&s, &mut out);
     }
@@ -1084,7 +1200,7 @@ fn lost_frame_sync_recovers_at_next_segment() {
         ts_ns: 100,
         data: &w[..64],
         total_len: w.len() as u64,
-        tail: &w[w.len() - 8..],
+        extents: Extents::test_tail(&w, 8),
     };
     c.on_segment(&s, &mut out);
     assert_eq!(c.counters().sync_lost, 1);
@@ -1140,7 +1256,7 @@ fn garbage_is_not_http2_without_panic() {
                 ts_ns: i,
                 data: &data[..cap],
                 total_len: data.len() as u64,
-                tail: &[],
+                extents: Extents::EMPTY,
             };
             verdict = c.on_segment(&s, &mut out);
             assert!(c.memory_estimate() <= MAX_CONNECTION_MEMORY);
