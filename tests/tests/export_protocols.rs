@@ -117,3 +117,61 @@ fn http_json_export_delivers_every_span() {
         assert!(body.contains("\"startTimeUnixNano\":\""), "{body:.400}");
     }
 }
+
+/// A collector that refuses the request itself (HTTP 400): each batch is sent once, dropped
+/// and counted, and the refusal is logged once however many batches follow.
+#[test]
+fn collector_400_drops_each_batch_once_and_logs_once() {
+    use beyla_rs_tests::otlp::Fault;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let _g = require_root();
+    daemon::daemon_bin();
+    let rx = OtlpReceiver::start();
+    let srv = fixtures::rust(free_port());
+    let d = Daemon::builder()
+        .open_ports(&[srv.port()])
+        .otlp(&rx)
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .start();
+    rx.set_fault(Some(Fault::status(400)));
+    for round in 1..=3 {
+        for _ in 0..5 {
+            let r = RawConn::connect(srv.port()).request(&Request::get("/hello"));
+            assert_eq!(r.status, 200);
+        }
+        rx.wait_for_requests(round, Duration::from_secs(10));
+    }
+    // No retry of a refused batch: every span was sent in exactly one request.
+    std::thread::sleep(QUIET);
+    let reqs = rx.requests();
+    assert!(reqs.len() >= 3, "{reqs:?}");
+    let mut span_ids = HashSet::new();
+    for r in &reqs {
+        assert_eq!(r.status, 400);
+        let req = ExportTraceServiceRequest::decode(&r.body[..]).expect("protobuf body");
+        for sp in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            assert!(span_ids.insert(sp.span_id.clone()), "span sent twice");
+        }
+    }
+    let refused_spans = span_ids.len();
+    assert!(refused_spans >= 15, "{refused_spans} spans sent");
+    assert!(rx.spans().is_empty(), "refused spans are not stored");
+    let exit = d.stop_ok();
+    let c = stop_counters(&exit.stderr);
+    assert_eq!(counter(&c, "spans_dropped"), refused_spans as u64, "{c:?}");
+    assert_eq!(counter(&c, "export_errors"), reqs.len() as u64, "{c:?}");
+    assert_eq!(counter(&c, "spans_exported"), 0, "{c:?}");
+    let lines = exit
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not retried"))
+        .count();
+    assert_eq!(lines, 1, "the refusal is logged once:\n{}", exit.stderr);
+}
