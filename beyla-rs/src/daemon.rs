@@ -184,14 +184,14 @@ pub async fn run(
 
     let (queue, export_task) = match &config.otlp {
         Some(o) => {
-            let exporter = otlp::build_exporter(o)?;
+            let transport = otlp::build_exporter(o)?;
             let queue = Arc::new(Queue::new(
                 config.queue_size,
                 config.batch_size,
                 stats.clone(),
             ));
             let task = tokio::spawn(otlp::run(
-                exporter,
+                transport,
                 o.traces_endpoint.clone(),
                 queue.clone(),
                 GlobalResource {

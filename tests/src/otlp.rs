@@ -1,7 +1,9 @@
-//! An in-test OTLP/HTTP receiver.
+//! An in-test OTLP receiver.
 //!
-//! Accepts `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with `application/x-protobuf` bodies
-//! (optionally `Content-Encoding: gzip`), decodes them with `opentelemetry-proto` and keeps:
+//! Accepts `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with `application/x-protobuf` or
+//! `application/json` (OTLP/JSON) bodies (optionally `Content-Encoding: gzip`), and, once
+//! [`OtlpReceiver::start_grpc`] is called, the OTLP/gRPC trace and metrics services on a port
+//! of their own. It decodes requests with `opentelemetry-proto` and keeps:
 //! a flat list of [`ReceivedSpan`]s, the decoded metrics/logs requests, and every raw request
 //! (so a test can grep the bytes for secrets). Fault knobs: answer with a status (e.g. 500, or
 //! 429 with `Retry-After`) for the next N requests or until cleared, delay every answer, stop
@@ -414,6 +416,38 @@ impl OtlpReceiver {
         self.port
     }
 
+    /// Starts the OTLP/gRPC trace and metrics services on another 127.0.0.1 port; returns its
+    /// endpoint (`http://127.0.0.1:<port>`). Requests land in the same store as HTTP ones
+    /// (recorded with the gRPC method path and the metadata as headers). Faults and delays
+    /// apply to HTTP only.
+    pub fn start_grpc(&self) -> String {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let listener = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", 0)))
+            .unwrap_or_else(|e| panic!("OTLP gRPC receiver: bind: {e}"));
+        let port = listener.local_addr().unwrap().port();
+        let sink = GrpcSink {
+            shared: self.shared.clone(),
+        };
+        let task = self.rt.spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(sink.clone()))
+                .add_service(MetricsServiceServer::new(sink))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+            if let Err(e) = r {
+                eprintln!("OTLP gRPC receiver stopped: {e}");
+            }
+        });
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// Base URL for `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:<port>`).
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -756,12 +790,106 @@ fn flatten_traces(req: &ExportTraceServiceRequest, request_index: usize) -> Vec<
     out
 }
 
+/// The OTLP/gRPC services of [`OtlpReceiver::start_grpc`].
+#[derive(Clone)]
+struct GrpcSink {
+    shared: Arc<Shared>,
+}
+
+impl GrpcSink {
+    fn record<T: Message>(&self, path: &str, req: &tonic::Request<T>, f: impl FnOnce(&mut State)) {
+        let headers = req
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        let body = req.get_ref().encode_to_vec();
+        let mut st = self.shared.lock();
+        f(&mut st);
+        st.requests.push(RecordedRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers,
+            raw_body: body.clone(),
+            body,
+            status: 200,
+            at: Instant::now(),
+        });
+        self.shared.changed.notify_all();
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcSink
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.record(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            &request,
+            |st| {
+                let idx = st.trace_requests;
+                st.trace_requests += 1;
+                st.spans.extend(flatten_traces(request.get_ref(), idx));
+            },
+        );
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService
+    for GrpcSink
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.record(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            &request,
+            |st| st.metrics.push(request.get_ref().clone()),
+        );
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 fn proto_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/x-protobuf")
         .body(Full::new(Bytes::from(body)))
         .unwrap()
+}
+
+/// A successful export answer in the request's encoding.
+fn ok_response<T: Message + serde::Serialize>(json: bool, msg: T) -> Response<Full<Bytes>> {
+    if json {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&msg).unwrap())))
+            .unwrap()
+    } else {
+        proto_response(StatusCode::OK, msg.encode_to_vec())
+    }
+}
+
+/// An export request body: protobuf, or OTLP/JSON when `json`.
+fn decode_body<T: Message + Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    json: bool,
+) -> Result<T, String> {
+    if json {
+        serde_json::from_slice(body).map_err(|e| format!("undecodable OTLP/JSON: {e}"))
+    } else {
+        T::decode(body).map_err(|e| format!("undecodable protobuf: {e}"))
+    }
 }
 
 fn text_response(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
@@ -861,7 +989,11 @@ async fn handle(
         return Ok(text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only"));
     }
     let ctype = header("content-type").unwrap_or_default();
-    if !ctype.starts_with("application/x-protobuf") && !ctype.starts_with("application/protobuf") {
+    let json = ctype.starts_with("application/json");
+    if !json
+        && !ctype.starts_with("application/x-protobuf")
+        && !ctype.starts_with("application/protobuf")
+    {
         let e = format!("{method} {path}: unsupported content-type {ctype:?}");
         finish(
             record,
@@ -871,7 +1003,7 @@ async fn handle(
         );
         return Ok(text_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "only application/x-protobuf",
+            "only application/x-protobuf or application/json",
         ));
     }
     let body = match header("content-encoding").as_deref() {
@@ -904,54 +1036,45 @@ async fn handle(
     record.body = body.clone();
 
     match path.as_str() {
-        "/v1/traces" => match ExportTraceServiceRequest::decode(&body[..]) {
+        "/v1/traces" => match decode_body::<ExportTraceServiceRequest>(&body, json) {
             Ok(req) => {
                 finish(record, StatusCode::OK, None, &mut |st| {
                     let idx = st.trace_requests;
                     st.trace_requests += 1;
                     st.spans.extend(flatten_traces(&req, idx));
                 });
-                Ok(proto_response(
-                    StatusCode::OK,
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                ))
+                Ok(ok_response(json, ExportTraceServiceResponse::default()))
             }
             Err(e) => {
-                let e = format!("POST /v1/traces: undecodable protobuf: {e}");
+                let e = format!("POST /v1/traces: {e}");
                 finish(record, StatusCode::BAD_REQUEST, Some(e), &mut |_| {});
-                Ok(text_response(StatusCode::BAD_REQUEST, "bad protobuf"))
+                Ok(text_response(StatusCode::BAD_REQUEST, "undecodable body"))
             }
         },
-        "/v1/metrics" => match ExportMetricsServiceRequest::decode(&body[..]) {
+        "/v1/metrics" => match decode_body::<ExportMetricsServiceRequest>(&body, json) {
             Ok(req) => {
                 finish(record, StatusCode::OK, None, &mut |st| {
                     st.metrics.push(req.clone())
                 });
-                Ok(proto_response(
-                    StatusCode::OK,
-                    ExportMetricsServiceResponse::default().encode_to_vec(),
-                ))
+                Ok(ok_response(json, ExportMetricsServiceResponse::default()))
             }
             Err(e) => {
-                let e = format!("POST /v1/metrics: undecodable protobuf: {e}");
+                let e = format!("POST /v1/metrics: {e}");
                 finish(record, StatusCode::BAD_REQUEST, Some(e), &mut |_| {});
-                Ok(text_response(StatusCode::BAD_REQUEST, "bad protobuf"))
+                Ok(text_response(StatusCode::BAD_REQUEST, "undecodable body"))
             }
         },
-        "/v1/logs" => match ExportLogsServiceRequest::decode(&body[..]) {
+        "/v1/logs" => match decode_body::<ExportLogsServiceRequest>(&body, json) {
             Ok(req) => {
                 finish(record, StatusCode::OK, None, &mut |st| {
                     st.logs.push(req.clone())
                 });
-                Ok(proto_response(
-                    StatusCode::OK,
-                    ExportLogsServiceResponse::default().encode_to_vec(),
-                ))
+                Ok(ok_response(json, ExportLogsServiceResponse::default()))
             }
             Err(e) => {
-                let e = format!("POST /v1/logs: undecodable protobuf: {e}");
+                let e = format!("POST /v1/logs: {e}");
                 finish(record, StatusCode::BAD_REQUEST, Some(e), &mut |_| {});
-                Ok(text_response(StatusCode::BAD_REQUEST, "bad protobuf"))
+                Ok(text_response(StatusCode::BAD_REQUEST, "undecodable body"))
             }
         },
         _ => {

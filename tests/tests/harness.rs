@@ -182,10 +182,15 @@ fn receiver_decodes_prost_gzip_metrics_and_rejects_bad_payloads() {
     );
     rx.assert_no_errors();
 
-    // Wrong content type, undecodable protobuf, unknown path, bad gzip.
+    // Wrong content type, undecodable protobuf, unknown path, bad gzip, bad JSON.
     let r = RawConn::connect(rx.port())
-        .request(&Request::post("/v1/traces", "{}").header("Content-Type", "application/json"));
+        .request(&Request::post("/v1/traces", "{}").header("Content-Type", "text/plain"));
     assert_eq!(r.status, 415);
+    let r = RawConn::connect(rx.port()).request(
+        &Request::post("/v1/traces", "{\"resourceSpans\": 1}")
+            .header("Content-Type", "application/json"),
+    );
+    assert_eq!(r.status, 400);
     assert_eq!(
         post(rx.port(), "/v1/traces", vec![0xff, 0xff, 0xff], false).status,
         400
@@ -197,8 +202,46 @@ fn receiver_decodes_prost_gzip_metrics_and_rejects_bad_payloads() {
             .header("Content-Encoding", "gzip"),
     );
     assert_eq!(r.status, 400);
-    assert_eq!(rx.errors().len(), 4, "{:?}", rx.errors());
+    assert_eq!(rx.errors().len(), 5, "{:?}", rx.errors());
     assert_eq!(rx.spans().len(), 2);
+}
+
+#[test]
+fn receiver_decodes_otlp_json_and_grpc() {
+    let rx = OtlpReceiver::start();
+    let json = serde_json::to_vec(&one_span_request("GET /json", 8)).unwrap();
+    let r = RawConn::connect(rx.port())
+        .request(&Request::post("/v1/traces", json).header("Content-Type", "application/json"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let s = &rx.wait_for_spans(|s| s.name == "GET /json", 1, Duration::from_secs(5))[0];
+    assert_eq!(s.pid(), Some(8));
+    assert_eq!(s.trace_id, "01".repeat(16));
+    assert_eq!(s.attr_int("http.response.status_code"), Some(200));
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let endpoint = rx.start_grpc();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(endpoint).await.unwrap();
+        let mut req = tonic::Request::new(one_span_request("GET /grpc", 9));
+        req.metadata_mut().insert("x-tenant", "t".parse().unwrap());
+        client.export(req).await.unwrap();
+    });
+    let s = &rx.wait_for_spans(|s| s.name == "GET /grpc", 1, Duration::from_secs(5))[0];
+    assert_eq!(s.pid(), Some(9));
+    let reqs = rx.requests();
+    let last = reqs.last().unwrap();
+    assert_eq!(
+        last.path,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    );
+    assert_eq!(last.header("x-tenant"), Some("t"));
+    assert_eq!(rx.trace_request_count(), 2);
+    rx.assert_no_errors();
 }
 
 #[test]

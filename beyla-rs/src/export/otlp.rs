@@ -1,10 +1,16 @@
-//! OTLP trace export with opentelemetry-otlp, one resource per instrumented process.
+//! OTLP trace export, one resource per instrumented process.
 //!
-//! The SDK's exporter already retries a request with exponential backoff and honours
-//! `Retry-After` (within `OTEL_EXPORTER_OTLP_TIMEOUT`). On top of that, a batch that still
-//! fails is kept and retried with a growing pause while new spans wait in the bounded
+//! Spans are encoded straight into protobuf ([`encode`]) and sent by a thin [`Transport`]
+//! (OTLP/HTTP protobuf or JSON, OTLP/gRPC); the opentelemetry SDK is not on this path (the
+//! metrics exporter still uses it). Each batch is one request with one `ResourceSpans` per
+//! process. A batch that fails with a retryable error is kept, already encoded, and retried
+//! with a growing pause (or the collector's `Retry-After`) while new spans wait in the bounded
 //! [`Queue`]; the outage is logged when it starts, at most once a minute while it lasts, and
-//! when it ends.
+//! when it ends. A batch the collector refuses outright (HTTP 4xx but 429, the gRPC
+//! equivalents) is dropped and counted at once: sending it again would be refused again.
+
+pub mod encode;
+pub mod transport;
 
 use std::{
     collections::HashMap,
@@ -12,18 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry::{
-    KeyValue,
-    trace::{SpanContext, Status, TraceFlags, TraceState},
-};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::{
-    Resource,
-    trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
-};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::Resource;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use self::encode::{EncodedResource, Encoder};
+pub use self::transport::Transport;
 use super::Queue;
 use crate::{
     config::{OtlpConfig, OtlpProtocol},
@@ -34,17 +35,49 @@ use crate::{
 
 #[derive(Debug, Error)]
 pub enum ExportError {
+    /// Start-up: opentelemetry-otlp could not build the metrics exporter.
     #[error("building the OTLP exporter for {endpoint}: {source}")]
     Build {
         endpoint: String,
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// Start-up: the trace transport cannot be set up for this endpoint.
+    #[error("OTLP trace endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    /// No answer, or a failure the collector may recover from: retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The collector asked to wait (`Retry-After`): retried after that.
+    #[error("HTTP status {status}, retry after {after:?}")]
+    Throttled { status: u16, after: Duration },
+    /// The collector refused the request itself: not retried.
+    #[error("refused: {0}")]
+    Rejected(String),
+    /// The request could not be put in the configured wire format: not retried.
+    #[error("encoding the request: {0}")]
+    Encode(String),
+}
+
+impl ExportError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Throttled { .. })
+    }
+
+    /// The delay the collector asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
 }
 
 /// How long a failing batch is retried before it is dropped (and counted).
 const MAX_BATCH_RETRY: Duration = Duration::from_secs(300);
-/// Longest pause between retries of a failing batch.
+/// First pause after a failed attempt.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest pause between retries of a failing batch (a `Retry-After` may ask for more).
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Outage log lines: at most one per this interval.
 const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -66,7 +99,7 @@ pub(crate) fn grpc_metadata(
     metadata
 }
 
-/// The opentelemetry-otlp protocol of an HTTP transport.
+/// The opentelemetry-otlp protocol of an HTTP transport (metrics exporter).
 pub(crate) fn http_protocol(p: OtlpProtocol) -> opentelemetry_otlp::Protocol {
     if p == OtlpProtocol::HttpJson {
         opentelemetry_otlp::Protocol::HttpJson
@@ -75,37 +108,9 @@ pub(crate) fn http_protocol(p: OtlpProtocol) -> opentelemetry_otlp::Protocol {
     }
 }
 
-pub fn build_exporter(cfg: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, ExportError> {
-    let headers: std::collections::HashMap<String, String> = cfg.headers.iter().cloned().collect();
-    let err = |source| ExportError::Build {
-        endpoint: cfg.traces_endpoint.clone(),
-        source,
-    };
-    let retry = opentelemetry_otlp::RetryPolicy::recommended();
-    match cfg.protocol {
-        OtlpProtocol::Grpc => {
-            let metadata = grpc_metadata(&headers);
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(cfg.traces_endpoint.clone())
-                .with_timeout(cfg.timeout)
-                .with_metadata(metadata)
-                .build()
-                .map_err(err)
-        }
-        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let protocol = http_protocol(cfg.protocol);
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(protocol)
-                .with_endpoint(cfg.traces_endpoint.clone())
-                .with_timeout(cfg.timeout)
-                .with_headers(headers)
-                .with_retry_policy(retry)
-                .build()
-                .map_err(err)
-        }
-    }
+/// The trace transport for `cfg`; fails only on a configuration it cannot serve.
+pub fn build_exporter(cfg: &OtlpConfig) -> Result<Transport, ExportError> {
+    Transport::new(cfg)
 }
 
 /// Resource attributes shared by every process (`OTEL_RESOURCE_ATTRIBUTES`).
@@ -114,7 +119,10 @@ pub struct GlobalResource {
     pub attributes: Vec<(String, String)>,
 }
 
-pub fn resource_for(p: &ProcessInfo, global: &GlobalResource) -> Resource {
+/// A process's resource attributes, one per key: a later pair replaces an earlier one with
+/// the same key (in its place), as the SDK's `Resource` does, so `OTEL_RESOURCE_ATTRIBUTES`
+/// can override `host.name` and the like.
+pub fn resource_attributes(p: &ProcessInfo, global: &GlobalResource) -> Vec<KeyValue> {
     let mut attrs = vec![
         KeyValue::new("service.name", p.service_name.clone()),
         KeyValue::new("service.instance.id", p.instance_id.clone()),
@@ -127,39 +135,23 @@ pub fn resource_for(p: &ProcessInfo, global: &GlobalResource) -> Resource {
         KeyValue::new("telemetry.distro.name", "beyla-rs"),
     ];
     for (k, v) in global.attributes.iter().chain(p.extra_resource.iter()) {
-        if k != "service.name" {
-            attrs.push(KeyValue::new(k.clone(), v.clone()));
+        if k == "service.name" {
+            continue;
+        }
+        let kv = KeyValue::new(k.clone(), v.clone());
+        match attrs.iter_mut().find(|a| a.key.as_str() == k) {
+            Some(a) => *a = kv,
+            None => attrs.push(kv),
         }
     }
-    Resource::builder_empty().with_attributes(attrs).build()
+    attrs
 }
 
-fn to_span_data(s: &SpanRecord, scope: &opentelemetry::InstrumentationScope) -> SpanData {
-    SpanData {
-        span_context: SpanContext::new(
-            s.trace_id,
-            s.span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: s.parent_span_id,
-        parent_span_is_remote: s.parent_is_remote,
-        span_kind: s.kind.clone(),
-        name: s.name.clone().into(),
-        start_time: s.start,
-        end_time: s.end,
-        attributes: s.attributes.clone(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: if s.error {
-            Status::error("")
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: scope.clone(),
-    }
+/// The SDK resource of a process (metrics).
+pub fn resource_for(p: &ProcessInfo, global: &GlobalResource) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(resource_attributes(p, global))
+        .build()
 }
 
 /// Rate-limited outage reporting.
@@ -200,10 +192,42 @@ impl Outage {
     }
 }
 
+/// Each process's encoded resource, by pid; replaced when the process's description changes
+/// (an exec under the same pid).
+type Resources = HashMap<u32, (Arc<ProcessInfo>, EncodedResource)>;
+
+/// `batch` as one request in `encoder`: one `ResourceSpans` per process.
+fn encode_batch(
+    encoder: &mut Encoder,
+    resources: &mut Resources,
+    global: &GlobalResource,
+    batch: &mut [SpanRecord],
+) {
+    // The sort is stable (spans keep their order within a process) and nearly free for the
+    // usual batch of a single process.
+    batch.sort_by_key(|s| s.process.pid);
+    encoder.clear();
+    for group in batch.chunk_by(|a, b| a.process.pid == b.process.pid) {
+        let Some(process) = group.first().map(|s| &s.process) else {
+            continue;
+        };
+        let entry = resources.entry(process.pid).or_insert_with(|| {
+            let attrs = resource_attributes(process, global);
+            (process.clone(), EncodedResource::new(&attrs))
+        });
+        if !Arc::ptr_eq(&entry.0, process) && *entry.0 != **process {
+            let attrs = resource_attributes(process, global);
+            *entry = (process.clone(), EncodedResource::new(&attrs));
+        }
+        encoder.push_group(&entry.1, group);
+    }
+}
+
 /// The export task. Runs until `shutdown` flips to true, then flushes what is queued within
 /// `flush_timeout` and returns.
+#[expect(clippy::too_many_arguments, reason = "the task's whole context")]
 pub async fn run(
-    mut exporter: opentelemetry_otlp::SpanExporter,
+    mut transport: Transport,
     endpoint: String,
     queue: Arc<Queue>,
     global: GlobalResource,
@@ -212,15 +236,14 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     flush_timeout: Duration,
 ) {
-    let scope = opentelemetry::InstrumentationScope::builder("beyla-rs")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let mut resources: HashMap<u32, (Arc<ProcessInfo>, Resource)> = HashMap::new();
+    let mut resources = Resources::new();
+    let mut encoder = Encoder::new();
     let mut outage = Outage {
         since: None,
         last_log: None,
         failures: 0,
     };
+    let mut rejection_logged = false;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if deadline.is_none() {
@@ -234,68 +257,69 @@ pub async fn run(
             }
         }
         loop {
-            let batch = queue.take_batch();
+            let mut batch = queue.take_batch();
             if batch.is_empty() {
                 break;
             }
-            // Group by process: each group is one request carrying that process's resource.
-            let mut groups: Vec<(Arc<ProcessInfo>, Vec<SpanRecord>)> = Vec::new();
-            for s in batch {
-                match groups
-                    .iter_mut()
-                    .find(|(p, _)| Arc::ptr_eq(p, &s.process) || p.pid == s.process.pid)
-                {
-                    Some((_, v)) => v.push(s),
-                    None => groups.push((s.process.clone(), vec![s])),
-                }
-            }
-            for (process, spans) in groups {
-                let entry = resources
-                    .entry(process.pid)
-                    .or_insert_with(|| (process.clone(), resource_for(&process, &global)));
-                if !Arc::ptr_eq(&entry.0, &process) && *entry.0 != *process {
-                    *entry = (process.clone(), resource_for(&process, &global));
-                }
-                exporter.set_resource(&entry.1);
-                let started = Instant::now();
-                let mut backoff = Duration::from_millis(500);
-                loop {
-                    let data: Vec<SpanData> =
-                        spans.iter().map(|s| to_span_data(s, &scope)).collect();
-                    let result = match deadline {
-                        Some(d) => match tokio::time::timeout_at(d, exporter.export(data)).await {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(_) => Err("flush timed out at shutdown".to_owned()),
-                        },
-                        None => exporter.export(data).await.map_err(|e| e.to_string()),
-                    };
-                    match result {
-                        Ok(()) => {
-                            Stats::add(&stats.spans_exported, spans.len() as u64);
-                            outage.recovered(&endpoint);
+            encode_batch(&mut encoder, &mut resources, &global, &mut batch);
+            // The request is complete: the spans themselves are not needed for retries.
+            drop(batch);
+            let count = encoder.span_count() as u64;
+            let started = Instant::now();
+            let mut backoff = INITIAL_BACKOFF;
+            loop {
+                let attempt = transport.send(encoder.bytes());
+                let result = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ExportError::Unavailable(
+                                "flush timed out at shutdown".to_owned(),
+                            ))
+                        }),
+                    None => attempt.await,
+                };
+                match result {
+                    Ok(()) => {
+                        Stats::add(&stats.spans_exported, count);
+                        outage.recovered(&endpoint);
+                        break;
+                    }
+                    Err(e) if !e.is_retryable() => {
+                        Stats::inc(&stats.export_errors);
+                        Stats::add(&stats.spans_dropped, count);
+                        // A refusal repeats for every batch (bad credentials, wrong path):
+                        // say it once, the counters tell the rest.
+                        if !std::mem::replace(&mut rejection_logged, true) {
+                            log::warn!(
+                                "OTLP export to {endpoint}: {e}; the request's {count} spans \
+                                 are dropped, not retried (later refusals are only counted \
+                                 in export_errors and spans_dropped)"
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        Stats::inc(&stats.export_errors);
+                        outage.failed(&endpoint, &e.to_string(), queue.len(), &stats);
+                        let past_deadline =
+                            deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                        if past_deadline || started.elapsed() >= MAX_BATCH_RETRY {
+                            Stats::add(&stats.spans_dropped, count);
                             break;
                         }
-                        Err(e) => {
-                            Stats::inc(&stats.export_errors);
-                            outage.failed(&endpoint, &e, queue.len(), &stats);
-                            let past_deadline =
-                                deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-                            if past_deadline || started.elapsed() >= MAX_BATCH_RETRY {
-                                Stats::add(&stats.spans_dropped, spans.len() as u64);
-                                break;
+                        let wait = e.retry_after().unwrap_or(backoff);
+                        let pause = match deadline {
+                            Some(d) => wait.min(d - tokio::time::Instant::now()),
+                            None => wait,
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.changed(), if deadline.is_none() => {
+                                deadline = Some(tokio::time::Instant::now() + flush_timeout);
                             }
-                            let pause = match deadline {
-                                Some(d) => backoff.min(d - tokio::time::Instant::now()),
-                                None => backoff,
-                            };
-                            tokio::select! {
-                                _ = tokio::time::sleep(pause) => {}
-                                _ = shutdown.changed(), if deadline.is_none() => {
-                                    deadline = Some(tokio::time::Instant::now() + flush_timeout);
-                                }
-                            }
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
@@ -303,15 +327,17 @@ pub async fn run(
                 break;
             }
         }
-        if let Some(d) = deadline {
-            if queue.is_empty() || tokio::time::Instant::now() >= d {
-                let left = queue.take_all_count();
-                if left > 0 {
-                    Stats::add(&stats.spans_dropped, left as u64);
-                }
-                let _ = exporter.shutdown();
-                return;
+        if let Some(d) = deadline
+            && (queue.is_empty() || tokio::time::Instant::now() >= d)
+        {
+            let left = queue.take_all_count();
+            if left > 0 {
+                Stats::add(&stats.spans_dropped, left as u64);
             }
+            return;
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
