@@ -156,7 +156,12 @@ pub struct Route {
 pub struct Router {
     patterns: Vec<Pattern>,
     max_routes: usize,
-    seen: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    /// foldhash: looked up on every server request.
+    seen: std::collections::HashMap<
+        String,
+        std::collections::HashSet<String, foldhash::fast::RandomState>,
+        foldhash::fast::RandomState,
+    >,
 }
 
 impl Default for Router {

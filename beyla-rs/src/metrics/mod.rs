@@ -191,7 +191,7 @@ pub struct Collected {
 
 /// The metrics of every instrumented process.
 pub struct Metrics {
-    procs: Mutex<HashMap<u32, ProcMetrics>>,
+    procs: Mutex<HashMap<u32, ProcMetrics, foldhash::fast::RandomState>>,
     global: GlobalResource,
     internal: Option<internal::InternalOtel>,
 }
@@ -220,7 +220,7 @@ impl Metrics {
     /// `internal_otel`: also export the daemon's own counters over OTLP.
     pub fn new(global: GlobalResource, internal_otel: Option<Arc<Stats>>) -> Self {
         Self {
-            procs: Mutex::new(HashMap::new()),
+            procs: Mutex::new(HashMap::default()),
             internal: internal_otel.map(|s| internal::InternalOtel::new(s, &global)),
             global,
         }

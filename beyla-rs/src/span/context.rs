@@ -64,6 +64,9 @@ struct Slot {
     parent: Option<(SlotId, bool)>,
     held: Vec<SlotId>,
     done: Option<Done>,
+    /// Some client request named this one its parent: children reported after this span is
+    /// emitted must still find it in `resolved`.
+    referenced: bool,
 }
 
 /// A recently emitted span, for children reported after it.
@@ -128,6 +131,7 @@ pub struct Tracker {
     client_local: HashMap<SocketAddr, u64>,
     /// Server port of instrumented client connections → connection ids.
     client_by_port: HashMap<u16, Vec<u64>>,
+    resolve_stack: Vec<(SlotId, SpanRecord, bool, u64, u64)>,
     ids: RandomIdGenerator,
     now_ns: u64,
 }
@@ -156,6 +160,7 @@ impl Tracker {
             serving: HashMap::default(),
             client_local: HashMap::default(),
             client_by_port: HashMap::default(),
+            resolve_stack: Vec::new(),
             ids: RandomIdGenerator::default(),
             now_ns: 0,
         }
@@ -318,12 +323,16 @@ impl Tracker {
                 }
                 let in_flight = |s: &SlotId| self.slots.get(s).is_some_and(|s| s.done.is_none());
                 let on_thread = self.threads.get(&(tgid, tid)).copied().filter(in_flight);
-                on_thread
+                let parent = on_thread
                     .or_else(|| match self.serving.get(&tgid).map(Vec::as_slice) {
                         Some([only]) => Some(*only),
                         _ => None,
                     })
-                    .map(|s| (s, false))
+                    .map(|s| (s, false));
+                if let Some(p) = parent.and_then(|(p, _)| self.slots.get_mut(&p)) {
+                    p.referenced = true;
+                }
+                parent
             }
         };
         let thread = (role == Role::Server).then_some((tgid, tid));
@@ -342,6 +351,7 @@ impl Tracker {
                 parent,
                 held: Vec::new(),
                 done: None,
+                referenced: false,
             },
         );
     }
@@ -459,22 +469,29 @@ impl Tracker {
         end_ns: u64,
         out: &mut Vec<Decided>,
     ) {
-        let mut stack = vec![(id, span, sampled, start_ns, end_ns)];
+        // Reused across calls: most spans hold nothing, and this runs once per request.
+        let mut stack = std::mem::take(&mut self.resolve_stack);
+        stack.push((id, span, sampled, start_ns, end_ns));
         while let Some((id, span, sampled, s0, e0)) = stack.pop() {
             let slot = self.slots.remove(&id);
             let role = slot.as_ref().map_or(Role::Server, |s| s.role);
-            self.resolved.insert(
-                id,
-                Resolved {
-                    trace_id: span.trace_id,
-                    span_id: span.span_id,
-                    sampled,
-                    role,
-                    start_ns: s0,
-                    end_ns: e0,
-                },
-            );
-            self.resolved_order.push_back((e0, id));
+            // Only what a later report can still look up is kept: client requests (a server
+            // span in another process may name them its caller) and requests some client
+            // request named its parent. A plain server request (nginx answering itself) is not.
+            if role == Role::Client || slot.as_ref().is_some_and(|s| s.referenced) {
+                self.resolved.insert(
+                    id,
+                    Resolved {
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        sampled,
+                        role,
+                        start_ns: s0,
+                        end_ns: e0,
+                    },
+                );
+                self.resolved_order.push_back((e0, id));
+            }
             if let Some(slot) = slot {
                 for cid in slot.held {
                     let Some(d) = self.slots.get_mut(&cid).and_then(|c| c.done.take()) else {
@@ -494,6 +511,7 @@ impl Tracker {
             }
             out.push(Decided { span, sampled });
         }
+        self.resolve_stack = stack;
     }
 
     /// Release a slot: a finished one waiting for a parent goes out as a root; an unfinished
