@@ -401,7 +401,11 @@ struct RateResult {
     bpf_ns_per_req: f64,
     bpf_ns_per_run: f64,
     bpf_runs_per_req: f64,
+    /// Peak RSS over the daemon's life: includes start-up, where parsing the kernel's BTF
+    /// peaks.
     daemon_peak_rss_kb: u64,
+    /// RSS at the end of the loaded period (largest over the rounds): the steady-state size.
+    daemon_rss_kb: u64,
 }
 
 /// Fixed-rate A/B rounds against nginx.
@@ -438,6 +442,7 @@ fn rate_workload(
         let n = paced_load(nginx.port, rate, dur, conns, keepalive);
         let server = nginx.cpu() - c0;
         let daemon = cpu_seconds(d.pid()) - dc0;
+        r.daemon_rss_kb = r.daemon_rss_kb.max(status_kb(d.pid(), "VmRSS:"));
         let (t1, k1) = bpf_time();
         r.daemon_peak_rss_kb = r.daemon_peak_rss_kb.max(status_kb(d.pid(), "VmHWM:"));
         d.stop()?;
@@ -682,10 +687,10 @@ pub fn run(quick: bool) -> Result<()> {
         sat.p50_ms_base, sat.p50_ms_inst, sat.p50_ms_inst / sat.p50_ms_base,
         sat.p99_ms_base, sat.p99_ms_inst, sat.p99_ms_inst / sat.p99_ms_base,
     ));
-    md.push_str("| fixed rate | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | daemon peak RSS |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| fixed rate | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|\n");
     for r in [&r5k, &r20k, &rconn] {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.1} MB |\n",
+            "| {} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.1} MB ({:.1} MB) |\n",
             r.label,
             r.requests_inst,
             r.spans,
@@ -696,6 +701,7 @@ pub fn run(quick: bool) -> Result<()> {
             r.bpf_ns_per_req,
             r.bpf_runs_per_req,
             r.bpf_ns_per_run,
+            r.daemon_rss_kb as f64 / 1024.0,
             r.daemon_peak_rss_kb as f64 / 1024.0,
         ));
     }
