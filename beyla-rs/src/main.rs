@@ -86,7 +86,12 @@ fn main() -> ExitCode {
                 .filter(|(_, v)| *v > 0)
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            log::info!("stopped: {}", summary.join(" "));
+            if stats.spans_dropped > 0 || stats.events_lost_kernel > 0 {
+                // Losses are counted all along; say so where an operator looks last, too.
+                log::warn!("stopped with losses: {}", summary.join(" "));
+            } else {
+                log::info!("stopped: {}", summary.join(" "));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -261,6 +261,15 @@ impl Daemon {
         // SAFETY: signalling our own child.
         unsafe { kill(self.child.id() as i32, 15) };
         let st = self.child.wait()?;
+        // Its warnings (ring buffer overflow, export failures, losses at exit) explain a
+        // "lost" column that is not zero.
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        for line in err.lines().filter(|l| !l.trim().is_empty()).take(10) {
+            eprintln!("    beyla-rs: {line}");
+        }
         if !st.success() {
             bail!("beyla-rs exited with {st}");
         }
@@ -655,8 +664,11 @@ pub fn run(quick: bool) -> Result<()> {
     let stats_before =
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     let bpf_stats = |on: bool| {
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" })
-            .context("setting kernel.bpf_stats_enabled")
+        std::fs::write(
+            "/proc/sys/kernel/bpf_stats_enabled",
+            if on { "1" } else { "0" },
+        )
+        .context("setting kernel.bpf_stats_enabled")
     };
     bpf_stats(false)?;
     let scale = if quick { 1 } else { 2 };
