@@ -87,8 +87,8 @@ fn main() -> ExitCode {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             if stats.spans_dropped > 0 || stats.events_lost_kernel > 0 {
-                // Losses are counted all along; say so where an operator looks last, too.
-                log::warn!("stopped with losses: {}", summary.join(" "));
+                // Losses are counted all along; at exit they are a warning, not an info line.
+                log::warn!("stopped: {}", summary.join(" "));
             } else {
                 log::info!("stopped: {}", summary.join(" "));
             }

@@ -111,6 +111,8 @@ fn test() -> Result<()> {
             .args([
                 "test",
                 "--release",
+                // Every test file runs even after one fails: a red run shows all failures.
+                "--no-fail-fast",
                 "-p",
                 "beyla-rs-tests",
                 "--",
