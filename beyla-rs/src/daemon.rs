@@ -271,11 +271,14 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
         capture.drain(|ev| pipeline.handle(ev));
+        pipeline.poll(Clock::monotonic_ns());
         apply(&mut capture, pipeline.take_actions());
     }
 
     // Last records, then detach (dropping `capture` detaches every program).
     capture.drain(|ev| pipeline.handle(ev));
+    // Spans still waiting for a caller go out as they are.
+    pipeline.poll(u64::MAX);
     kernel_stats(&capture, &stats);
     drop(capture);
     log::info!("detached; flushing spans");

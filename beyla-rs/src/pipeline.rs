@@ -194,6 +194,13 @@ impl Pipeline {
         self.emit_decided();
     }
 
+    /// After each drain: parked server spans whose caller arrived, or whose wait is over, go
+    /// out (see `span::context::PARK_NS`). `u64::MAX` at shutdown releases all of them.
+    pub fn poll(&mut self, now_ns: u64) {
+        self.tracker.poll_parked(now_ns, &mut self.decided);
+        self.emit_decided();
+    }
+
     pub fn handle(&mut self, ev: Result<Event<'_>, DecodeError>) {
         Stats::inc(&self.stats.events_read);
         let ev = match ev {
@@ -315,8 +322,15 @@ impl Pipeline {
             };
             meta.local_port = local.map(|a| a.port());
             if meta.peer.is_none() {
-                // accept(fd, NULL, NULL): ask the socket itself.
-                meta.peer = crate::process::socket_addrs(h.tgid, h.fd as u32).map(|(_, p)| p);
+                // accept(fd, NULL, NULL): ask the socket itself. By now the connection may be
+                // gone: a socket with no peer (closed, or the fd already reused by something
+                // else) or on another port tells nothing; absent beats wrong.
+                let port = meta.local_port;
+                meta.peer = crate::process::socket_addrs(h.tgid, h.fd as u32)
+                    .filter(|(l, p)| {
+                        !p.ip().is_unspecified() && port.is_none_or(|port| l.port() == port)
+                    })
+                    .map(|(_, p)| p);
             }
         }
         if role == Role::Client {

@@ -37,6 +37,16 @@ use crate::protocol::Role;
 
 /// Requests in flight longer than this lose their slot (held children go out as roots).
 pub const MAX_HELD_AGE_NS: u64 = 60_000_000_000;
+
+/// How long a SERVER span whose caller may be an instrumented client on this host waits for
+/// that client's request to be read. The ring buffer orders records by the syscalls' *exits*:
+/// on loopback the callee can read the request, answer, and have both records written while
+/// the caller is still inside the `write` that sent it (its softirq delivered the bytes), so
+/// the callee's span can finish before the caller's request is known.
+pub const PARK_NS: u64 = 100_000_000;
+
+/// Ports remembered as "an instrumented client connected here" (see [`PARK_NS`]).
+const MAX_CLIENT_PORTS: usize = 4096;
 /// Children held per parent request; more go out as roots.
 pub const MAX_HELD_PER_SLOT: usize = 256;
 /// Finished requests (and closed client connections) stay findable this long: the kernel may
@@ -132,6 +142,12 @@ pub struct Tracker {
     /// Server port of instrumented client connections → connection ids.
     client_by_port: HashMap<u16, Vec<u64>>,
     resolve_stack: Vec<(SlotId, SpanRecord, bool, u64, u64)>,
+    /// Ports instrumented clients connected to: a server span on one of them with no caller
+    /// found yet is parked, not emitted as a root at once.
+    client_ports: std::collections::HashSet<u16, foldhash::fast::RandomState>,
+    /// Finished SERVER spans (their `Done` is in their slot) waiting for their caller, oldest
+    /// first: (slot, peer, local port, deadline).
+    parked: VecDeque<(SlotId, SocketAddr, u16, u64)>,
     ids: RandomIdGenerator,
     now_ns: u64,
 }
@@ -161,6 +177,8 @@ impl Tracker {
             client_local: HashMap::default(),
             client_by_port: HashMap::default(),
             resolve_stack: Vec::new(),
+            client_ports: Default::default(),
+            parked: VecDeque::new(),
             ids: RandomIdGenerator::default(),
             now_ns: 0,
         }
@@ -222,6 +240,9 @@ impl Tracker {
             .entry(conn_id)
             .or_insert_with(|| ConnCtx::new(ts_ns));
         c.peer = Some(peer);
+        if self.client_ports.len() < MAX_CLIENT_PORTS {
+            self.client_ports.insert(peer.port());
+        }
         self.client_by_port
             .entry(peer.port())
             .or_default()
@@ -389,6 +410,9 @@ impl Tracker {
         out: &mut Vec<Decided>,
     ) {
         self.tick(end_ns);
+        if !self.parked.is_empty() {
+            self.poll_parked(end_ns, out);
+        }
         let id = self.conns.get_mut(&conn_id).and_then(|c| {
             let s = c.current.take();
             if s.is_some() {
@@ -426,6 +450,73 @@ impl Tracker {
                 .map(|s| (s, true)),
             None => None,
         };
+        if parent.is_none()
+            && role == Role::Server
+            && let (Some(peer), Some(port)) = (peer, local_port)
+            && self.client_ports.contains(&port)
+            && let Some(slot) = self.slots.get_mut(&id)
+        {
+            // Its caller's request may not have been read yet (see PARK_NS).
+            slot.done = Some(Done {
+                span,
+                start_ns,
+                end_ns,
+                remote: true,
+            });
+            self.parked.push_back((
+                id,
+                peer,
+                port,
+                self.now_ns.max(end_ns).saturating_add(PARK_NS),
+            ));
+            return;
+        }
+        self.settle(id, span, parent, start_ns, end_ns, out);
+    }
+
+    /// Parked server spans whose caller is now known join it; those past their deadline go
+    /// out as roots. Runs on every finished exchange and on the daemon's drain tick.
+    pub fn poll_parked(&mut self, now_ns: u64, out: &mut Vec<Decided>) {
+        if self.parked.is_empty() {
+            return;
+        }
+        self.now_ns = self.now_ns.max(now_ns);
+        let mut keep = VecDeque::new();
+        while let Some((id, peer, port, deadline)) = self.parked.pop_front() {
+            let Some(done) = self.slots.get(&id).and_then(|s| s.done.as_ref()) else {
+                continue; // emitted meanwhile (abandoned with its process, …)
+            };
+            let (start_ns, end_ns) = (done.start_ns, done.end_ns);
+            let caller = self.caller(Some(peer), Some(port), start_ns, end_ns);
+            if caller.is_none() && deadline > self.now_ns {
+                keep.push_back((id, peer, port, deadline));
+                continue;
+            }
+            let Some(done) = self.slots.get_mut(&id).and_then(|s| s.done.take()) else {
+                continue;
+            };
+            self.settle(
+                id,
+                done.span,
+                caller.map(|c| (c, true)),
+                start_ns,
+                end_ns,
+                out,
+            );
+        }
+        self.parked = keep;
+    }
+
+    /// Emit span `id` under `parent` (or hold it on a parent still in flight), or as a root.
+    fn settle(
+        &mut self,
+        id: SlotId,
+        mut span: SpanRecord,
+        parent: Option<(SlotId, bool)>,
+        start_ns: u64,
+        end_ns: u64,
+        out: &mut Vec<Decided>,
+    ) {
         if let Some((pid, remote)) = parent {
             if let Some(p) = self.slots.get_mut(&pid)
                 && p.start_ns <= start_ns
@@ -680,6 +771,79 @@ mod tests {
         t.on_finished(1, Role::Server, a, header, 10, 60, None, None, &mut out);
         assert_eq!(t.in_flight(), 0);
         out
+    }
+
+    /// The callee's records come first (it read, answered and both records were written while
+    /// the caller was still inside its `write`): B's span is parked, not a root, and joins A's
+    /// trace once A's request is read. Without a caller it goes out as a root after PARK_NS.
+    #[test]
+    fn callee_finished_before_callers_request_is_read_joins_after_all() {
+        for caller_arrives in [true, false] {
+            let mut t = Tracker::new(Sampler::default());
+            let mut out = Vec::new();
+            t.on_connect(2, Some(B_ADDR.parse().unwrap()), 15);
+            let addrs = || Some((A_LOCAL.parse().unwrap(), B_ADDR.parse().unwrap()));
+            t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+            t.on_request_segment(3, 200, 201, Role::Server, 30, || None);
+            t.on_finished(
+                3,
+                Role::Server,
+                span(200, SpanKind::Server, 3),
+                None,
+                30,
+                40,
+                Some(A_LOCAL.parse().unwrap()),
+                Some(8081),
+                &mut out,
+            );
+            assert!(out.is_empty(), "parked");
+            t.poll_parked(45, &mut out);
+            assert!(out.is_empty(), "still parked before its deadline");
+            if !caller_arrives {
+                t.poll_parked(40 + PARK_NS, &mut out);
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].span.parent_span_id, SpanId::INVALID);
+                continue;
+            }
+            t.on_request_segment(2, 100, 101, Role::Client, 20, addrs);
+            t.poll_parked(50, &mut out);
+            assert!(
+                out.is_empty(),
+                "held on A's client request, which is in flight"
+            );
+            t.on_finished(
+                2,
+                Role::Client,
+                span(100, SpanKind::Client, 2),
+                None,
+                20,
+                50,
+                None,
+                None,
+                &mut out,
+            );
+            t.on_finished(
+                1,
+                Role::Server,
+                span(100, SpanKind::Server, 1),
+                None,
+                10,
+                60,
+                None,
+                None,
+                &mut out,
+            );
+            assert_eq!(out.len(), 3);
+            assert_eq!(t.in_flight(), 0);
+            let trace = out[0].span.trace_id;
+            assert!(out.iter().all(|d| d.span.trace_id == trace), "one trace");
+            let b = out.iter().find(|d| d.span.process.pid == 200).unwrap();
+            let a_client = out
+                .iter()
+                .find(|d| d.span.kind == SpanKind::Client)
+                .unwrap();
+            assert_eq!(b.span.parent_span_id, a_client.span.span_id);
+        }
     }
 
     fn chain(header: Option<TraceParent>, a_tid_client: u32) -> Vec<Decided> {
