@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::LruHashMap};
 use beyla_rs_common::{EXTENT_HEADER_LEN, H2_PAYLOAD_PREFIX, H2Walk, MAX_CAPTURE, MAX_EXTENTS_LEN};
 
-use crate::{Scratch, copy_user, iov_get, iov_put, scratch, user_u64};
+use crate::{Scratch, copy_user, iov_get, iov_put, put_extent_header, scratch, user_u64};
 
 /// Per connection and direction: where the next frame header is. LRU: entries of connections
 /// whose close was never seen age out.
@@ -324,14 +324,7 @@ fn try_step(s: &mut Scratch) -> Result<(), i64> {
                 if ext + EXTENT_HEADER_LEN as u64 + n > MAX_EXTENTS_LEN as u64 {
                     return Err(-1);
                 }
-                let at = (want + ext) as usize & (2 * MAX_CAPTURE - 1);
-                // SAFETY: `at + 8` is inside the payload area (masked above, the area is
-                // 4 * MAX_CAPTURE long); unaligned write of plain bytes.
-                unsafe {
-                    let p = s.buf.as_mut_ptr().add(crate::EVENT_HEADER_LEN + at);
-                    core::ptr::write_unaligned(p as *mut u32, from as u32);
-                    core::ptr::write_unaligned(p.add(4) as *mut u32, n as u32);
-                }
+                put_extent_header(s, want + ext, from, n);
                 let w = &mut s.walk;
                 iov_put(&mut w.from, from);
                 iov_put(&mut w.to, end);

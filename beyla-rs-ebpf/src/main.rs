@@ -331,6 +331,19 @@ fn emit_simple(kind: EventKind, pid_tgid: u64, fd: i32, aux: u32) -> Res {
     submit(s, 0)
 }
 
+/// Write an `ExtentHeader` (`offset`, `len`) at payload offset `at`.
+#[inline(always)]
+fn put_extent_header(s: &mut Scratch, at: u64, offset: u64, len: u64) {
+    let at = at as usize & (2 * MAX_CAPTURE - 1);
+    // SAFETY: `at + 8` is inside the payload area (masked above; the area is 4 * MAX_CAPTURE
+    // long); unaligned writes of plain bytes.
+    unsafe {
+        let p = s.buf.as_mut_ptr().add(EVENT_HEADER_LEN + at);
+        core::ptr::write_unaligned(p as *mut u32, offset as u32);
+        core::ptr::write_unaligned(p.add(4) as *mut u32, len as u32);
+    }
+}
+
 /// Hide a value from the optimiser so that the masks below survive to the bytecode: LLVM would
 /// otherwise drop them as redundant, and the verifier, which tracks ranges less precisely than
 /// LLVM, would then reject the helper call.
@@ -572,13 +585,7 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
             ext_len = h2walk::walk(s, &walk_key, prev, single, base, iovcnt, ret, want);
         } else if tail_len > 0 {
             let tail_len = tail_len & (WIDE_TAIL_LEN as u64 * 2 - 1);
-            let at = want as usize & (MAX_CAPTURE * 2 - 1);
-            // SAFETY: `at + 8` is inside the payload area (masked above); plain bytes.
-            unsafe {
-                let p = s.buf.as_mut_ptr().add(EVENT_HEADER_LEN + at);
-                core::ptr::write_unaligned(p as *mut u32, tail_start as u32);
-                core::ptr::write_unaligned(p.add(4) as *mut u32, tail_len as u32);
-            }
+            put_extent_header(s, want, tail_start, tail_len);
             ext_len = EXTENT_HEADER_LEN as u64 + tail_len;
         }
     } else if walking.is_some() {
