@@ -64,14 +64,10 @@ pub struct WalkState {
     status: u64,
     /// Syscall offset of the current frame's header (normal case).
     pos: u64,
-    /// The current header started in the previous syscall.
-    continued: u64,
     /// Copy in progress: syscall bytes `[from, to)` to payload offset `dst`.
     from: u64,
     to: u64,
     dst: u64,
-    /// Header octets already in the header area.
-    have: u64,
     /// The header straddles the end of this syscall.
     straddle: u64,
     /// Current frame: first octet to send, end of its copied prefix, end of the frame.
@@ -148,7 +144,6 @@ pub fn walk(
     iov_put(&mut w.cur_start, 0);
     iov_put(&mut w.cur_valid, 0);
     iov_put(&mut w.straddle, 0);
-    iov_put(&mut w.continued, 0);
     let have = (prev.have as u64) & 7;
     if prev.have != 0 {
         // A header begun in the previous syscall: its first octets go to the header area, the
@@ -159,11 +154,10 @@ pub fn walk(
         if ret < FRAME_HEADER_LEN - have {
             iov_put(&mut w.status, STATUS_LOST);
         } else {
-            iov_put(&mut w.continued, 1);
-            iov_put(&mut w.have, have);
             iov_put(&mut w.from, 0);
             iov_put(&mut w.to, FRAME_HEADER_LEN - have);
             iov_put(&mut w.dst, HDR_AREA + have);
+            // The header's first octets were sent with the previous syscall.
             iov_put(&mut w.emit_from, want);
             iov_put(&mut w.phase, PHASE_HEADER);
         }
@@ -261,8 +255,6 @@ fn try_step(s: &mut Scratch) -> Result<(), i64> {
                 return Ok(());
             }
             let w = &mut s.walk;
-            iov_put(&mut w.continued, 0);
-            iov_put(&mut w.have, 0);
             iov_put(&mut w.from, pos);
             iov_put(&mut w.dst, HDR_AREA);
             iov_put(&mut w.emit_from, max(pos, want));
@@ -308,10 +300,6 @@ fn try_step(s: &mut Scratch) -> Result<(), i64> {
             let body = to;
             iov_put(&mut s.walk.prefix_end, body + prefix);
             iov_put(&mut s.walk.frame_end, body + len);
-            if iov_get(&s.walk.continued) != 0 {
-                // The header's first octets were sent with the previous syscall.
-                iov_put(&mut s.walk.emit_from, want);
-            }
             iov_put(&mut s.walk.phase, PHASE_DECIDE);
             Ok(())
         }

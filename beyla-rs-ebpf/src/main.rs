@@ -456,7 +456,7 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     let wide = conn.flags & CONN_WIDE_CAPTURE != 0;
     let walk_key = h2walk_key(conn.conn_id, direction);
     // On HTTP/2 connections the kernel follows frame boundaries past the head (see h2walk).
-    let walking = if wide {
+    let mut walking = if wide {
         h2walk::lookup(&walk_key)
     } else {
         None
@@ -563,7 +563,6 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     // The HTTP/2 client preface starts the connection ("PRI * HTTP/2.0\r\n…", RFC 9113 §3.4):
     // from now on capture the widest bound for it, and follow its frame boundaries: the
     // preface's direction from the preface's end, the other from its next syscall.
-    let mut walking = walking;
     if captured >= 4 && !wide && s.buf[EVENT_HEADER_LEN..EVENT_HEADER_LEN + 4] == *b"PRI " {
         let wide = ConnInfo {
             flags: conn.flags | CONN_WIDE_CAPTURE,

@@ -481,15 +481,18 @@ impl Tracker {
             return;
         }
         self.now_ns = self.now_ns.max(now_ns);
-        let mut keep = VecDeque::new();
-        while let Some((id, peer, port, deadline)) = self.parked.pop_front() {
+        // One pass in order: what still waits goes to the back.
+        for _ in 0..self.parked.len() {
+            let Some((id, peer, port, deadline)) = self.parked.pop_front() else {
+                break;
+            };
             let Some(done) = self.slots.get(&id).and_then(|s| s.done.as_ref()) else {
                 continue; // emitted meanwhile (abandoned with its process, …)
             };
             let (start_ns, end_ns) = (done.start_ns, done.end_ns);
             let caller = self.caller(Some(peer), Some(port), start_ns, end_ns);
             if caller.is_none() && deadline > self.now_ns {
-                keep.push_back((id, peer, port, deadline));
+                self.parked.push_back((id, peer, port, deadline));
                 continue;
             }
             let Some(done) = self.slots.get_mut(&id).and_then(|s| s.done.take()) else {
@@ -504,7 +507,6 @@ impl Tracker {
                 out,
             );
         }
-        self.parked = keep;
     }
 
     /// Emit span `id` under `parent` (or hold it on a parent still in flight), or as a root.
