@@ -127,7 +127,13 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
             a_cli.start_ns >= a_srv.start_ns && a_cli.end_ns <= a_srv.end_ns,
             "child inside parent"
         );
-        assert!(b_srv.start_ns >= a_cli.start_ns && b_srv.end_ns <= a_cli.end_ns);
+        // Both ends are timed at syscall exit: the callee may read the request before the
+        // caller's `write` returns (beyla-rs allows 10 ms of such lag when it joins them).
+        let slack = 10_000_000;
+        assert!(
+            b_srv.start_ns + slack >= a_cli.start_ns && b_srv.end_ns <= a_cli.end_ns + slack,
+            "B SERVER within A CLIENT (up to the exit-time lag)"
+        );
         traces.insert(trace);
     }
     assert_eq!(traces.len(), ROUNDS, "each round its own trace");
@@ -136,9 +142,6 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
 }
 
 #[test]
-#[ignore = "flaky (about 1 run in 2): in one round B's SERVER span is not joined to A's \
-            CLIENT span when A is Python (a new connection per upstream call); known bug, \
-            see the issue 5 closing note"]
 fn python_chain_joins_the_callers_trace() {
     chain(ServerKind::Python, true, true);
 }
@@ -155,6 +158,5 @@ fn node_chain_without_traceparent_is_one_trace() {
 
 #[test]
 fn not_sampled_caller_means_no_spans_for_the_chain() {
-    // Go, not Python: the Python chain's caller matching is flaky (see the ignored test).
     chain(ServerKind::Go, true, false);
 }

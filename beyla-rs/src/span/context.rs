@@ -45,6 +45,25 @@ pub const MAX_HELD_AGE_NS: u64 = 60_000_000_000;
 /// the callee's span can finish before the caller's request is known.
 pub const PARK_NS: u64 = 100_000_000;
 
+/// How far a caller's syscall-exit timestamps may lag behind its callee's. Both ends are
+/// timed at syscall exit: the caller's `write` can return after the callee already read the
+/// request (and its `read` of the answer before the callee's `write` returns), by as long as
+/// the caller's thread waits for a CPU. Causality still holds one way: the caller's answer
+/// is read after the callee's request was, which keeps an earlier exchange on the same
+/// connection from passing as the caller.
+pub const CROSS_PROCESS_SLACK_NS: u64 = 10_000_000;
+
+/// Whether a child over `[cs, ce]` lies inside its parent's `[ps, pe]` (`pe`: `None` while
+/// the parent is in flight). `remote`: the two ends are different processes on this host
+/// (see [`CROSS_PROCESS_SLACK_NS`]); within a process one thread's order is exact.
+fn inside(ps: u64, pe: Option<u64>, cs: u64, ce: u64, remote: bool) -> bool {
+    if !remote {
+        return ps <= cs && pe.is_none_or(|pe| ce <= pe);
+    }
+    ps <= cs.saturating_add(CROSS_PROCESS_SLACK_NS)
+        && pe.is_none_or(|pe| pe > cs && ce <= pe.saturating_add(CROSS_PROCESS_SLACK_NS))
+}
+
 /// Ports remembered as "an instrumented client connected here" (see [`PARK_NS`]).
 const MAX_CLIENT_PORTS: usize = 4096;
 /// Children held per parent request; more go out as roots.
@@ -254,12 +273,17 @@ impl Tracker {
     fn may_call(&self, id: SlotId, start_ns: u64, end_ns: u64) -> bool {
         if let Some(s) = self.slots.get(&id) {
             return s.role == Role::Client
-                && s.start_ns <= start_ns
-                && s.done.as_ref().is_none_or(|d| end_ns <= d.end_ns);
+                && inside(
+                    s.start_ns,
+                    s.done.as_ref().map(|d| d.end_ns),
+                    start_ns,
+                    end_ns,
+                    true,
+                );
         }
-        self.resolved
-            .get(&id)
-            .is_some_and(|r| r.role == Role::Client && r.start_ns <= start_ns && end_ns <= r.end_ns)
+        self.resolved.get(&id).is_some_and(|r| {
+            r.role == Role::Client && inside(r.start_ns, Some(r.end_ns), start_ns, end_ns, true)
+        })
     }
 
     /// The instrumented client request a SERVER request on `local_port` from `peer` came
@@ -521,8 +545,13 @@ impl Tracker {
     ) {
         if let Some((pid, remote)) = parent {
             if let Some(p) = self.slots.get_mut(&pid)
-                && p.start_ns <= start_ns
-                && p.done.as_ref().is_none_or(|d| end_ns <= d.end_ns)
+                && inside(
+                    p.start_ns,
+                    p.done.as_ref().map(|d| d.end_ns),
+                    start_ns,
+                    end_ns,
+                    remote,
+                )
                 && p.held.len() < MAX_HELD_PER_SLOT
             {
                 p.held.push(id);
@@ -537,8 +566,7 @@ impl Tracker {
                 return;
             }
             if let Some(r) = self.resolved.get(&pid).copied()
-                && r.start_ns <= start_ns
-                && end_ns <= r.end_ns
+                && inside(r.start_ns, Some(r.end_ns), start_ns, end_ns, remote)
             {
                 span.trace_id = r.trace_id;
                 span.parent_span_id = r.span_id;
@@ -591,7 +619,7 @@ impl Tracker {
                         continue;
                     };
                     let mut child = d.span;
-                    let child_sampled = if d.start_ns >= s0 && d.end_ns <= e0 {
+                    let child_sampled = if inside(s0, Some(e0), d.start_ns, d.end_ns, d.remote) {
                         child.trace_id = span.trace_id;
                         child.parent_span_id = span.span_id;
                         child.parent_is_remote = d.remote;
@@ -846,6 +874,68 @@ mod tests {
                 .unwrap();
             assert_eq!(b.span.parent_span_id, a_client.span.span_id);
         }
+    }
+
+    /// Timestamps are syscall exits: the caller's `write` may return after the callee read
+    /// the request, and its `read` of the answer before the callee's `write` returns. The
+    /// callee still joins; an earlier exchange on the same connection, finished before the
+    /// callee's request was read, is never taken for its caller.
+    #[test]
+    fn caller_exits_lagging_the_callee_still_join() {
+        let a_local: SocketAddr = A_LOCAL.parse().unwrap();
+        let b: SocketAddr = B_ADDR.parse().unwrap();
+        let mut t = Tracker::new(Sampler::default());
+        let mut out = Vec::new();
+        t.on_connect(2, Some(b), 5);
+        t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+        // B read the request at 18, A's write returned at 20; B's answer returned at 52,
+        // A's read of it at 50.
+        t.on_request_segment(3, 200, 201, Role::Server, 18, || None);
+        t.on_request_segment(2, 100, 101, Role::Client, 20, || Some((a_local, b)));
+        let b_span = span(200, SpanKind::Server, 3);
+        t.on_finished(
+            3,
+            Role::Server,
+            b_span,
+            None,
+            18,
+            52,
+            Some(a_local),
+            Some(8081),
+            &mut out,
+        );
+        let c = span(100, SpanKind::Client, 2);
+        t.on_finished(2, Role::Client, c, None, 20, 50, None, None, &mut out);
+        let a = span(100, SpanKind::Server, 1);
+        t.on_finished(1, Role::Server, a, None, 10, 60, None, None, &mut out);
+        assert_eq!(out.len(), 3, "{out:?}");
+        let ac = out
+            .iter()
+            .find(|d| d.span.kind == SpanKind::Client)
+            .unwrap();
+        let bs = out.iter().find(|d| d.span.process.pid == 200).unwrap();
+        assert_eq!(bs.span.parent_span_id, ac.span.span_id);
+        assert_eq!(bs.span.trace_id, ac.span.trace_id);
+
+        // Next: a request of B from the same peer, while A's connection has no request in
+        // flight (its last one ended at 50, before B read at 70): parked, then a root.
+        t.on_request_segment(4, 200, 201, Role::Server, 70, || None);
+        let b2 = span(200, SpanKind::Server, 4);
+        t.on_finished(
+            4,
+            Role::Server,
+            b2,
+            None,
+            70,
+            75,
+            Some(a_local),
+            Some(8081),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3, "parked");
+        t.poll_parked(75 + PARK_NS, &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[3].span.parent_span_id, SpanId::INVALID);
     }
 
     fn chain(header: Option<TraceParent>, a_tid_client: u32) -> Vec<Decided> {
