@@ -135,8 +135,17 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGKILL stops the master only: its worker would live on (orphaned, still holding
+        // the port), and idle workers left from earlier workloads skew the later ones.
+        let workers = children_of(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for w in workers {
+            let _ = Command::new("kill")
+                .args(["-KILL", &w.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
