@@ -395,7 +395,7 @@ impl Pipeline {
             let process = self.processes.info(f.meta.tgid);
             let p = self.spans.prepare(f.role, &f.meta, process, &f.exchange);
             if let Some(m) = &self.metrics {
-                m.record(&p.span, p.route.as_deref());
+                m.record(&p.span, p.route);
             }
             self.tracker.on_finished(
                 conn_id,

@@ -8,13 +8,13 @@ pub mod context;
 pub mod sampler;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::SystemTime,
 };
 
 use opentelemetry::{
-    KeyValue,
+    KeyValue, StringValue, Value,
     trace::{SpanId, SpanKind, TraceId},
 };
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -194,11 +194,57 @@ pub struct Prepared {
     pub route: Option<String>,
 }
 
-/// Builds spans; holds the id generator, the clock and the route table.
+/// Entries an [`Interner`] keeps before it starts over.
+const MAX_INTERNED: usize = 4096;
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Attribute values that repeat from request to request (method, scheme, host names, peer
+/// addresses, gRPC service and method) are shared instead of allocated, or formatted, per
+/// span. Only bounded-cardinality values go here (never paths); the maps start over when full.
+#[derive(Default)]
+struct Interner {
+    strs: FastMap<Box<str>, StringValue>,
+    ips: FastMap<IpAddr, StringValue>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> StringValue {
+        if let Some(v) = self.strs.get(s) {
+            return v.clone();
+        }
+        if self.strs.len() >= MAX_INTERNED {
+            self.strs.clear();
+        }
+        let v = StringValue::from(Arc::<str>::from(s));
+        self.strs.insert(s.into(), v.clone());
+        v
+    }
+
+    fn ip(&mut self, ip: IpAddr) -> StringValue {
+        if let Some(v) = self.ips.get(&ip) {
+            return v.clone();
+        }
+        if self.ips.len() >= MAX_INTERNED {
+            self.ips.clear();
+        }
+        let v = StringValue::from(Arc::<str>::from(ip.to_string()));
+        self.ips.insert(ip, v.clone());
+        v
+    }
+}
+
+fn sv_kv(key: &'static str, value: StringValue) -> KeyValue {
+    KeyValue::new(key, Value::String(value))
+}
+
+/// Builds spans; holds the id generator, the clock, the route table and shared attribute
+/// values.
 pub struct SpanBuilder {
     clock: Clock,
     ids: RandomIdGenerator,
     router: Mutex<Router>,
+    interner: Mutex<Interner>,
 }
 
 impl SpanBuilder {
@@ -211,6 +257,7 @@ impl SpanBuilder {
             clock,
             ids: RandomIdGenerator::default(),
             router: Mutex::new(router),
+            interner: Mutex::new(Interner::default()),
         }
     }
 
@@ -245,7 +292,8 @@ impl SpanBuilder {
         let grpc = ex.protocol == Some(Protocol::Grpc);
         let (path, query) = split_target(&ex.target);
         let authority = ex.authority.as_deref().map(split_authority);
-        let scheme = ex.scheme.clone().unwrap_or_else(|| "http".to_owned());
+        let scheme = ex.scheme.as_deref().unwrap_or("http");
+        let mut intern = self.interner.lock().unwrap_or_else(|e| e.into_inner());
         let mut attrs = Vec::with_capacity(12);
         let mut metric_route = None;
         let (kind, name, error);
@@ -253,12 +301,12 @@ impl SpanBuilder {
             Role::Server => {
                 kind = SpanKind::Server;
                 let server_address = match authority {
-                    Some((h, _)) if !h.is_empty() => h.to_owned(),
-                    _ => process.host_name.clone(),
+                    Some((h, _)) if !h.is_empty() => intern.str(h),
+                    _ => intern.str(&process.host_name),
                 };
                 if grpc {
                     name = path.to_owned();
-                    rpc_attrs(&mut attrs, path, ex);
+                    rpc_attrs(&mut attrs, &mut intern, path, ex);
                     let code = ex.grpc_status.unwrap_or(2);
                     // Server errors per the semantic conventions' list.
                     error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
@@ -269,13 +317,13 @@ impl SpanBuilder {
                         .unwrap_or_else(|e| e.into_inner())
                         .route(&process.service_name, path);
                     name = format!("{} {}", ex.method, r.route);
-                    http_attrs(&mut attrs, ex);
+                    http_attrs(&mut attrs, &mut intern, ex);
                     if r.configured {
                         attrs.push(str_kv("http.route", r.route.as_str()));
                     }
                     metric_route = Some(r.route);
                     attrs.push(str_kv("url.path", path));
-                    attrs.push(str_kv("url.scheme", scheme));
+                    attrs.push(sv_kv("url.scheme", intern.str(scheme)));
                     attrs.push(KeyValue::new(
                         "http.request.body.size",
                         ex.request_body_size as i64,
@@ -286,32 +334,36 @@ impl SpanBuilder {
                     ));
                     error = ex.status.is_none_or(|s| s >= 500);
                 }
-                attrs.push(str_kv("server.address", server_address));
+                attrs.push(sv_kv("server.address", server_address));
                 if let Some(p) = conn.local_port.or(authority.and_then(|a| a.1)) {
                     attrs.push(KeyValue::new("server.port", p as i64));
                 }
                 if let Some(peer) = conn.peer {
-                    attrs.push(str_kv("client.address", peer.ip().to_string()));
+                    attrs.push(sv_kv("client.address", intern.ip(peer.ip())));
                 }
             }
             Role::Client => {
                 kind = SpanKind::Client;
                 let host = match authority {
-                    Some((h, _)) if !h.is_empty() => h.to_owned(),
-                    _ => conn.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                    Some((h, _)) if !h.is_empty() => intern.str(h),
+                    _ => conn
+                        .peer
+                        .map(|p| intern.ip(p.ip()))
+                        .unwrap_or_else(|| StringValue::from("")),
                 };
                 let port = conn.peer.map(|p| p.port()).or(authority.and_then(|a| a.1));
                 if grpc {
                     name = path.to_owned();
-                    rpc_attrs(&mut attrs, path, ex);
+                    rpc_attrs(&mut attrs, &mut intern, path, ex);
                     error = ex.grpc_status.is_none_or(|c| c != 0);
                 } else {
                     name = ex.method.clone();
-                    http_attrs(&mut attrs, ex);
+                    http_attrs(&mut attrs, &mut intern, ex);
+                    let h = host.as_str();
                     let hostport = match port {
-                        Some(p) if host.contains(':') => format!("[{host}]:{p}"),
-                        Some(p) => format!("{host}:{p}"),
-                        None => host.clone(),
+                        Some(p) if h.contains(':') => format!("[{h}]:{p}"),
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_owned(),
                     };
                     let mut full = format!("{scheme}://{hostport}{path}");
                     if let Some(q) = query {
@@ -329,12 +381,13 @@ impl SpanBuilder {
                     ));
                     error = ex.status.is_none_or(|s| s >= 400);
                 }
-                attrs.push(str_kv("server.address", host));
+                attrs.push(sv_kv("server.address", host));
                 if let Some(p) = port {
                     attrs.push(KeyValue::new("server.port", p as i64));
                 }
             }
         }
+        drop(intern);
         if ex.flags.partial {
             attrs.push(KeyValue::new("beyla.partial", true));
         }
@@ -369,19 +422,19 @@ fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
     KeyValue::new(key, opentelemetry::Value::String(v.into()))
 }
 
-fn http_attrs(attrs: &mut Vec<KeyValue>, ex: &Exchange) {
-    attrs.push(str_kv("http.request.method", ex.method.as_str()));
+fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) {
+    attrs.push(sv_kv("http.request.method", intern.str(&ex.method)));
     if let Some(s) = ex.status {
         attrs.push(KeyValue::new("http.response.status_code", s as i64));
     }
 }
 
-fn rpc_attrs(attrs: &mut Vec<KeyValue>, path: &str, ex: &Exchange) {
+fn rpc_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, path: &str, ex: &Exchange) {
     let p = path.trim_start_matches('/');
     let (service, method) = p.rsplit_once('/').unwrap_or((p, ""));
     attrs.push(KeyValue::new("rpc.system", "grpc"));
-    attrs.push(str_kv("rpc.service", service));
-    attrs.push(str_kv("rpc.method", method));
+    attrs.push(sv_kv("rpc.service", intern.str(service)));
+    attrs.push(sv_kv("rpc.method", intern.str(method)));
     if let Some(c) = ex.grpc_status {
         attrs.push(KeyValue::new("rpc.grpc.status_code", c as i64));
     }

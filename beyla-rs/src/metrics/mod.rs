@@ -228,7 +228,7 @@ impl Metrics {
 
     /// Record one finished exchange. `route`: the low-cardinality route of an HTTP server
     /// request.
-    pub fn record(&self, span: &SpanRecord, route: Option<&str>) {
+    pub fn record(&self, span: &SpanRecord, route: Option<String>) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         let pid = span.process.pid;
         let stale = procs.get(&pid).is_some_and(|p| {
@@ -273,7 +273,7 @@ impl Metrics {
         copy(&mut attrs, span, "http.response.status_code");
         let (d, rq, rs) = if server {
             if let Some(r) = route {
-                attrs.push(KeyValue::new("http.route", r.to_owned()));
+                attrs.push(KeyValue::new("http.route", r));
             }
             (
                 &p.inst.http_server_duration,

@@ -55,12 +55,12 @@ fn histograms_count_per_attribute_set_and_render_prometheus() {
     for _ in 0..3 {
         m.record(
             &span(SpanKind::Server, 200, 20, vec![]),
-            Some("/users/{id}"),
+            Some("/users/{id}".to_owned()),
         );
     }
     m.record(
         &span(SpanKind::Server, 500, 3000, vec![]),
-        Some("/users/{id}"),
+        Some("/users/{id}".to_owned()),
     );
     m.record(
         &span(
