@@ -20,5 +20,6 @@ pub mod privileges;
 pub mod process;
 pub mod protocol;
 pub mod route;
+pub mod sockets;
 pub mod span;
 pub mod stats;

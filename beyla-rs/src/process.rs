@@ -13,12 +13,12 @@ use std::{
     sync::Arc,
 };
 
-use procfs::{
-    net::TcpState,
-    process::{FDTarget, Process},
-};
+use procfs::process::{FDTarget, Process};
 
-use crate::config::Selection;
+use crate::{
+    config::Selection,
+    sockets::{self, Which},
+};
 
 /// What spans of one process carry as their resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,22 +207,19 @@ impl Processes {
         }
     }
 
-    /// Find the selected processes that are running now, with their listening sockets and
-    /// established TCP connections. Reads /proc/net/tcp{,6} of the daemon's network namespace.
-    pub fn scan(&self) -> Vec<ScannedProcess> {
-        let mut tcp: HashMap<u64, (SocketAddr, SocketAddr, TcpState)> = HashMap::new();
-        for entries in [procfs::net::tcp(), procfs::net::tcp6()]
-            .into_iter()
-            .flatten()
-        {
-            for e in entries {
-                tcp.insert(e.inode, (e.local_address, e.remote_address, e.state));
-            }
-        }
+    /// Find the selected processes that are running now, with their listening sockets, and
+    /// the established TCP connections of those not in `known` (processes already tracked:
+    /// the kernel reports their connections). Listening sockets come from the kernel's
+    /// listening hash; established ones are only listed when a new process needs them, as
+    /// listing them costs a walk over the whole connection table ([`crate::sockets`]).
+    pub fn scan(&self, known: &HashSet<u32>) -> Vec<ScannedProcess> {
+        let listening = sockets::tcp_sockets(Which::Listening);
         let Ok(all) = procfs::process::all_processes() else {
             return Vec::new();
         };
         let mut out = Vec::new();
+        // Socket fds of new selected processes that are not listening: (index in out, fd, inode).
+        let mut others: Vec<(usize, u32, u64)> = Vec::new();
         for p in all.flatten() {
             let pid = p.pid as u32;
             if pid == self.self_pid {
@@ -239,17 +236,14 @@ impl Processes {
                 let FDTarget::Socket(inode) = fd.target else {
                     continue;
                 };
-                let Some((local, remote, state)) = tcp.get(&inode) else {
-                    continue;
-                };
-                let (local, remote) = (*local, *remote);
-                if *state == TcpState::Listen {
-                    if self.port_selected(local.port()) {
-                        port_match = true;
+                match listening.get(&inode) {
+                    Some((local, _, _)) => {
+                        if self.port_selected(local.port()) {
+                            port_match = true;
+                        }
+                        sp.listeners.push((fd.fd as u32, *local));
                     }
-                    sp.listeners.push((fd.fd as u32, local));
-                } else if *state == TcpState::Established {
-                    sockets.push((fd.fd as u32, local, remote));
+                    None => sockets.push((fd.fd as u32, inode)),
                 }
             }
             let selected = if self.selection.open_ports.is_empty() {
@@ -260,17 +254,27 @@ impl Processes {
             if !selected {
                 continue;
             }
-            let listen_ports: HashSet<u16> = sp.listeners.iter().map(|(_, a)| a.port()).collect();
-            sp.conns = sockets
-                .into_iter()
-                .map(|(fd, local, remote)| ExistingConn {
-                    fd,
-                    local,
-                    remote,
-                    server: listen_ports.contains(&local.port()),
-                })
-                .collect();
+            if !known.contains(&pid) {
+                others.extend(sockets.into_iter().map(|(fd, ino)| (out.len(), fd, ino)));
+            }
             out.push(sp);
+        }
+        if !others.is_empty() {
+            let established = sockets::tcp_sockets(Which::Established);
+            for (i, fd, inode) in others {
+                let (Some(sp), Some((local, remote, _))) =
+                    (out.get_mut(i), established.get(&inode))
+                else {
+                    continue;
+                };
+                let server = sp.listeners.iter().any(|(_, a)| a.port() == local.port());
+                sp.conns.push(ExistingConn {
+                    fd,
+                    local: *local,
+                    remote: *remote,
+                    server,
+                });
+            }
         }
         out
     }
