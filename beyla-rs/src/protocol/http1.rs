@@ -819,9 +819,13 @@ fn parse_request_head(head: &[u8], complete: bool) -> Option<ParsedRequest> {
     }
     let cfg = parser_config();
     if complete {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(_)) = cfg.parse_request(&mut req, head) {
+        // Uninitialised: httparse writes the headers it finds; zeroing 64 of them per
+        // message showed in profiles.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        if let Ok(httparse::Status::Complete(_)) =
+            cfg.parse_request_with_uninit_headers(&mut req, head, &mut headers)
+        {
             let (Some(method), Some(path)) = (req.method, req.path) else {
                 return None;
             };
@@ -878,9 +882,11 @@ fn parse_response_head(head: &[u8], complete: bool) -> Option<ParsedResponse> {
     }
     let cfg = parser_config();
     if complete {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(_)) = cfg.parse_response(&mut resp, head) {
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        if let Ok(httparse::Status::Complete(_)) =
+            cfg.parse_response_with_uninit_headers(&mut resp, head, &mut headers)
+        {
             let status = resp.code?;
             let mut info = HeaderInfo::new(false);
             for h in resp.headers.iter() {
