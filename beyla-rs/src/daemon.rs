@@ -253,28 +253,28 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-                r = capture.readable() => {
-                    if let Err(e) = r {
-                        log::warn!("ring buffer poll failed: {e}");
-                    }
+            r = capture.readable() => {
+                if let Err(e) = r {
+                    log::warn!("ring buffer poll failed: {e}");
                 }
-                _ = drain_tick.tick() => {}
-                _ = rescan_tick.tick() => {
-                    let scan = scan_processes.scan(pipeline.tracked());
-        pipeline.apply_scan(scan, Clock::monotonic_ns());
-                    pipeline.expire(Clock::monotonic_ns());
-                    let k = kernel_stats(&capture, &stats);
-                    if k.ringbuf_full > last_lost {
-                        log::warn!(
-                            "kernel ring buffer overflowed: {} records lost since start (raise BEYLA_RINGBUF_SIZE)",
-                            k.ringbuf_full
-                        );
-                        last_lost = k.ringbuf_full;
-                    }
-                    log::debug!("stats: {:?} kernel: {:?} connections: {}", stats.snapshot().pairs(), k, pipeline.connection_count());
-                }
-                _ = &mut shutdown => break,
             }
+            _ = drain_tick.tick() => {}
+            _ = rescan_tick.tick() => {
+                let scan = scan_processes.scan(pipeline.tracked());
+                pipeline.apply_scan(scan, Clock::monotonic_ns());
+                pipeline.expire(Clock::monotonic_ns());
+                let k = kernel_stats(&capture, &stats);
+                if k.ringbuf_full > last_lost {
+                    log::warn!(
+                        "kernel ring buffer overflowed: {} records lost since start (raise BEYLA_RINGBUF_SIZE)",
+                        k.ringbuf_full
+                    );
+                    last_lost = k.ringbuf_full;
+                }
+                log::debug!("stats: {:?} kernel: {:?} connections: {}", stats.snapshot().pairs(), k, pipeline.connection_count());
+            }
+            _ = &mut shutdown => break,
+        }
         capture.drain(|ev| pipeline.handle(ev));
         pipeline.poll(Clock::monotonic_ns());
         apply(&mut capture, pipeline.take_actions());
