@@ -210,28 +210,38 @@ struct Interner {
 
 impl Interner {
     fn str(&mut self, s: &str) -> StringValue {
-        if let Some(v) = self.strs.get(s) {
-            return v.clone();
-        }
-        if self.strs.len() >= MAX_INTERNED {
-            self.strs.clear();
-        }
-        let v = StringValue::from(Arc::<str>::from(s));
-        self.strs.insert(s.into(), v.clone());
-        v
+        shared(&mut self.strs, s, |s| (s.into(), shared_str(s)))
     }
 
     fn ip(&mut self, ip: IpAddr) -> StringValue {
-        if let Some(v) = self.ips.get(&ip) {
-            return v.clone();
-        }
-        if self.ips.len() >= MAX_INTERNED {
-            self.ips.clear();
-        }
-        let v = StringValue::from(Arc::<str>::from(ip.to_string()));
-        self.ips.insert(ip, v.clone());
-        v
+        shared(&mut self.ips, &ip, |ip| (*ip, shared_str(&ip.to_string())))
     }
+}
+
+/// The value interned under `key` in `map`, made (owned key and value) by `make` when missing.
+fn shared<K, Q>(
+    map: &mut FastMap<K, StringValue>,
+    key: &Q,
+    make: impl FnOnce(&Q) -> (K, StringValue),
+) -> StringValue
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(v) = map.get(key) {
+        return v.clone();
+    }
+    if map.len() >= MAX_INTERNED {
+        map.clear();
+    }
+    let (k, v) = make(key);
+    map.insert(k, v.clone());
+    v
+}
+
+/// A string value backed by an `Arc<str>`.
+fn shared_str(s: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(s))
 }
 
 fn sv_kv(key: &'static str, value: StringValue) -> KeyValue {
@@ -418,8 +428,7 @@ impl SpanBuilder {
 /// A string attribute whose value is shared (`Arc<str>`): spans are cloned for export retries,
 /// and a shared value makes that clone a reference-count increment instead of an allocation.
 fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
-    let v: std::sync::Arc<str> = std::sync::Arc::from(value.as_ref());
-    KeyValue::new(key, opentelemetry::Value::String(v.into()))
+    sv_kv(key, shared_str(value.as_ref()))
 }
 
 fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) {
@@ -480,6 +489,21 @@ mod tests {
             .iter()
             .find(|kv| kv.key.as_str() == k)
             .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn interner_shares_values_and_stays_bounded() {
+        let mut i = Interner::default();
+        let a = i.str("GET");
+        assert_eq!(a.as_str(), "GET");
+        assert_eq!(i.str("GET").as_str(), "GET");
+        assert_eq!(i.strs.len(), 1);
+        for n in 0..MAX_INTERNED * 2 {
+            assert_eq!(i.str(&n.to_string()).as_str(), n.to_string());
+            let ip = IpAddr::from([10, 0, (n >> 8) as u8, n as u8]);
+            assert_eq!(i.ip(ip).as_str(), ip.to_string());
+        }
+        assert!(i.strs.len() <= MAX_INTERNED && i.ips.len() <= MAX_INTERNED);
     }
 
     #[test]
