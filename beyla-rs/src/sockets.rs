@@ -8,11 +8,7 @@
 //! connection and TIME_WAIT entry as text. `/proc/net/tcp` remains the fallback where the
 //! netlink socket is refused.
 
-use std::{
-    collections::HashMap,
-    io,
-    net::{IpAddr, SocketAddr},
-};
+use std::{collections::HashMap, io, net::SocketAddr};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -46,11 +42,25 @@ pub fn tcp_sockets(which: Which) -> HashMap<u64, TcpSocket> {
     }
 }
 
-fn wanted(which: Which, state: &TcpState) -> bool {
-    match which {
-        Which::Listening => *state == TcpState::Listen,
-        Which::Established => *state == TcpState::Established,
+impl Which {
+    fn state(self) -> TcpState {
+        match self {
+            Which::Listening => TcpState::Listen,
+            Which::Established => TcpState::Established,
+        }
     }
+
+    /// The sock_diag state filter for [`Self::state`].
+    fn diag_states(self) -> StateFlags {
+        match self {
+            Which::Listening => StateFlags::LISTEN,
+            Which::Established => StateFlags::ESTABLISHED,
+        }
+    }
+}
+
+fn wanted(which: Which, state: &TcpState) -> bool {
+    *state == which.state()
 }
 
 fn procfs_sockets(which: Which) -> HashMap<u64, TcpSocket> {
@@ -72,10 +82,6 @@ fn diag(which: Which) -> io::Result<HashMap<u64, TcpSocket>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    let states = match which {
-        Which::Listening => StateFlags::LISTEN,
-        Which::Established => StateFlags::ESTABLISHED,
-    };
     let mut out = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     for (seq, family) in [(1, AF_INET), (2, AF_INET6)] {
@@ -88,7 +94,7 @@ fn diag(which: Which) -> io::Result<HashMap<u64, TcpSocket>> {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
-                states: states.clone(),
+                states: which.diag_states(),
                 socket_id: if family == AF_INET {
                     SocketId::new_v4()
                 } else {
@@ -123,8 +129,8 @@ fn diag(which: Which) -> io::Result<HashMap<u64, TcpSocket>> {
                             out.insert(
                                 u64::from(h.inode),
                                 (
-                                    addr(id.source_address, id.source_port),
-                                    addr(id.destination_address, id.destination_port),
+                                    SocketAddr::new(id.source_address, id.source_port),
+                                    SocketAddr::new(id.destination_address, id.destination_port),
                                     state,
                                 ),
                             );
@@ -140,10 +146,6 @@ fn diag(which: Which) -> io::Result<HashMap<u64, TcpSocket>> {
         }
     }
     Ok(out)
-}
-
-fn addr(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
 }
 
 #[cfg(test)]
