@@ -128,14 +128,21 @@ impl Conv {
         );
     }
 
-    fn trailers(&mut self, stream: u32, code: u32) {
+    /// The trailers HEADERS frame (END_STREAM) with `grpc-status: code`.
+    fn trailers_frame(&mut self, stream: u32, code: u32) -> Vec<u8> {
         let c = code.to_string();
-        self.headers(
-            From::Server,
+        let b = self.block(From::Server, &[("grpc-status", &c), ("grpc-message", "")]);
+        frame(
+            kind::HEADERS,
+            flags::END_HEADERS | flags::END_STREAM,
             stream,
-            true,
-            &[("grpc-status", &c), ("grpc-message", "")],
-        );
+            &b,
+        )
+    }
+
+    fn trailers(&mut self, stream: u32, code: u32) {
+        let f = self.trailers_frame(stream, code);
+        self.push(From::Server, f);
     }
 
     fn data(&mut self, from: From, stream: u32, end_stream: bool, payload: &[u8]) {
@@ -413,13 +420,7 @@ fn small_frames_after_large_data_are_read_from_the_tail() {
     resp = frame(kind::HEADERS, flags::END_HEADERS, 1, &resp);
     resp.extend(data_header(0, 1, n as u32));
     resp.extend(grpc_msg(n - 5));
-    let trailers = conv.block(From::Server, &[("grpc-status", "0"), ("grpc-message", "")]);
-    resp.extend(frame(
-        kind::HEADERS,
-        flags::END_HEADERS | flags::END_STREAM,
-        1,
-        &trailers,
-    ));
+    resp.extend(conv.trailers_frame(1, 0));
     conv.push(From::Server, resp);
     conv.unary(3, "After", 0);
     for tail_len in [8usize, 64, 256] {
@@ -520,13 +521,7 @@ fn frame_headers_past_the_head_arrive_as_extents() {
     for part in grpc_msg(n).chunks(16384) {
         resp.extend(frame(kind::DATA, 0, 1, part));
     }
-    let trailers = conv.block(From::Server, &[("grpc-status", "0"), ("grpc-message", "")]);
-    resp.extend(frame(
-        kind::HEADERS,
-        flags::END_HEADERS | flags::END_STREAM,
-        1,
-        &trailers,
-    ));
+    resp.extend(conv.trailers_frame(1, 0));
     conv.push(From::Server, resp);
     conv.unary(3, "After", 0);
     for role in [Role::Server, Role::Client] {
