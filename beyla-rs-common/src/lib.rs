@@ -233,8 +233,15 @@ pub const STAT_CONN_MAP_FULL: u32 = 2;
 pub const STAT_PID_MAP_FULL: u32 = 3;
 pub const STAT_COUNT: u32 = 8;
 
-/// Value of the tracked-process map.
-pub const PID_TRACKED: u32 = 1;
+/// Words of the tracked-process bitmap (`TRACKED`, an `Array<u64>`): one bit per process id
+/// below the kernel's `PID_MAX_LIMIT` on 64-bit (2^22), so the set is exact. A bit test in an
+/// array the verifier inlines costs a few instructions where a hash lookup costs tens of
+/// nanoseconds, and the test runs on every syscall exit of every process. The map is
+/// `BPF_F_MMAPABLE`: the daemon sets and clears bits with atomic operations on its mapping,
+/// the same ones the kernel side uses, so neither side loses the other's update of a word.
+pub const TRACKED_WORDS: u32 = 1 << 16;
+/// Process ids at or above this have no bit (the kernel never hands them out).
+pub const TRACKED_PIDS: u32 = TRACKED_WORDS * 64;
 
 #[cfg(feature = "user")]
 mod user {

@@ -7,34 +7,44 @@
 //! kprobes, where Beyla captures nothing.
 //!
 //! Cost model (see `shared/docs/machine.md`): every syscall on the machine runs this program, so
-//! the common path must reject fast. The order of checks is: syscall number (one register read),
-//! return value (EAGAIN reads cost nothing more), tracked process (one hash lookup), tracked
-//! socket fd (one LRU lookup). Only then is anything copied.
+//! the common path must reject fast. The order of checks is: tracked process (a bit in an array
+//! lookup the verifier inlines), return value (failed calls such as EAGAIN reads leave at
+//! once), syscall number (one register read), tracked socket fd (one LRU lookup). Only then is
+//! anything copied.
 //!
 //! Records are written with `BPF_RB_NO_WAKEUP` until the unread part of the ring buffer passes a
 //! threshold; the daemon drains on its own timer. Beyla's main CPU cost was one wake-up per
 //! event (OBI #1025).
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "the BPF target has no atomic read-modify-write in core::sync::atomic; the \
+              intrinsics lower to BPF_ATOMIC or/and"
+)]
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_and, atomic_or},
+};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, CONN_PREV_OPEN, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS,
     DIR_INGRESS, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE,
-    MAX_EXTENTS_LEN, MAX_IOV, PID_TRACKED, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN,
-    STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL,
-    TAIL_LEN, WIDE_TAIL_LEN, conn_key, h2walk_key,
+    MAX_EXTENTS_LEN, MAX_IOV, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT,
+    STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, TAIL_LEN, TRACKED_PIDS,
+    TRACKED_WORDS, WIDE_TAIL_LEN, conn_key, h2walk_key,
 };
 
 mod h2walk;
@@ -45,9 +55,10 @@ use syscalls::*;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Processes (tgids) being instrumented.
+/// Processes (tgids) being instrumented: bit `tgid % 64` of word `tgid / 64` (see
+/// [`TRACKED_WORDS`]). Updated with atomic operations only, here and in the daemon's mapping.
 #[map]
-static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+static TRACKED: Array<u64> = Array::with_max_entries(TRACKED_WORDS, BPF_F_MMAPABLE);
 
 /// Tracked connections by `conn_key(tgid, fd)`. LRU so that connections whose close we never
 /// saw (process killed, fd passed away) cannot exhaust it.
@@ -138,9 +149,8 @@ pub fn beyla_process_exit(_ctx: RawTracePointContext) -> i32 {
     if pid_tgid as u32 != tgid {
         return 0;
     }
-    // SAFETY: reading a map value; the verifier checks the pointer.
-    if unsafe { TRACKED.get(&tgid) }.is_some() {
-        let _ = TRACKED.remove(&tgid);
+    if tracked(tgid) {
+        set_tracked(tgid, false);
         let _ = emit_simple(EventKind::Exit, pid_tgid, -1, 0);
     }
     0
@@ -225,8 +235,32 @@ fn config() -> Option<&'static Config> {
 
 #[inline(always)]
 fn tracked(tgid: u32) -> bool {
-    // SAFETY: map value read.
-    unsafe { TRACKED.get(&tgid) }.is_some()
+    match TRACKED.get(tgid / 64) {
+        Some(w) => *w & (1u64 << (tgid % 64)) != 0,
+        None => false,
+    }
+}
+
+/// Set or clear `tgid`'s bit. Atomic: the daemon and other CPUs update bits of the same word.
+/// Returns false for a tgid without a bit.
+#[inline(always)]
+fn set_tracked(tgid: u32, on: bool) -> bool {
+    if tgid >= TRACKED_PIDS {
+        return false;
+    }
+    let Some(p) = TRACKED.get_ptr_mut(tgid / 64) else {
+        return false;
+    };
+    let bit = 1u64 << (tgid % 64);
+    // SAFETY: an 8-aligned map value that lives as long as the map; every writer uses atomics.
+    unsafe {
+        if on {
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(p, bit);
+        } else {
+            atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(p, !bit);
+        }
+    }
+    true
 }
 
 #[inline(always)]
@@ -405,8 +439,15 @@ fn try_iov_step(i: u64) -> Result<bool, i64> {
         return Ok(false);
     }
     let iov = iov_get(&s.iov.iov);
-    let base = user_u64(iov + i * 16)?;
-    let len = user_u64(iov + i * 16 + 8)?;
+    // struct iovec { void *iov_base; size_t iov_len; }: one read for both fields.
+    let mut entry = [0u64; 2];
+    // SAFETY: reading the traced process's memory into a local; the helper faults safely.
+    let r =
+        unsafe { bpf_probe_read_user(entry.as_mut_ptr().cast(), 16, (iov + i * 16) as *const _) };
+    if r < 0 {
+        return Err(r);
+    }
+    let [base, len] = entry;
     let left = ret - seen;
     let avail = if left < len { left } else { len };
     let want = iov_get(&s.iov.want);
@@ -750,7 +791,7 @@ fn on_bind(regs: u64, pid_tgid: u64) -> Res {
         Some(c) if c.self_tgid != tgid => {}
         _ => return Ok(()),
     }
-    if TRACKED.insert(&tgid, &PID_TRACKED, 0).is_err() {
+    if !set_tracked(tgid, true) {
         count(STAT_PID_MAP_FULL);
     }
     let fd = reg(regs, REG_DI)? as i32;
@@ -774,7 +815,7 @@ fn on_fork(regs: u64, pid_tgid: u64, nr: u64, child: u32) -> Res {
     }
     // `child` is the pid in the parent's pid namespace, which is the daemon's for processes on
     // the host; the daemon reconciles namespaced children from /proc.
-    if TRACKED.insert(&child, &PID_TRACKED, 0).is_err() {
+    if !set_tracked(child, true) {
         count(STAT_PID_MAP_FULL);
     }
     emit_simple(EventKind::Fork, pid_tgid, -1, child)

@@ -9,6 +9,7 @@
 
 pub mod event;
 mod syscalls;
+mod tracked;
 
 use std::os::fd::AsRawFd;
 
@@ -17,8 +18,8 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, Config as KernelConfig, ConnInfo, PID_TRACKED, STAT_CAPTURE_FAULT,
-    STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
+    CONFIG_WATCH_EXEC, Config as KernelConfig, ConnInfo, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL,
+    STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -60,10 +61,18 @@ pub enum CaptureError {
         #[source]
         source: MapError,
     },
+    #[error("mapping eBPF map {name} into memory: {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF program {0} is missing from the object")]
     MissingProgram(&'static str),
+    #[error("process id {0} is above the kernel's limit and cannot be tracked")]
+    PidOutOfRange(u32),
     #[error("registering the ring buffer with the event loop: {0}")]
     Poll(#[source] std::io::Error),
 }
@@ -81,7 +90,7 @@ pub struct KernelStats {
     pub capture_faults: u64,
     /// Connections that could not be added to the connection map.
     pub conn_map_full: u64,
-    /// Processes that could not be added to the tracked-process map.
+    /// Processes that could not be tracked (a process id above the kernel's limit: never).
     pub pid_map_full: u64,
 }
 
@@ -91,7 +100,7 @@ pub struct Capture {
     // Keeps the programs and links alive: dropping `Ebpf` detaches everything.
     _ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
-    tracked: HashMap<MapData, u32, u32>,
+    tracked: tracked::TrackedPids,
     conns: HashMap<MapData, u64, ConnInfo>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -142,11 +151,10 @@ impl Capture {
         // registered with the reactor.
         let events = unsafe { AsyncFd::register(events) }
             .map_err(|e| CaptureError::Poll(e.into_parts().1))?;
-        let tracked = HashMap::try_from(
+        let tracked = tracked::TrackedPids::new(
             ebpf.take_map("TRACKED")
                 .ok_or(CaptureError::MissingMap("TRACKED"))?,
-        )
-        .map_err(map_err("TRACKED"))?;
+        )?;
         let conns = HashMap::try_from(
             ebpf.take_map("CONNS")
                 .ok_or(CaptureError::MissingMap("CONNS"))?,
@@ -193,18 +201,20 @@ impl Capture {
     }
 
     pub fn track_pid(&mut self, tgid: u32) -> Result<(), CaptureError> {
-        self.tracked
-            .insert(tgid, PID_TRACKED, 0)
-            .map_err(map_err("TRACKED"))
+        if self.tracked.insert(tgid) {
+            Ok(())
+        } else {
+            Err(CaptureError::PidOutOfRange(tgid))
+        }
     }
 
     pub fn untrack_pid(&mut self, tgid: u32) {
-        // Absent keys are fine: the kernel removes processes when they exit.
-        let _ = self.tracked.remove(&tgid);
+        self.tracked.remove(tgid);
     }
 
-    pub fn tracked_pids(&self) -> Vec<u32> {
-        self.tracked.keys().filter_map(Result::ok).collect()
+    /// Whether the kernel side captures this process (for tests and diagnostics).
+    pub fn is_tracked(&self, tgid: u32) -> bool {
+        self.tracked.contains(tgid)
     }
 
     /// Register a connection the daemon found in /proc (opened before it started).
