@@ -157,3 +157,43 @@ fn internal_metrics_render() {
         "{text}"
     );
 }
+
+#[test]
+fn bound_and_unbound_recording_count_the_same() {
+    // More attribute sets than are bound per process: the sets past MAX_BOUND record through
+    // the unbound path and count exactly like the bound ones; server and client sets with the
+    // same attributes stay in their own instruments.
+    let m = Metrics::new(GlobalResource::default(), None);
+    let routes = MAX_BOUND + 200;
+    for _ in 0..2 {
+        for r in 0..routes {
+            m.record(
+                &span(SpanKind::Server, 200, 20, vec![]),
+                Some(format!("/r{r}")),
+            );
+        }
+    }
+    let mut client = span(SpanKind::Client, 200, 1, vec![]);
+    client.attributes.retain(|kv| kv.key.as_str() != "url.path");
+    m.record(&client, None);
+    m.record(&client, None);
+    let text = prom::render(&m.collect(false, false));
+    let counts: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), routes, "one series per route");
+    assert!(counts.iter().all(|&c| c == 2), "every series counted twice");
+    let body_counts = text
+        .lines()
+        .filter(|l| l.starts_with("http_server_response_body_size_bytes_count{"))
+        .count();
+    assert_eq!(body_counts, routes);
+    let client_count: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http_client_request_duration_seconds_count{"))
+        .collect();
+    assert_eq!(client_count.len(), 1, "{client_count:?}");
+    assert!(client_count[0].ends_with(" 2"), "{client_count:?}");
+}
