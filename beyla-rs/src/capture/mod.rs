@@ -212,11 +212,6 @@ impl Capture {
         self.tracked.remove(tgid);
     }
 
-    /// Whether the kernel side captures this process (for tests and diagnostics).
-    pub fn is_tracked(&self, tgid: u32) -> bool {
-        self.tracked.contains(tgid)
-    }
-
     /// Register a connection the daemon found in /proc (opened before it started).
     pub fn add_conn(&mut self, tgid: u32, fd: u32, info: ConnInfo) -> Result<(), CaptureError> {
         self.conns

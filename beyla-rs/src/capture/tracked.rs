@@ -85,11 +85,6 @@ impl TrackedPids {
             w.fetch_and(!bit, Ordering::Relaxed);
         }
     }
-
-    pub(super) fn contains(&self, tgid: u32) -> bool {
-        self.word(tgid)
-            .is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0)
-    }
 }
 
 impl Drop for TrackedPids {
