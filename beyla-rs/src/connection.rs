@@ -74,10 +74,17 @@ fn parse_errors(p: &Parser) -> (u64, u64) {
     }
 }
 
+/// Connection ids whose close was seen lately, remembered to recognise a second close
+/// attributed to one of them (see [`Connections::close_owner`]).
+const RECENTLY_CLOSED: usize = 1024;
+
 #[derive(Default)]
 pub struct Connections {
     conns: HashMap<u64, Conn>,
     scratch: Vec<Exchange>,
+    /// Ring of the last [`RECENTLY_CLOSED`] closed ids (0 = empty slot) and its next slot.
+    closed: Vec<u64>,
+    closed_next: usize,
 }
 
 impl Connections {
@@ -252,6 +259,39 @@ impl Connections {
         }
     }
 
+    /// The connection a kernel `close` of `(tgid, fd)` attributed to `conn_id` really ends, and
+    /// whether its kernel entry must be removed by the daemon.
+    ///
+    /// The kernel marks a connection accepted on an fd whose previous `close` had not returned
+    /// yet (`CONN_PREV_OPEN`) so that that close is not taken for it. When the `close` exit
+    /// and the `accept` exit run at the same moment on two CPUs, the mark can be set after the
+    /// previous close was already handled; the new connection's own close is then reported
+    /// as the previous connection's, a second time, and its kernel entry stays. A second close
+    /// of a connection closed moments ago can only be that: it belongs to the connection now
+    /// open on the same fd.
+    pub fn close_owner(&self, conn_id: u64, tgid: u32, fd: u32) -> (u64, bool) {
+        if self.conns.contains_key(&conn_id) || !self.closed.contains(&conn_id) {
+            return (conn_id, false);
+        }
+        match self
+            .conns
+            .iter()
+            .find(|(_, c)| c.meta.tgid == tgid && c.fd == fd)
+        {
+            Some((&id, _)) => (id, true),
+            None => (conn_id, false),
+        }
+    }
+
+    fn remember_closed(&mut self, conn_id: u64) {
+        if self.closed.len() < RECENTLY_CLOSED {
+            self.closed.push(conn_id);
+        } else {
+            self.closed[self.closed_next] = conn_id;
+            self.closed_next = (self.closed_next + 1) % RECENTLY_CLOSED;
+        }
+    }
+
     /// One of the connection's fds was closed; with the last one, flush what its parser
     /// holds.
     pub fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<Finished>) {
@@ -266,6 +306,7 @@ impl Connections {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
+        self.remember_closed(conn_id);
         let ex = &mut self.scratch;
         ex.clear();
         match &mut conn.parser {
@@ -310,5 +351,61 @@ impl Connections {
             keep
         });
         gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(tgid: u32) -> ConnMeta {
+        ConnMeta {
+            tgid,
+            peer: None,
+            local_port: Some(8080),
+        }
+    }
+
+    #[test]
+    fn a_second_close_of_a_closed_connection_ends_the_one_now_on_its_fd() {
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        c.open(1, 7, Role::Server, meta(10), false, 0);
+        c.open(5, 7, Role::Server, meta(11), false, 0);
+        // Ordinary close: its own connection.
+        assert_eq!(c.close_owner(1, 10, 7), (1, false));
+        c.close(1, 1, &mut out);
+        // The race: connection 2 took fd 7 with a stale "previous close pending" mark, so
+        // its own close comes back attributed to 1.
+        c.open(2, 7, Role::Server, meta(10), false, 2);
+        assert_eq!(c.close_owner(1, 10, 7), (2, true));
+        // Same fd number in another process, or an id never seen: left as reported.
+        assert_eq!(c.close_owner(1, 12, 7), (1, false));
+        assert_eq!(c.close_owner(99, 10, 7), (99, false));
+        c.close(2, 3, &mut out);
+        assert_eq!(
+            c.close_owner(1, 10, 7),
+            (1, false),
+            "nothing open on the fd"
+        );
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn recently_closed_ids_are_bounded() {
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        for id in 1..=(RECENTLY_CLOSED as u64 * 3) {
+            c.open(id, 3, Role::Client, meta(1), false, 0);
+            c.close(id, 0, &mut out);
+        }
+        assert_eq!(c.closed.len(), RECENTLY_CLOSED);
+        c.open(10_000, 3, Role::Client, meta(1), false, 0);
+        // The newest are remembered, the oldest forgotten.
+        assert_eq!(
+            c.close_owner(RECENTLY_CLOSED as u64 * 3, 1, 3),
+            (10_000, true)
+        );
+        assert_eq!(c.close_owner(1, 1, 3), (1, false));
     }
 }

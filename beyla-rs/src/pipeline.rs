@@ -229,10 +229,19 @@ impl Pipeline {
             EventKind::Accept => self.on_open(&ev, Role::Server),
             EventKind::Connect => self.on_open(&ev, Role::Client),
             EventKind::Close => {
-                self.connections
-                    .close(h.conn_id, h.ts_ns, &mut self.finished);
-                self.flush_finished(h.conn_id);
-                self.tracker.conn_closed(h.conn_id, &mut self.decided);
+                let fd = h.fd as u32;
+                let (id, stale) = self.connections.close_owner(h.conn_id, h.tgid, fd);
+                if stale {
+                    // The kernel kept this connection's entry (see `close_owner`).
+                    self.actions.push(KernelAction::RemoveConn {
+                        tgid: h.tgid,
+                        fd,
+                        conn_id: id,
+                    });
+                }
+                self.connections.close(id, h.ts_ns, &mut self.finished);
+                self.flush_finished(id);
+                self.tracker.conn_closed(id, &mut self.decided);
                 self.emit_decided();
             }
             EventKind::Bind => {
