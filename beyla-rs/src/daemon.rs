@@ -26,6 +26,14 @@ use beyla_rs_common::ConnInfo;
 /// the default 1 MiB), so this only bounds the delay at low rates; every tick costs a wake-up
 /// when idle.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Records handled between two `sched_yield`s while draining. A drain after a wake-up holds
+/// hundreds to thousands of records (milliseconds of work); on a busy machine the
+/// instrumented server waits for the core that long, which is where its tail latency went.
+/// Yielding every 256 records (about 0.6 ms of work) lets runnable application threads go
+/// first and costs nothing when none is waiting. Measured at nginx saturation on 2 cores:
+/// p99 4.0–4.3 ms → 1.9–2.2 ms, throughput up 10 %, no ring buffer loss; every 64 records
+/// the daemon fell behind and the kernel ring buffer overflowed.
+const YIELD_EVERY: u32 = 256;
 /// How often /proc is scanned for selected processes the kernel could not report.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// How long queued spans may take to flush at shutdown.
@@ -275,7 +283,14 @@ pub async fn run(
             }
             _ = &mut shutdown => break,
         }
-        capture.drain(|ev| pipeline.handle(ev));
+        let mut handled = 0u32;
+        capture.drain(|ev| {
+            pipeline.handle(ev);
+            handled = handled.wrapping_add(1);
+            if handled % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            }
+        });
         pipeline.poll(Clock::monotonic_ns());
         apply(&mut capture, pipeline.take_actions());
     }
