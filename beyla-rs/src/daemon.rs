@@ -287,7 +287,7 @@ pub async fn run(
         capture.drain(|ev| {
             pipeline.handle(ev);
             handled = handled.wrapping_add(1);
-            if handled % YIELD_EVERY == 0 {
+            if handled.is_multiple_of(YIELD_EVERY) {
                 std::thread::yield_now();
             }
         });
