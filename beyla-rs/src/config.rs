@@ -535,8 +535,8 @@ impl Config {
                 n as u32
             }
             // 1 MiB: about 100 ms of events at 20k HTTP requests/s; the kernel wakes the reader
-            // when a quarter of it is pending. The data pages are mapped twice (wrap-around), so each MiB here
-            // is two MiB of the daemon's RSS.
+            // when a quarter of it is pending. The data pages are mapped twice (wrap-around), so
+            // each MiB here is two MiB of the daemon's RSS.
             None => 1 << 20,
         };
 
