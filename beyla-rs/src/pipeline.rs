@@ -404,7 +404,7 @@ impl Pipeline {
             let process = self.processes.info(f.meta.tgid);
             let p = self.spans.prepare(f.role, &f.meta, process, &f.exchange);
             if let Some(m) = &self.metrics {
-                m.record(&p.span, p.route);
+                m.record(&p.span.process, &p.measurement);
             }
             self.tracker.on_finished(
                 conn_id,

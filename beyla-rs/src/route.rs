@@ -1,6 +1,8 @@
 //! Low-cardinality routes for span names: ids, UUIDs, hashes and long tokens in a path become
 //! `{id}`, so that `/users/123` and `/users/456` name the same operation.
 
+use std::sync::Arc;
+
 /// Longest path segment kept as it is; longer ones are almost always tokens.
 const MAX_LITERAL_SEGMENT: usize = 40;
 
@@ -39,6 +41,13 @@ fn is_id(seg: &str) -> bool {
 /// The route heuristic of a path (no query string).
 pub fn heuristic(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    heuristic_into(path, &mut out);
+    out
+}
+
+/// [`heuristic`] into `out` (cleared first), which keeps its capacity between calls.
+fn heuristic_into(path: &str, out: &mut String) {
+    out.clear();
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -52,7 +61,6 @@ pub fn heuristic(path: &str) -> String {
     if out.is_empty() {
         out.push('/');
     }
-    out
 }
 
 /// A configured route pattern (`BEYLA_ROUTES_PATTERNS`): `/users/{id}`, `/users/:id`, `/api/*`.
@@ -62,7 +70,8 @@ pub fn heuristic(path: &str) -> String {
 /// or more segments). A trailing slash on the path is ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pattern {
-    raw: String,
+    /// Shared: every request the pattern matches names its span with it.
+    raw: Arc<str>,
     segs: Vec<PatSeg>,
 }
 
@@ -100,7 +109,7 @@ impl Pattern {
             })
             .collect();
         Some(Pattern {
-            raw: raw.to_owned(),
+            raw: raw.into(),
             segs,
         })
     }
@@ -144,7 +153,8 @@ pub const DEFAULT_MAX_ROUTES: usize = 1000;
 /// A low-cardinality route and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub route: String,
+    /// Shared with the router's table: the same few routes come back request after request.
+    pub route: Arc<str>,
     /// From a configured pattern: exported as `http.route` (Beyla does the same). Heuristic
     /// routes only name spans and label metrics.
     pub configured: bool,
@@ -159,9 +169,12 @@ pub struct Router {
     /// foldhash: looked up on every server request.
     seen: std::collections::HashMap<
         String,
-        std::collections::HashSet<String, foldhash::fast::RandomState>,
+        std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
         foldhash::fast::RandomState,
     >,
+    /// The heuristic route being looked up (reused: no allocation for a known route).
+    scratch: String,
+    overflow: Arc<str>,
 }
 
 impl Default for Router {
@@ -176,6 +189,8 @@ impl Router {
             patterns,
             max_routes,
             seen: Default::default(),
+            scratch: String::new(),
+            overflow: OVERFLOW_ROUTE.into(),
         }
     }
 
@@ -191,18 +206,20 @@ impl Router {
                 configured: true,
             };
         }
-        let h = heuristic(path);
+        heuristic_into(path, &mut self.scratch);
+        let h = self.scratch.as_str();
         let seen = match self.seen.get_mut(service) {
             Some(s) => s,
             None => self.seen.entry(service.to_owned()).or_default(),
         };
-        let route = if seen.contains(&h) {
-            h
+        let route = if let Some(r) = seen.get(h) {
+            r.clone()
         } else if seen.len() < self.max_routes {
-            seen.insert(h.clone());
-            h
+            let r: Arc<str> = h.into();
+            seen.insert(r.clone());
+            r
         } else {
-            OVERFLOW_ROUTE.to_owned()
+            self.overflow.clone()
         };
         Route {
             route,
@@ -289,16 +306,16 @@ mod tests {
                 configured: true
             }
         );
-        assert_eq!(r.route("svc", "/api/v1/x").route, "/api/*");
+        assert_eq!(&*r.route("svc", "/api/v1/x").route, "/api/*");
         let h = r.route("svc", "/items/99");
-        assert_eq!(h.route, "/items/{id}");
+        assert_eq!(&*h.route, "/items/{id}");
         assert!(!h.configured);
-        assert_eq!(r.route("svc", "/a").route, "/a");
-        assert_eq!(r.route("svc", "/b").route, "/b");
-        assert_eq!(r.route("svc", "/c").route, OVERFLOW_ROUTE);
+        assert_eq!(&*r.route("svc", "/a").route, "/a");
+        assert_eq!(&*r.route("svc", "/b").route, "/b");
+        assert_eq!(&*r.route("svc", "/c").route, OVERFLOW_ROUTE);
         // Known routes stay; other services have their own budget.
-        assert_eq!(r.route("svc", "/items/1").route, "/items/{id}");
-        assert_eq!(r.route("other", "/c").route, "/c");
+        assert_eq!(&*r.route("svc", "/items/1").route, "/items/{id}");
+        assert_eq!(&*r.route("other", "/c").route, "/c");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use crate::{
     clock::Clock,
+    metrics::{Measurement, Series},
     process::ProcessInfo,
     protocol::{Exchange, Protocol, Role},
     route::Router,
@@ -41,7 +42,8 @@ pub struct ConnMeta {
 pub struct SpanRecord {
     pub process: Arc<ProcessInfo>,
     pub kind: SpanKind,
-    pub name: String,
+    /// Shared: names repeat from span to span (method and route, gRPC path).
+    pub name: StringValue,
     pub trace_id: TraceId,
     pub span_id: SpanId,
     /// `SpanId::INVALID` for root spans.
@@ -190,8 +192,8 @@ pub struct Prepared {
     pub span: SpanRecord,
     /// The parsed `traceparent` header, if valid.
     pub header: Option<TraceParent>,
-    /// Low-cardinality route of HTTP server requests (metrics' `http.route`).
-    pub route: Option<String>,
+    /// What the RED metrics record of the exchange.
+    pub measurement: Measurement,
 }
 
 /// Entries an [`Interner`] keeps before it starts over.
@@ -206,11 +208,25 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 struct Interner {
     strs: FastMap<Box<str>, StringValue>,
     ips: FastMap<IpAddr, StringValue>,
+    /// A span name being looked up (reused).
+    scratch: String,
 }
 
 impl Interner {
     fn str(&mut self, s: &str) -> StringValue {
         shared(&mut self.strs, s, |s| (s.into(), shared_str(s)))
+    }
+
+    /// `"{method} {route}"`, shared: routes are bounded per service (the router's cap).
+    fn name(&mut self, method: &str, route: &str) -> StringValue {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.push_str(method);
+        buf.push(' ');
+        buf.push_str(route);
+        let v = self.str(&buf);
+        self.scratch = buf;
+        v
     }
 
     fn ip(&mut self, ip: IpAddr) -> StringValue {
@@ -305,8 +321,7 @@ impl SpanBuilder {
         let scheme = ex.scheme.as_deref().unwrap_or("http");
         let mut intern = self.interner.lock().unwrap_or_else(|e| e.into_inner());
         let mut attrs = Vec::with_capacity(12);
-        let mut metric_route = None;
-        let (kind, name, error);
+        let (kind, name, error, series);
         match role {
             Role::Server => {
                 kind = SpanKind::Server;
@@ -315,8 +330,8 @@ impl SpanBuilder {
                     _ => intern.str(&process.host_name),
                 };
                 if grpc {
-                    name = path.to_owned();
-                    rpc_attrs(&mut attrs, &mut intern, path, ex);
+                    name = intern.str(path);
+                    series = rpc_attrs(&mut attrs, &mut intern, path, ex, true);
                     let code = ex.grpc_status.unwrap_or(2);
                     // Server errors per the semantic conventions' list.
                     error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
@@ -326,12 +341,19 @@ impl SpanBuilder {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .route(&process.service_name, path);
-                    name = format!("{} {}", ex.method, r.route);
-                    http_attrs(&mut attrs, &mut intern, ex);
+                    name = intern.name(&ex.method, &r.route);
+                    let method = http_attrs(&mut attrs, &mut intern, ex);
                     if r.configured {
-                        attrs.push(str_kv("http.route", r.route.as_str()));
+                        attrs.push(sv_kv("http.route", r.route.clone().into()));
                     }
-                    metric_route = Some(r.route);
+                    series = Series::Http {
+                        server: true,
+                        method,
+                        status: ex.status,
+                        route: Some(r.route),
+                        address: None,
+                        port: None,
+                    };
                     attrs.push(str_kv("url.path", path));
                     attrs.push(sv_kv("url.scheme", intern.str(scheme)));
                     attrs.push(KeyValue::new(
@@ -363,12 +385,20 @@ impl SpanBuilder {
                 };
                 let port = conn.peer.map(|p| p.port()).or(authority.and_then(|a| a.1));
                 if grpc {
-                    name = path.to_owned();
-                    rpc_attrs(&mut attrs, &mut intern, path, ex);
+                    name = intern.str(path);
+                    series = rpc_attrs(&mut attrs, &mut intern, path, ex, false);
                     error = ex.grpc_status.is_none_or(|c| c != 0);
                 } else {
-                    name = ex.method.clone();
-                    http_attrs(&mut attrs, &mut intern, ex);
+                    let method = http_attrs(&mut attrs, &mut intern, ex);
+                    name = method.clone();
+                    series = Series::Http {
+                        server: false,
+                        method,
+                        status: ex.status,
+                        route: None,
+                        address: Some(host.clone()),
+                        port,
+                    };
                     let h = host.as_str();
                     let hostport = match port {
                         Some(p) if h.contains(':') => format!("[{h}]:{p}"),
@@ -404,6 +434,13 @@ impl SpanBuilder {
         if ex.flags.incomplete {
             attrs.push(KeyValue::new("beyla.incomplete", true));
         }
+        let end_ns = ex.end_ns.max(ex.start_ns);
+        let measurement = Measurement {
+            series,
+            seconds: (end_ns - ex.start_ns) as f64 / 1e9,
+            request_size: ex.request_body_size,
+            response_size: ex.response_body_size,
+        };
         let span = SpanRecord {
             process,
             kind,
@@ -413,14 +450,14 @@ impl SpanBuilder {
             parent_span_id,
             parent_is_remote: parent.is_some(),
             start: self.clock.to_system_time(ex.start_ns),
-            end: self.clock.to_system_time(ex.end_ns.max(ex.start_ns)),
+            end: self.clock.to_system_time(end_ns),
             attributes: attrs,
             error,
         };
         Prepared {
             span,
             header: parent,
-            route: metric_route,
+            measurement,
         }
     }
 }
@@ -431,24 +468,41 @@ fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
     sv_kv(key, shared_str(value.as_ref()))
 }
 
-fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) {
-    attrs.push(sv_kv("http.request.method", intern.str(&ex.method)));
+/// The method and status attributes; returns the shared method.
+fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) -> StringValue {
+    let method = intern.str(&ex.method);
+    attrs.push(sv_kv("http.request.method", method.clone()));
     if let Some(s) = ex.status {
         attrs.push(KeyValue::new("http.response.status_code", s as i64));
     }
+    method
 }
 
-fn rpc_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, path: &str, ex: &Exchange) {
+/// The `rpc.*` attributes; returns the metric series with the same values.
+fn rpc_attrs(
+    attrs: &mut Vec<KeyValue>,
+    intern: &mut Interner,
+    path: &str,
+    ex: &Exchange,
+    server: bool,
+) -> Series {
     let p = path.trim_start_matches('/');
     let (service, method) = p.rsplit_once('/').unwrap_or((p, ""));
+    let (service, method) = (intern.str(service), intern.str(method));
     attrs.push(KeyValue::new("rpc.system", "grpc"));
-    attrs.push(sv_kv("rpc.service", intern.str(service)));
-    attrs.push(sv_kv("rpc.method", intern.str(method)));
+    attrs.push(sv_kv("rpc.service", service.clone()));
+    attrs.push(sv_kv("rpc.method", method.clone()));
     if let Some(c) = ex.grpc_status {
         attrs.push(KeyValue::new("rpc.grpc.status_code", c as i64));
     }
     if let Some(s) = ex.status {
         attrs.push(KeyValue::new("http.response.status_code", s as i64));
+    }
+    Series::Rpc {
+        server,
+        service,
+        method,
+        status: ex.grpc_status,
     }
 }
 
@@ -522,7 +576,7 @@ mod tests {
                 &exchange("GET", "/users/17?password=x", 503),
             )
             .unwrap();
-        assert_eq!(s.name, "GET /users/{id}");
+        assert_eq!(s.name.as_str(), "GET /users/{id}");
         assert_eq!(s.kind, SpanKind::Server);
         assert!(s.error);
         assert_eq!(attr(&s, "url.path").unwrap().as_str(), "/users/17");
@@ -556,7 +610,7 @@ mod tests {
             404,
         );
         let s = b.build(Role::Client, &conn, process(), &ex).unwrap();
-        assert_eq!(s.name, "POST");
+        assert_eq!(s.name.as_str(), "POST");
         assert!(s.error);
         let full = attr(&s, "url.full").unwrap().as_str();
         assert_eq!(
@@ -615,7 +669,7 @@ mod tests {
         let s = b
             .build(Role::Server, &ConnMeta::default(), process(), &ex)
             .unwrap();
-        assert_eq!(s.name, "/helloworld.Greeter/SayHello");
+        assert_eq!(s.name.as_str(), "/helloworld.Greeter/SayHello");
         assert!(s.error);
         assert_eq!(
             attr(&s, "rpc.service").unwrap().as_str(),
@@ -659,21 +713,83 @@ mod tests {
             process(),
             &exchange("GET", "/users/17", 200),
         );
-        assert_eq!(p.span.name, "GET /users/{uid}");
+        assert_eq!(p.span.name.as_str(), "GET /users/{uid}");
         assert_eq!(
             attr(&p.span, "http.route").unwrap().as_str(),
             "/users/{uid}"
         );
         assert_eq!(attr(&p.span, "url.path").unwrap().as_str(), "/users/17");
-        assert_eq!(p.route.as_deref(), Some("/users/{uid}"));
+        assert_eq!(metric_route(&p), Some("/users/{uid}"));
         let p = b.prepare(
             Role::Server,
             &ConnMeta::default(),
             process(),
             &exchange("GET", "/items/17", 200),
         );
-        assert_eq!(p.span.name, "GET /items/{id}");
+        assert_eq!(p.span.name.as_str(), "GET /items/{id}");
         assert!(attr(&p.span, "http.route").is_none());
-        assert_eq!(p.route.as_deref(), Some("/items/{id}"));
+        assert_eq!(metric_route(&p), Some("/items/{id}"));
+    }
+
+    fn metric_route(p: &Prepared) -> Option<&str> {
+        match &p.measurement.series {
+            Series::Http { route, .. } => route.as_deref(),
+            Series::Rpc { .. } => None,
+        }
+    }
+
+    #[test]
+    fn measurement_carries_the_span_values() {
+        // The metrics record from the typed series, not from the span: every metric attribute
+        // must hold what the span says, and high-cardinality ones must never appear.
+        let b = SpanBuilder::new(Clock::new());
+        let peer = ConnMeta {
+            tgid: 42,
+            peer: Some("127.0.0.1:9000".parse().unwrap()),
+            local_port: Some(8080),
+        };
+        let grpc = Exchange {
+            protocol: Some(Protocol::Grpc),
+            method: "POST".into(),
+            target: "/helloworld.Greeter/SayHello".into(),
+            status: Some(200),
+            grpc_status: Some(5),
+            start_ns: 1_000,
+            end_ns: 2_501_000,
+            ..Default::default()
+        };
+        let http = exchange("GET", "/users/17?password=x", 503);
+        for (role, ex, keys) in [
+            (Role::Server, &http, 2),
+            (Role::Client, &http, 4),
+            (Role::Server, &grpc, 4),
+            (Role::Client, &grpc, 4),
+        ] {
+            let p = b.prepare(role, &peer, process(), ex);
+            let attrs = p.measurement.series.attributes();
+            let mut checked = 0;
+            for kv in &attrs {
+                assert!(
+                    !matches!(kv.key.as_str(), "url.path" | "url.full" | "client.address"),
+                    "{kv:?}"
+                );
+                if kv.key.as_str() == "http.route" {
+                    assert_eq!(kv.value.as_str(), "/users/{id}");
+                    continue;
+                }
+                assert_eq!(attr(&p.span, kv.key.as_str()), Some(&kv.value), "{role:?}");
+                checked += 1;
+            }
+            assert_eq!(checked, keys, "{role:?} {attrs:?}");
+            let secs = p
+                .span
+                .end
+                .duration_since(p.span.start)
+                .unwrap()
+                .as_secs_f64();
+            assert!((p.measurement.seconds - secs).abs() < 1e-9);
+            assert_eq!(p.measurement.request_size, ex.request_body_size);
+            assert_eq!(p.measurement.response_size, ex.response_body_size);
+        }
     }
 }

@@ -130,7 +130,7 @@ mod tests {
                 extra_resource: vec![],
             }),
             kind: SpanKind::Server,
-            name: format!("GET /{n}"),
+            name: format!("GET /{n}").into(),
             trace_id: TraceId::from(n as u128 + 1),
             span_id: SpanId::from(n + 1),
             parent_span_id: SpanId::INVALID,

@@ -117,7 +117,7 @@ impl Printer {
             .map(|kv| (kv.key.to_string(), json_value(&kv.value)))
             .collect();
         serde_json::json!({
-            "name": s.name,
+            "name": s.name.as_str(),
             "kind": kind(&s.kind),
             "trace_id": s.trace_id.to_string(),
             "span_id": s.span_id.to_string(),

@@ -28,9 +28,8 @@ use std::{
 };
 
 use opentelemetry::{
-    KeyValue, Value,
+    KeyValue, StringValue,
     metrics::{BoundHistogram, Histogram, MeterProvider as _},
-    trace::SpanKind,
 };
 use opentelemetry_sdk::{
     error::OTelSdkResult,
@@ -43,7 +42,6 @@ use opentelemetry_sdk::{
 use crate::{
     export::otlp::{GlobalResource, resource_for},
     process::ProcessInfo,
-    span::SpanRecord,
     stats::Stats,
 };
 
@@ -230,20 +228,121 @@ enum Bound {
     Rpc(BoundHistogram<f64>),
 }
 
+impl Bound {
+    fn record(&self, seconds: f64, sizes: (f64, f64)) {
+        match self {
+            Bound::Rpc(d) => d.record(seconds),
+            Bound::Http {
+                duration,
+                request_size,
+                response_size,
+            } => {
+                duration.record(seconds);
+                request_size.record(sizes.0);
+                response_size.record(sizes.1);
+            }
+        }
+    }
+}
+
 /// Attribute sets bound per process at most; the rest record unbound (the SDK's own
 /// cardinality limit, 2000 per instrument, still applies to both).
 const MAX_BOUND: usize = 1024;
 
-/// Which instrument family an attribute set belongs to: server and client HTTP sets can
-/// coincide (`[method, status]` without route or address).
-type BoundKey = (bool, Vec<KeyValue>);
+/// The metric attributes of one finished exchange, typed. The span builder fills it from the
+/// values it already holds, so recording neither scans the span's attributes nor allocates;
+/// it is also the key of the bound histograms. `server` keeps server and client sets apart
+/// (an HTTP set without route or address is `[method, status]` for both).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Series {
+    Http {
+        server: bool,
+        method: StringValue,
+        status: Option<u16>,
+        /// `http.route` (server side).
+        route: Option<Arc<str>>,
+        /// `server.address` and `server.port` (client side).
+        address: Option<StringValue>,
+        port: Option<u16>,
+    },
+    Rpc {
+        server: bool,
+        service: StringValue,
+        method: StringValue,
+        /// `rpc.grpc.status_code`.
+        status: Option<u32>,
+    },
+}
+
+impl Series {
+    /// The attribute set, in Beyla's order.
+    pub(crate) fn attributes(&self) -> Vec<KeyValue> {
+        let mut out = Vec::with_capacity(4);
+        let status = |out: &mut Vec<KeyValue>, key, s: Option<u32>| {
+            if let Some(s) = s {
+                out.push(KeyValue::new(key, i64::from(s)));
+            }
+        };
+        match self {
+            Series::Http {
+                method,
+                status: code,
+                route,
+                address,
+                port,
+                ..
+            } => {
+                out.push(KeyValue::new("http.request.method", method.clone()));
+                status(&mut out, "http.response.status_code", code.map(u32::from));
+                if let Some(r) = route {
+                    out.push(KeyValue::new("http.route", StringValue::from(r.clone())));
+                }
+                if let Some(a) = address {
+                    out.push(KeyValue::new("server.address", a.clone()));
+                }
+                if let Some(p) = port {
+                    out.push(KeyValue::new("server.port", i64::from(*p)));
+                }
+            }
+            Series::Rpc {
+                service,
+                method,
+                status: code,
+                ..
+            } => {
+                out.push(KeyValue::new("rpc.system", "grpc"));
+                out.push(KeyValue::new("rpc.service", service.clone()));
+                out.push(KeyValue::new("rpc.method", method.clone()));
+                status(&mut out, "rpc.grpc.status_code", *code);
+            }
+        }
+        out
+    }
+
+    fn rpc_server(&self) -> (bool, bool) {
+        match self {
+            Series::Http { server, .. } => (false, *server),
+            Series::Rpc { server, .. } => (true, *server),
+        }
+    }
+}
+
+/// What the RED metrics take from one finished exchange.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub series: Series,
+    pub seconds: f64,
+    /// Body sizes in bytes (HTTP only).
+    pub request_size: u64,
+    pub response_size: u64,
+}
 
 struct ProcMetrics {
     process: Arc<ProcessInfo>,
     provider: SdkMeterProvider,
     reader: SharedReader,
     inst: Instruments,
-    bound: HashMap<BoundKey, Bound, foldhash::fast::RandomState>,
+    bound: HashMap<Series, Bound, foldhash::fast::RandomState>,
     /// The process exited: dropped after the next OTLP export (or, with Prometheus only,
     /// [`GONE_TTL`] later).
     gone: Option<std::time::Instant>,
@@ -265,26 +364,6 @@ pub struct Metrics {
     internal: Option<internal::InternalOtel>,
 }
 
-fn attr<'a>(span: &'a SpanRecord, key: &str) -> Option<&'a Value> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| &kv.value)
-}
-
-fn copy(out: &mut Vec<KeyValue>, span: &SpanRecord, key: &'static str) {
-    if let Some(v) = attr(span, key) {
-        out.push(KeyValue::new(key, v.clone()));
-    }
-}
-
-fn size(span: &SpanRecord, key: &str) -> f64 {
-    match attr(span, key) {
-        Some(Value::I64(n)) => *n as f64,
-        _ => 0.0,
-    }
-}
-
 impl Metrics {
     /// `internal_otel`: also export the daemon's own counters over OTLP.
     pub fn new(global: GlobalResource, internal_otel: Option<Arc<Stats>>) -> Self {
@@ -295,21 +374,20 @@ impl Metrics {
         }
     }
 
-    /// Record one finished exchange. `route`: the low-cardinality route of an HTTP server
-    /// request.
-    pub fn record(&self, span: &SpanRecord, route: Option<String>) {
+    /// Record one finished exchange of `process`.
+    pub fn record(&self, process: &Arc<ProcessInfo>, m: &Measurement) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = span.process.pid;
-        let stale = procs.get(&pid).is_some_and(|p| {
-            !Arc::ptr_eq(&p.process, &span.process) && *p.process != *span.process
-        });
+        let pid = process.pid;
+        let stale = procs
+            .get(&pid)
+            .is_some_and(|p| !Arc::ptr_eq(&p.process, process) && *p.process != **process);
         if stale || !procs.contains_key(&pid) {
-            let (provider, reader) = manual_provider(resource_for(&span.process, &self.global));
+            let (provider, reader) = manual_provider(resource_for(process, &self.global));
             let inst = Instruments::new(&provider);
             procs.insert(
                 pid,
                 ProcMetrics {
-                    process: span.process.clone(),
+                    process: process.clone(),
                     provider,
                     reader,
                     inst,
@@ -319,62 +397,19 @@ impl Metrics {
             );
         }
         let Some(p) = procs.get_mut(&pid) else { return };
-        let secs = span
-            .end
-            .duration_since(span.start)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let server = span.kind == SpanKind::Server;
-        let mut attrs = Vec::with_capacity(5);
-        let rpc = attr(span, "rpc.system").is_some();
-        if rpc {
-            copy(&mut attrs, span, "rpc.system");
-            copy(&mut attrs, span, "rpc.service");
-            copy(&mut attrs, span, "rpc.method");
-            copy(&mut attrs, span, "rpc.grpc.status_code");
-        } else {
-            copy(&mut attrs, span, "http.request.method");
-            copy(&mut attrs, span, "http.response.status_code");
-            if server {
-                if let Some(r) = route {
-                    attrs.push(KeyValue::new("http.route", r));
-                }
-            } else {
-                copy(&mut attrs, span, "server.address");
-                copy(&mut attrs, span, "server.port");
-            }
+        let sizes = (m.request_size as f64, m.response_size as f64);
+        let (rpc, server) = m.series.rpc_server();
+        if let Some(b) = p.bound.get(&m.series) {
+            b.record(m.seconds, sizes);
+            return;
         }
-        let sizes = || {
-            (
-                size(span, "http.request.body.size"),
-                size(span, "http.response.body.size"),
-            )
-        };
-        let len = p.bound.len();
-        let bound = match p.bound.entry((server, attrs)) {
-            std::collections::hash_map::Entry::Occupied(o) => &*o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) if len < MAX_BOUND => {
-                let b = p.inst.bind(rpc, server, &v.key().1);
-                &*v.insert(b)
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let (_, attrs) = v.into_key();
-                p.inst.record(rpc, server, &attrs, secs, sizes());
-                return;
-            }
-        };
-        match bound {
-            Bound::Rpc(d) => d.record(secs),
-            Bound::Http {
-                duration,
-                request_size,
-                response_size,
-            } => {
-                let (rq, rs) = sizes();
-                duration.record(secs);
-                request_size.record(rq);
-                response_size.record(rs);
-            }
+        let attrs = m.series.attributes();
+        if p.bound.len() < MAX_BOUND {
+            let b = p.inst.bind(rpc, server, &attrs);
+            b.record(m.seconds, sizes);
+            p.bound.insert(m.series.clone(), b);
+        } else {
+            p.inst.record(rpc, server, &attrs, m.seconds, sizes);
         }
     }
 

@@ -1,12 +1,4 @@
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
-
-use opentelemetry::{
-    KeyValue,
-    trace::{SpanId, SpanKind, TraceId},
-};
+use std::sync::Arc;
 
 use super::*;
 use crate::{process::ProcessInfo, stats::Stats};
@@ -23,57 +15,46 @@ fn process(pid: u32) -> Arc<ProcessInfo> {
     })
 }
 
-fn span(kind: SpanKind, status: i64, ms: u64, attrs: Vec<KeyValue>) -> SpanRecord {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let mut a = vec![
-        KeyValue::new("http.request.method", "GET"),
-        KeyValue::new("http.response.status_code", status),
-        KeyValue::new("url.path", "/users/7"),
-        KeyValue::new("client.address", "10.0.0.1"),
-        KeyValue::new("http.request.body.size", 3i64),
-        KeyValue::new("http.response.body.size", 100i64),
-    ];
-    a.extend(attrs);
-    SpanRecord {
-        process: process(7),
-        kind,
-        name: "GET /users/{id}".into(),
-        trace_id: TraceId::from(1u128),
-        span_id: SpanId::from(1),
-        parent_span_id: SpanId::INVALID,
-        parent_is_remote: false,
-        start,
-        end: start + Duration::from_millis(ms),
-        attributes: a,
-        error: false,
+/// An HTTP exchange of `ms` milliseconds with a 3-byte request and a 100-byte response body.
+fn http(server: bool, status: u16, ms: u64, route: Option<&str>) -> Measurement {
+    Measurement {
+        series: Series::Http {
+            server,
+            method: "GET".into(),
+            status: Some(status),
+            route: route.map(Arc::from),
+            address: None,
+            port: None,
+        },
+        seconds: ms as f64 / 1000.0,
+        request_size: 3,
+        response_size: 100,
     }
+}
+
+fn client(status: u16, ms: u64, address: &'static str, port: u16) -> Measurement {
+    let mut m = http(false, status, ms, None);
+    if let Series::Http {
+        address: a,
+        port: p,
+        ..
+    } = &mut m.series
+    {
+        *a = Some(address.into());
+        *p = Some(port);
+    }
+    m
 }
 
 #[test]
 fn histograms_count_per_attribute_set_and_render_prometheus() {
     let m = Metrics::new(GlobalResource::default(), None);
+    let p = process(7);
     for _ in 0..3 {
-        m.record(
-            &span(SpanKind::Server, 200, 20, vec![]),
-            Some("/users/{id}".to_owned()),
-        );
+        m.record(&p, &http(true, 200, 20, Some("/users/{id}")));
     }
-    m.record(
-        &span(SpanKind::Server, 500, 3000, vec![]),
-        Some("/users/{id}".to_owned()),
-    );
-    m.record(
-        &span(
-            SpanKind::Client,
-            404,
-            1,
-            vec![
-                KeyValue::new("server.address", "db"),
-                KeyValue::new("server.port", 5432i64),
-            ],
-        ),
-        None,
-    );
+    m.record(&p, &http(true, 500, 3000, Some("/users/{id}")));
+    m.record(&p, &client(404, 1, "db", 5432));
     let text = prom::render(&m.collect(false, false));
     let line = |needle: &str| {
         text.lines()
@@ -119,14 +100,18 @@ fn histograms_count_per_attribute_set_and_render_prometheus() {
 #[test]
 fn rpc_metrics_and_gone_processes() {
     let m = Metrics::new(GlobalResource::default(), None);
-    let mut s = span(SpanKind::Server, 200, 5, vec![]);
-    s.attributes = vec![
-        KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", "helloworld.Greeter"),
-        KeyValue::new("rpc.method", "SayHello"),
-        KeyValue::new("rpc.grpc.status_code", 0i64),
-    ];
-    m.record(&s, None);
+    let rpc = Measurement {
+        series: Series::Rpc {
+            server: true,
+            service: "helloworld.Greeter".into(),
+            method: "SayHello".into(),
+            status: Some(0),
+        },
+        seconds: 0.005,
+        request_size: 0,
+        response_size: 0,
+    };
+    m.record(&process(7), &rpc);
     let text = prom::render(&m.collect(false, false));
     assert!(text.contains("rpc_server_duration_seconds_count{rpc_grpc_status_code=\"0\",rpc_method=\"SayHello\",rpc_service=\"helloworld.Greeter\",rpc_system=\"grpc\",service_instance_id=\"h-7\",service_name=\"shop\"} 1"), "{text}");
     assert!(!text.contains("http_server_request_duration_seconds_count"));
@@ -164,19 +149,15 @@ fn bound_and_unbound_recording_count_the_same() {
     // the unbound path and count exactly like the bound ones; server and client sets with the
     // same attributes stay in their own instruments.
     let m = Metrics::new(GlobalResource::default(), None);
+    let p = process(7);
     let routes = MAX_BOUND + 200;
     for _ in 0..2 {
         for r in 0..routes {
-            m.record(
-                &span(SpanKind::Server, 200, 20, vec![]),
-                Some(format!("/r{r}")),
-            );
+            m.record(&p, &http(true, 200, 20, Some(&format!("/r{r}"))));
         }
     }
-    let mut client = span(SpanKind::Client, 200, 1, vec![]);
-    client.attributes.retain(|kv| kv.key.as_str() != "url.path");
-    m.record(&client, None);
-    m.record(&client, None);
+    m.record(&p, &http(false, 200, 1, None));
+    m.record(&p, &http(false, 200, 1, None));
     let text = prom::render(&m.collect(false, false));
     let counts: Vec<u64> = text
         .lines()

@@ -272,7 +272,7 @@ fn span_len(s: &SpanRecord) -> usize {
     if s.parent_span_id != SpanId::INVALID {
         n += delimited_len(SPAN_PARENT_SPAN_ID, SPAN_ID_LEN);
     }
-    n += string_field_len(SPAN_NAME, &s.name);
+    n += string_field_len(SPAN_NAME, s.name.as_str());
     n += key_len(SPAN_KIND) + encoded_len_varint(kind_number(&s.kind));
     n += fixed64_field_len(SPAN_START, unix_nanos(s.start));
     n += fixed64_field_len(SPAN_END, unix_nanos(s.end));
@@ -288,7 +288,7 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanRecord) {
     if s.parent_span_id != SpanId::INVALID {
         put_bytes(buf, SPAN_PARENT_SPAN_ID, &s.parent_span_id.to_bytes());
     }
-    put_string_field(buf, SPAN_NAME, &s.name);
+    put_string_field(buf, SPAN_NAME, s.name.as_str());
     encode_key(SPAN_KIND, WireType::Varint, buf);
     encode_varint(kind_number(&s.kind), buf);
     put_fixed64_field(buf, SPAN_START, unix_nanos(s.start));

@@ -76,7 +76,7 @@ fn batch() -> Vec<SpanRecord> {
         SpanRecord {
             process: a.clone(),
             kind: SpanKind::Server,
-            name: "GET /users/{id}".to_owned(),
+            name: "GET /users/{id}".into(),
             trace_id: TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128),
             span_id: SpanId::from(0x1112_1314_1516_1718_u64),
             parent_span_id: SpanId::INVALID,
@@ -106,7 +106,7 @@ fn batch() -> Vec<SpanRecord> {
         SpanRecord {
             process: b.clone(),
             kind: SpanKind::Server,
-            name: "/db.Store/Get".to_owned(),
+            name: "/db.Store/Get".into(),
             trace_id: TraceId::from(0xaa_u128),
             span_id: SpanId::from(0xbb_u64),
             parent_span_id: SpanId::from(0xcc_u64),
@@ -122,7 +122,7 @@ fn batch() -> Vec<SpanRecord> {
         SpanRecord {
             process: a.clone(),
             kind: SpanKind::Client,
-            name: "GET".to_owned(),
+            name: "GET".into(),
             trace_id: TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128),
             span_id: SpanId::from(0x2122_2324_2526_2728_u64),
             parent_span_id: SpanId::from(0x1112_1314_1516_1718_u64),
@@ -138,7 +138,7 @@ fn batch() -> Vec<SpanRecord> {
         SpanRecord {
             process: a,
             kind: SpanKind::Internal,
-            name: String::new(),
+            name: "".into(),
             trace_id: TraceId::from(u128::MAX),
             span_id: SpanId::from(u64::MAX),
             parent_span_id: SpanId::INVALID,
@@ -412,7 +412,7 @@ fn to_span_data(s: &SpanRecord, scope: &opentelemetry::InstrumentationScope) -> 
         parent_span_id: s.parent_span_id,
         parent_span_is_remote: s.parent_is_remote,
         span_kind: s.kind.clone(),
-        name: s.name.clone().into(),
+        name: s.name.as_str().to_owned().into(),
         start_time: s.start,
         end_time: s.end,
         attributes: s.attributes.clone(),
@@ -474,7 +474,7 @@ fn http_server_span(process: &Arc<ProcessInfo>, n: u64) -> SpanRecord {
     SpanRecord {
         process: process.clone(),
         kind: SpanKind::Server,
-        name: "GET /users/{id}".to_owned(),
+        name: "GET /users/{id}".into(),
         trace_id: TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128 + u128::from(n)),
         span_id: SpanId::from(0x00f0_67aa_0ba9_02b7 + n),
         parent_span_id: SpanId::from(0x1234_5678_9abc_def0 + n),
