@@ -217,6 +217,18 @@ impl Interner {
         shared(&mut self.strs, s, |s| (s.into(), shared_str(s)))
     }
 
+    /// A method or scheme: the common ones are static strings (no lookup, no reference
+    /// count), others are interned.
+    fn word(&mut self, s: &str) -> StringValue {
+        const WORDS: &[&str] = &[
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "http", "https",
+        ];
+        match WORDS.iter().find(|w| **w == s) {
+            Some(w) => StringValue::from(*w),
+            None => self.str(s),
+        }
+    }
+
     /// `"{method} {route}"`, shared: routes are bounded per service (the router's cap).
     fn name(&mut self, method: &str, route: &str) -> StringValue {
         let mut buf = std::mem::take(&mut self.scratch);
@@ -355,7 +367,7 @@ impl SpanBuilder {
                         port: None,
                     };
                     attrs.push(str_kv("url.path", path));
-                    attrs.push(sv_kv("url.scheme", intern.str(scheme)));
+                    attrs.push(sv_kv("url.scheme", intern.word(scheme)));
                     attrs.push(KeyValue::new(
                         "http.request.body.size",
                         ex.request_body_size as i64,
@@ -470,7 +482,7 @@ fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
 
 /// The method and status attributes; returns the shared method.
 fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) -> StringValue {
-    let method = intern.str(&ex.method);
+    let method = intern.word(&ex.method);
     attrs.push(sv_kv("http.request.method", method.clone()));
     if let Some(s) = ex.status {
         attrs.push(KeyValue::new("http.response.status_code", s as i64));
@@ -558,6 +570,8 @@ mod tests {
             assert_eq!(i.ip(ip).as_str(), ip.to_string());
         }
         assert!(i.strs.len() <= MAX_INTERNED && i.ips.len() <= MAX_INTERNED);
+        assert_eq!(i.word("GET").as_str(), "GET");
+        assert_eq!(i.word("PROPFIND").as_str(), "PROPFIND");
     }
 
     #[test]
