@@ -410,10 +410,9 @@ impl Tracker {
         if role == Role::Server
             && let Some(v) = self.serving.get_mut(&tgid)
         {
+            // The emptied list stays (until the process exits): a server with one request
+            // at a time would otherwise allocate it again for every request.
             v.retain(|s| *s != id);
-            if v.is_empty() {
-                self.serving.remove(&tgid);
-            }
         }
     }
 
