@@ -25,7 +25,7 @@ use beyla_rs_common::ConnInfo;
 /// reader when a quarter of the ring is pending (about 25 ms of events at 20k requests/s with
 /// the default 1 MiB), so this only bounds the delay at low rates; every tick costs a wake-up
 /// when idle.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 /// Records handled between two `sched_yield`s while draining. A drain after a wake-up holds
 /// hundreds to thousands of records (milliseconds of work); on a busy machine the
 /// instrumented server waits for the core that long, which is where its tail latency went.
