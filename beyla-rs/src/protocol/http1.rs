@@ -8,9 +8,10 @@
 //!
 //! # What is kept
 //!
-//! Only the request header values named in [`KEPT_REQUEST_HEADERS`] are looked at, and of those
-//! only `Host`, `Content-Type`, `traceparent` and `tracestate` are copied into the exchange
-//! (the rest only drive framing). A head that is split across segments is buffered (bounded by
+//! Only the values of the header fields named in
+//! [`KEPT_REQUEST_HEADERS`](super::KEPT_REQUEST_HEADERS) are looked at (see `Field`), and of
+//! those only `Host`, `Content-Type`, `traceparent` and `tracestate` are copied into the
+//! exchange (the rest drive framing and the h2c upgrade). A head that is split across segments is buffered (bounded by
 //! [`MAX_HEAD_BYTES`]) until it is complete; the buffer is zeroed as soon as the head is parsed
 //! and is never shown by `Debug`, so secrets such as `Authorization` are never retained beyond
 //! the captured bytes of a head in flight.
@@ -102,7 +103,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::{Exchange, ExchangeFlags, KEPT_REQUEST_HEADERS, Protocol, Role, Segment};
+use super::{Exchange, ExchangeFlags, Protocol, Role, Segment};
 
 /// Most bytes of one head buffered per direction while it is split across segments. A head
 /// that grows beyond this is handled as a head whose end was unseen (and counted in
@@ -705,6 +706,49 @@ fn kept_value(v: &[u8], max: usize) -> String {
     s
 }
 
+/// The header fields whose values this parser reads, all named in
+/// [`KEPT_REQUEST_HEADERS`](super::KEPT_REQUEST_HEADERS)
+/// (a test holds the two together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    ContentType,
+    ContentLength,
+    TransferEncoding,
+    Traceparent,
+    Tracestate,
+    Upgrade,
+}
+
+impl Field {
+    /// The field `name` is (case-insensitive, RFC 9110 §5.1), found by its length first: a
+    /// field of any other name costs one comparison of lengths and at most one of bytes.
+    fn of(name: &[u8]) -> Option<Field> {
+        let (known, field) = match name.len() {
+            4 => ("host", Field::Host),
+            7 => ("upgrade", Field::Upgrade),
+            10 => ("tracestate", Field::Tracestate),
+            11 => ("traceparent", Field::Traceparent),
+            12 => ("content-type", Field::ContentType),
+            14 => ("content-length", Field::ContentLength),
+            17 => ("transfer-encoding", Field::TransferEncoding),
+            _ => return None,
+        };
+        known.as_bytes().eq_ignore_ascii_case(name).then_some(field)
+    }
+
+    #[cfg(test)]
+    const ALL: [Field; 7] = [
+        Field::Host,
+        Field::ContentType,
+        Field::ContentLength,
+        Field::TransferEncoding,
+        Field::Traceparent,
+        Field::Tracestate,
+        Field::Upgrade,
+    ];
+}
+
 impl HeaderInfo {
     fn new(request: bool) -> Self {
         HeaderInfo {
@@ -714,15 +758,11 @@ impl HeaderInfo {
     }
 
     fn header(&mut self, name: &[u8], value: &[u8]) {
-        let name = trim_ows(name);
-        let Some(&kept) = KEPT_REQUEST_HEADERS
-            .iter()
-            .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
-        else {
+        let Some(field) = Field::of(trim_ows(name)) else {
             return;
         };
-        match kept {
-            "content-length" => {
+        match field {
+            Field::ContentLength => {
                 let n = parse_content_length(value);
                 self.content_length = match self.content_length {
                     None => Some(n),
@@ -730,7 +770,7 @@ impl HeaderInfo {
                     Some(_) => Some(None),
                 };
             }
-            "transfer-encoding" => {
+            Field::TransferEncoding => {
                 // RFC 9112 §6.1: the final coding decides; several fields form one list.
                 for coding in value.split(|&b| b == b',') {
                     let name = coding.split(|&b| b == b';').next().unwrap_or_default();
@@ -742,17 +782,19 @@ impl HeaderInfo {
                 }
             }
             _ if !self.request => {}
-            "host" if self.host.is_none() => self.host = Some(kept_value(value, MAX_VALUE_LEN)),
-            "content-type" if self.content_type.is_none() => {
+            Field::Host if self.host.is_none() => {
+                self.host = Some(kept_value(value, MAX_VALUE_LEN))
+            }
+            Field::ContentType if self.content_type.is_none() => {
                 self.content_type = Some(kept_value(value, MAX_VALUE_LEN));
             }
-            "traceparent" if self.traceparent.is_none() => {
+            Field::Traceparent if self.traceparent.is_none() => {
                 self.traceparent = Some(kept_value(value, MAX_VALUE_LEN));
             }
-            "tracestate" if self.tracestate.is_none() => {
+            Field::Tracestate if self.tracestate.is_none() => {
                 self.tracestate = Some(kept_value(value, MAX_VALUE_LEN));
             }
-            "upgrade" => {
+            Field::Upgrade => {
                 // RFC 9110 §7.8: a list of protocols.
                 self.upgrade_h2c |= value
                     .split(|&b| b == b',')
@@ -809,6 +851,74 @@ struct ParsedResponse {
     fallback: bool,
 }
 
+/// One `httparse` pass over a whole head at the start of `data`, which may go on past it:
+/// `Some((head length, parse))` when httparse finds the head complete. It stops at the first
+/// empty line, CRLF or bare LF, which is where [`find_head_end`] ends a head, so the result is
+/// what [`take_head`] followed by [`parse_request_head`] would give; the parse is `None` where
+/// that would report garbage (a method beyond [`MAX_METHOD_LEN`], the rule of
+/// [`check_request_line`]). `None` when the head is partial, too large or refused (too many
+/// fields, malformed lines): the caller takes the general path.
+fn parse_whole_request(data: &[u8]) -> Option<(usize, Option<ParsedRequest>)> {
+    // Uninitialised: httparse writes the headers it finds; zeroing 64 of them per message
+    // showed in profiles.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(n)) =
+        parser_config().parse_request_with_uninit_headers(&mut req, data, &mut headers)
+    else {
+        return None;
+    };
+    if n > MAX_HEAD_BYTES {
+        return None;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Some((n, None));
+    };
+    if method.len() > MAX_METHOD_LEN {
+        return Some((n, None));
+    }
+    let mut info = HeaderInfo::new(true);
+    for h in req.headers.iter() {
+        info.header(h.name.as_bytes(), h.value);
+    }
+    let parsed = ParsedRequest {
+        method: method.to_owned(),
+        target: kept_value(path.as_bytes(), MAX_TARGET_LEN),
+        info,
+        fallback: false,
+    };
+    Some((n, Some(parsed)))
+}
+
+/// [`parse_whole_request`] for a response head; the parse is `None` for a status code below
+/// 100 (the rule of [`check_status_line`]).
+fn parse_whole_response(data: &[u8]) -> Option<(usize, Option<ParsedResponse>)> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let Ok(httparse::Status::Complete(n)) =
+        parser_config().parse_response_with_uninit_headers(&mut resp, data, &mut headers)
+    else {
+        return None;
+    };
+    if n > MAX_HEAD_BYTES {
+        return None;
+    }
+    let status = match resp.code {
+        Some(c) if c >= 100 => c,
+        _ => return Some((n, None)),
+    };
+    let mut info = HeaderInfo::new(false);
+    for h in resp.headers.iter() {
+        info.header(h.name.as_bytes(), h.value);
+    }
+    let parsed = ParsedResponse {
+        status,
+        framing: info.framing(),
+        fallback: false,
+    };
+    Some((n, Some(parsed)))
+}
+
 /// Parses a request head (RFC 9112 §3, §5). With `complete == false` the head is cut: the
 /// request line and the whole header lines captured are used. `None`: not a request head.
 fn parse_request_head(head: &[u8], complete: bool) -> Option<ParsedRequest> {
@@ -818,28 +928,8 @@ fn parse_request_head(head: &[u8], complete: bool) -> Option<ParsedRequest> {
         return None;
     }
     let cfg = parser_config();
-    if complete {
-        // Uninitialised: httparse writes the headers it finds; zeroing 64 of them per
-        // message showed in profiles.
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut []);
-        if let Ok(httparse::Status::Complete(_)) =
-            cfg.parse_request_with_uninit_headers(&mut req, head, &mut headers)
-        {
-            let (Some(method), Some(path)) = (req.method, req.path) else {
-                return None;
-            };
-            let mut info = HeaderInfo::new(true);
-            for h in req.headers.iter() {
-                info.header(h.name.as_bytes(), h.value);
-            }
-            return Some(ParsedRequest {
-                method: method.to_owned(),
-                target: kept_value(path.as_bytes(), MAX_TARGET_LEN),
-                info,
-                fallback: false,
-            });
-        }
+    if complete && let Some((_, parsed)) = parse_whole_request(head) {
+        return parsed;
     }
     let line_end = memchr::memchr(b'\n', head);
     let line = line_end.map_or(head, |e| &head[..=e]);
@@ -881,23 +971,8 @@ fn parse_response_head(head: &[u8], complete: bool) -> Option<ParsedResponse> {
         return None;
     }
     let cfg = parser_config();
-    if complete {
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        if let Ok(httparse::Status::Complete(_)) =
-            cfg.parse_response_with_uninit_headers(&mut resp, head, &mut headers)
-        {
-            let status = resp.code?;
-            let mut info = HeaderInfo::new(false);
-            for h in resp.headers.iter() {
-                info.header(h.name.as_bytes(), h.value);
-            }
-            return Some(ParsedResponse {
-                status,
-                framing: info.framing(),
-                fallback: false,
-            });
-        }
+    if complete && let Some((_, parsed)) = parse_whole_response(head) {
+        return parsed;
     }
     let line_end = memchr::memchr(b'\n', head);
     let line = line_end.map_or(head, |e| &head[..=e]);
@@ -1216,19 +1291,35 @@ impl Http1Connection {
                         self.req.buf.start_ns = seg.ts_ns;
                     }
                     let rest = &data[pos..];
-                    match take_head(&mut self.req.buf, rest) {
+                    // The common case, a whole head at the start of the segment, takes one
+                    // parser pass; the rest go through the head buffer.
+                    let whole = if self.req.buf.bytes.is_empty() {
+                        parse_whole_request(rest)
+                    } else {
+                        None
+                    };
+                    let step = match whole {
+                        Some((n, _)) => HeadStep::Complete(n),
+                        None => take_head(&mut self.req.buf, rest),
+                    };
+                    match step {
                         HeadStep::Complete(n) => {
-                            let buffered = !self.req.buf.bytes.is_empty();
-                            let head = if buffered {
-                                &self.req.buf.bytes[..]
-                            } else {
-                                &rest[..n]
+                            let parsed = match whole {
+                                Some((_, parsed)) => parsed,
+                                None => {
+                                    let head = if self.req.buf.bytes.is_empty() {
+                                        &rest[..n]
+                                    } else {
+                                        &self.req.buf.bytes[..]
+                                    };
+                                    if head.starts_with(H2_PREFACE_HEAD) {
+                                        self.flush_pending(seg.ts_ns, out);
+                                        return self.finish(Verdict::SwitchToHttp2);
+                                    }
+                                    parse_request_head(head, true)
+                                }
                             };
-                            if head.starts_with(H2_PREFACE_HEAD) {
-                                self.flush_pending(seg.ts_ns, out);
-                                return self.finish(Verdict::SwitchToHttp2);
-                            }
-                            let Some(parsed) = parse_request_head(head, true) else {
+                            let Some(parsed) = parsed else {
                                 return self.garbage(true, seg.ts_ns, out);
                             };
                             let start = self.req.buf.start_ns;
@@ -1382,15 +1473,30 @@ impl Http1Connection {
                         self.resp.buf.start_ns = seg.ts_ns;
                     }
                     let rest = &data[pos..];
-                    match take_head(&mut self.resp.buf, rest) {
+                    // As for requests: a whole head at the start takes one parser pass.
+                    let whole = if self.resp.buf.bytes.is_empty() {
+                        parse_whole_response(rest)
+                    } else {
+                        None
+                    };
+                    let step = match whole {
+                        Some((n, _)) => HeadStep::Complete(n),
+                        None => take_head(&mut self.resp.buf, rest),
+                    };
+                    match step {
                         HeadStep::Complete(n) => {
-                            let buffered = !self.resp.buf.bytes.is_empty();
-                            let head = if buffered {
-                                &self.resp.buf.bytes[..]
-                            } else {
-                                &rest[..n]
+                            let parsed = match whole {
+                                Some((_, parsed)) => parsed,
+                                None => {
+                                    let head = if self.resp.buf.bytes.is_empty() {
+                                        &rest[..n]
+                                    } else {
+                                        &self.resp.buf.bytes[..]
+                                    };
+                                    parse_response_head(head, true)
+                                }
                             };
-                            let Some(parsed) = parse_response_head(head, true) else {
+                            let Some(parsed) = parsed else {
                                 return self.garbage(false, seg.ts_ns, out);
                             };
                             self.resp.buf.clear();
@@ -2568,5 +2674,118 @@ mod tests {
         assert_eq!((r.out[0].status, r.out[0].end_ns), (Some(200), 2));
         assert!(!r.out[0].flags.incomplete);
         assert_eq!(r.out[1].target, "/next");
+    }
+
+    #[test]
+    fn fields_are_kept_headers_only() {
+        use super::super::KEPT_REQUEST_HEADERS;
+        for f in Field::ALL {
+            let name = KEPT_REQUEST_HEADERS
+                .iter()
+                .find(|k| Field::of(k.as_bytes()) == Some(f))
+                .unwrap_or_else(|| panic!("{f:?} is not in KEPT_REQUEST_HEADERS"));
+            assert_eq!(Field::of(name.to_ascii_uppercase().as_bytes()), Some(f));
+        }
+        // Names of the same lengths that must never be read, secrets among them.
+        for name in [
+            "Date",
+            "Cookie",
+            "Server",
+            "Expires",
+            "Connection",
+            "x-api-key!",
+            "Set-Cookie",
+            "Www-Authenticate",
+            "Authorization",
+            "Proxy-Authorization",
+            "content-lengtx",
+            "transfer-encodinh",
+            "hostt",
+            "",
+        ] {
+            let f = Field::of(name.as_bytes());
+            assert!(
+                f.is_none() || KEPT_REQUEST_HEADERS.contains(&name.to_ascii_lowercase().as_str()),
+                "{name} read as {f:?}"
+            );
+        }
+    }
+
+    /// The one-pass parse of a whole head agrees with the general path (find the head's end,
+    /// then parse it) on where the head ends and on everything parsed from it.
+    #[test]
+    fn whole_head_pass_matches_general_path() {
+        fn general<T>(
+            data: &[u8],
+            parse: fn(&[u8], bool) -> Option<T>,
+        ) -> Option<(usize, Option<T>)> {
+            match take_head(&mut HeadBuf::default(), data) {
+                HeadStep::Complete(n) => Some((n, parse(&data[..n], true))),
+                _ => None,
+            }
+        }
+        let requests: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /x?y=1 HTTP/1.0\n\n",
+            b"POST /p HTTP/1.1\r\nHost:  b \r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\ntraceparent: 00-x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header line\r\nHost: c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: c\n\r\n",
+            b"GET  /two-spaces  HTTP/1.1\r\n\r\n",
+            b"AVERYLONGMETHODNAMEOFMORETHANTHIRTYTWOCHARS / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        ];
+        let mut compared = 0;
+        for data in requests {
+            let Some((n, whole)) = parse_whole_request(data) else {
+                continue;
+            };
+            compared += 1;
+            let (m, slow) = general(data, parse_request_head).expect("general path found no head");
+            let text = String::from_utf8_lossy(data);
+            assert_eq!(n, m, "{text:?}");
+            let key = |p: &ParsedRequest| {
+                let i = &p.info;
+                (
+                    p.method.clone(),
+                    p.target.clone(),
+                    p.fallback,
+                    i.host.clone(),
+                    i.content_type.clone(),
+                    i.traceparent.clone(),
+                    i.upgrade_h2c,
+                    i.framing(),
+                )
+            };
+            assert_eq!(whole.as_ref().map(key), slow.as_ref().map(key), "{text:?}");
+        }
+        assert_eq!(compared, 10, "requests compared");
+        let responses: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 204 No Content\n\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n",
+            b"HTTP/1.1 099 Odd\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad line\r\n\r\n",
+            b"HTTP/1.1 200\r\n\r\n",
+        ];
+        let mut compared = 0;
+        for data in responses {
+            let Some((n, whole)) = parse_whole_response(data) else {
+                continue;
+            };
+            compared += 1;
+            let (m, slow) = general(data, parse_response_head).expect("general path found no head");
+            let text = String::from_utf8_lossy(data);
+            assert_eq!(n, m, "{text:?}");
+            let key = |p: &ParsedResponse| (p.status, p.framing, p.fallback);
+            assert_eq!(whole.as_ref().map(key), slow.as_ref().map(key), "{text:?}");
+        }
+        assert_eq!(compared, 8, "responses compared");
     }
 }
