@@ -154,7 +154,7 @@ pub struct Route {
     pub configured: bool,
 }
 
-/// Routes for paths: configured patterns first, then [`heuristic`], with a cap on the
+/// Routes for paths: configured patterns first, then the built-in heuristic, with a cap on the
 /// distinct heuristic routes each service may produce.
 #[derive(Debug)]
 pub struct Router {

@@ -131,7 +131,7 @@ fn split_authority(a: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// A parsed W3C `traceparent` (https://www.w3.org/TR/trace-context/#traceparent-header).
+/// A parsed W3C `traceparent` (<https://www.w3.org/TR/trace-context/#traceparent-header>).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceParent {
     pub trace_id: TraceId,
