@@ -9,8 +9,8 @@
 //! Cost model (see `shared/docs/machine.md`): every syscall on the machine runs this program, so
 //! the common path must reject fast. The order of checks is: tracked process (a bit in an array
 //! lookup the verifier inlines), return value (failed calls such as EAGAIN reads leave at
-//! once), syscall number (one register read), tracked socket fd (one LRU lookup). Only then is
-//! anything copied.
+//! once), syscall number and arguments (one read of the saved registers), tracked socket fd
+//! (one LRU lookup). Only then is anything copied.
 //!
 //! Records are written with `BPF_RB_NO_WAKEUP` until the unread part of the ring buffer passes a
 //! threshold; the daemon drains on its own timer. Beyla's main CPU cost was one wake-up per
@@ -169,9 +169,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
         if ret != 0 {
             return Ok(());
         }
-        let regs: u64 = ctx.arg(0);
-        return match reg(regs, REG_ORIG_AX)? {
-            SYS_BIND => on_bind(regs, pid_tgid),
+        let a = args(ctx.arg(0))?;
+        return match a.nr {
+            SYS_BIND => on_bind(&a, pid_tgid),
             SYS_EXECVE | SYS_EXECVEAT => on_exec(pid_tgid),
             _ => Ok(()),
         };
@@ -180,44 +180,67 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
     if ret < 0 && ret != -EINPROGRESS {
         return Ok(());
     }
-    let regs: u64 = ctx.arg(0);
-    let nr = reg(regs, REG_ORIG_AX)?;
+    let a = args(ctx.arg(0))?;
+    let nr = a.nr;
     match nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO | SYS_READV | SYS_WRITEV | SYS_RECVMSG
         | SYS_SENDMSG | SYS_SENDFILE => {
             if ret <= 0 {
                 return Ok(());
             }
-            on_data(regs, pid_tgid, nr, ret as u64)
+            on_data(&a, pid_tgid, nr, ret as u64)
         }
-        SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(regs, pid_tgid, ret),
-        SYS_CONNECT => on_connect(regs, pid_tgid),
-        SYS_CLOSE if ret == 0 => on_close(regs, pid_tgid),
-        SYS_BIND if ret == 0 => on_bind(regs, pid_tgid),
+        SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(&a, pid_tgid, ret),
+        SYS_CONNECT => on_connect(&a, pid_tgid),
+        SYS_CLOSE if ret == 0 => on_close(&a, pid_tgid),
+        SYS_BIND if ret == 0 => on_bind(&a, pid_tgid),
         SYS_CLONE | SYS_CLONE3 | SYS_FORK | SYS_VFORK if ret > 0 => {
-            on_fork(regs, pid_tgid, nr, ret as u32)
+            on_fork(&a, pid_tgid, nr, ret as u32)
         }
         SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => {
-            on_dup(regs, pid_tgid, nr, ret as u32)
+            on_dup(&a, pid_tgid, nr, ret as u32)
         }
         SYS_EXECVE | SYS_EXECVEAT if ret == 0 => on_exec(pid_tgid),
         _ => Ok(()),
     }
 }
 
+/// The syscall's number and its first three arguments, as saved in the user registers:
+/// `dx`, `si`, `di` and `orig_ax` are adjacent in x86_64's `struct pt_regs`, so one read
+/// fetches all four (it was one helper call per register, up to four per data syscall).
+#[repr(C)]
+struct Args {
+    dx: u64,
+    si: u64,
+    di: u64,
+    nr: u64,
+}
+
+const _: () = assert!(
+    REG_SI == REG_DX + 8
+        && REG_DI == REG_DX + 16
+        && REG_ORIG_AX == REG_DX + 24
+        && core::mem::size_of::<Args>() == 32
+);
+
 #[inline(always)]
-fn reg(regs: u64, offset: u64) -> Result<u64, i64> {
-    let mut v: u64 = 0;
+fn args(regs: u64) -> Result<Args, i64> {
+    let mut a = Args {
+        dx: 0,
+        si: 0,
+        di: 0,
+        nr: 0,
+    };
     // SAFETY: `regs` is the kernel's `struct pt_regs *` for this syscall; the helper checks the
     // read and fails rather than faulting.
     let r = unsafe {
         bpf_probe_read_kernel(
-            (&raw mut v).cast(),
-            8,
-            (regs + offset) as *const core::ffi::c_void,
+            (&raw mut a).cast(),
+            core::mem::size_of::<Args>() as u32,
+            (regs + REG_DX) as *const core::ffi::c_void,
         )
     };
-    if r < 0 { Err(r) } else { Ok(v) }
+    if r < 0 { Err(r) } else { Ok(a) }
 }
 
 #[inline(always)]
@@ -471,9 +494,9 @@ fn try_iov_step(i: u64) -> Result<bool, i64> {
     Ok(true)
 }
 
-fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
+fn on_data(a: &Args, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    let fd = reg(regs, REG_DI)? as u32;
+    let fd = a.di as u32;
     // SAFETY: map value read.
     let conn = match unsafe { CONNS.get(&conn_key(tgid, fd)) } {
         Some(c) => *c,
@@ -524,7 +547,7 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
     let mut walk_src: Option<(bool, u64, u64)> = None;
     match nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => {
-            let buf = reg(regs, REG_SI)?;
+            let buf = a.si;
             copy_user(s, 0, buf, want as usize)?;
             captured = want;
             if tail_start < ret
@@ -542,11 +565,11 @@ fn on_data(regs: u64, pid_tgid: u64, nr: u64, ret: u64) -> Res {
         }
         SYS_READV | SYS_WRITEV | SYS_RECVMSG | SYS_SENDMSG => {
             let (iov, iovcnt) = if nr == SYS_READV || nr == SYS_WRITEV {
-                (reg(regs, REG_SI)?, reg(regs, REG_DX)?)
+                (a.si, a.dx)
             } else {
                 // struct msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov;
                 //                 size_t msg_iovlen; ... }
-                let msg = reg(regs, REG_SI)?;
+                let msg = a.si;
                 (user_u64(msg + 16)?, user_u64(msg + 24)?)
             };
             walk_src = Some((false, iov, iovcnt));
@@ -657,7 +680,7 @@ fn copy_sockaddr(s: &mut Scratch, addr: u64, len: u64) -> usize {
     }
 }
 
-fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
+fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
     let conn = ConnInfo {
         conn_id: next_conn_id(),
@@ -667,9 +690,9 @@ fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
         _pad: [0; 6],
     };
     insert_conn(conn_key(tgid, newfd as u32), conn);
-    let listen_fd = reg(regs, REG_DI)? as u32;
-    let addr = reg(regs, REG_SI)?;
-    let addrlen_ptr = reg(regs, REG_DX)?;
+    let listen_fd = a.di as u32;
+    let addr = a.si;
+    let addrlen_ptr = a.dx;
     let s = scratch()?;
     fill_header(
         s,
@@ -698,11 +721,11 @@ fn on_accept(regs: u64, pid_tgid: u64, newfd: i64) -> Res {
     submit(s, n)
 }
 
-fn on_connect(regs: u64, pid_tgid: u64) -> Res {
+fn on_connect(a: &Args, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    let fd = reg(regs, REG_DI)? as u32;
-    let addr = reg(regs, REG_SI)?;
-    let addrlen = reg(regs, REG_DX)?;
+    let fd = a.di as u32;
+    let addr = a.si;
+    let addrlen = a.dx;
     let s = scratch()?;
     let n = copy_sockaddr(s, addr, addrlen);
     if n < 2 {
@@ -725,9 +748,9 @@ fn on_connect(regs: u64, pid_tgid: u64) -> Res {
     submit(s, n)
 }
 
-fn on_close(regs: u64, pid_tgid: u64) -> Res {
+fn on_close(a: &Args, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    let fd = reg(regs, REG_DI)? as u32;
+    let fd = a.di as u32;
     let key = conn_key(tgid, fd);
     // SAFETY: map value read.
     let conn = match unsafe { CONNS.get(&key) } {
@@ -770,8 +793,8 @@ fn insert_conn(key: u64, mut conn: ConnInfo) {
     }
 }
 
-fn on_bind(regs: u64, pid_tgid: u64) -> Res {
-    let addr = reg(regs, REG_SI)?;
+fn on_bind(a: &Args, pid_tgid: u64) -> Res {
+    let addr = a.si;
     // struct sockaddr_in / sockaddr_in6 both start with family (u16) and port (u16, big endian).
     let head = user_u64(addr).unwrap_or(0);
     let family = head as u16;
@@ -794,8 +817,8 @@ fn on_bind(regs: u64, pid_tgid: u64) -> Res {
     if !set_tracked(tgid, true) {
         count(STAT_PID_MAP_FULL);
     }
-    let fd = reg(regs, REG_DI)? as i32;
-    let addrlen = reg(regs, REG_DX)?;
+    let fd = a.di as i32;
+    let addrlen = a.dx;
     let s = scratch()?;
     let n = copy_sockaddr(s, addr, addrlen);
     fill_header(s, EventKind::Bind, pid_tgid, fd, port as u32, None);
@@ -803,11 +826,11 @@ fn on_bind(regs: u64, pid_tgid: u64) -> Res {
     submit(s, n)
 }
 
-fn on_fork(regs: u64, pid_tgid: u64, nr: u64, child: u32) -> Res {
+fn on_fork(a: &Args, pid_tgid: u64, nr: u64, child: u32) -> Res {
     let flags = match nr {
-        SYS_CLONE => reg(regs, REG_DI)?,
+        SYS_CLONE => a.di,
         // struct clone_args starts with `u64 flags`.
-        SYS_CLONE3 => user_u64(reg(regs, REG_DI)?)?,
+        SYS_CLONE3 => user_u64(a.di)?,
         _ => 0,
     };
     if flags & CLONE_THREAD != 0 {
@@ -824,15 +847,15 @@ fn on_fork(regs: u64, pid_tgid: u64, nr: u64, child: u32) -> Res {
 /// A tracked socket was duplicated (`dup*`, `fcntl(F_DUPFD*)`): the new fd is the same
 /// connection. Rust's `TcpStream::try_clone` and many servers read on one fd and write on the
 /// other.
-fn on_dup(regs: u64, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
+fn on_dup(a: &Args, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
     if nr == SYS_FCNTL {
-        let cmd = reg(regs, REG_SI)?;
+        let cmd = a.si;
         if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
             return Ok(());
         }
     }
     let tgid = (pid_tgid >> 32) as u32;
-    let oldfd = reg(regs, REG_DI)? as u32;
+    let oldfd = a.di as u32;
     if oldfd == newfd {
         return Ok(());
     }
