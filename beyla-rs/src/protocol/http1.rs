@@ -2711,19 +2711,42 @@ mod tests {
         }
     }
 
-    /// The one-pass parse of a whole head agrees with the general path (find the head's end,
-    /// then parse it) on where the head ends and on everything parsed from it.
+    /// Runs `whole` and an independent path over `cases` and asserts they agree on where the
+    /// head ends ([`take_head`]) and on `key` of the parse. The reference parse is the one for
+    /// heads cut short (`parse(head, false)`: the start line alone through httparse, the
+    /// header lines scanned by hand), since `parse(head, true)` is `whole` itself. Returns how
+    /// many cases the one-pass parse took (the rest are left to the general path).
+    fn agree<T, K: PartialEq + std::fmt::Debug>(
+        cases: &[&[u8]],
+        whole: fn(&[u8]) -> Option<(usize, Option<T>)>,
+        parse: fn(&[u8], bool) -> Option<T>,
+        key: fn(&T) -> K,
+    ) -> usize {
+        let mut compared = 0;
+        for data in cases {
+            let Some((n, one_pass)) = whole(data) else {
+                continue;
+            };
+            compared += 1;
+            let text = String::from_utf8_lossy(data);
+            let HeadStep::Complete(m) = take_head(&mut HeadBuf::default(), data) else {
+                panic!("the general path found no head in {text:?}");
+            };
+            assert_eq!(n, m, "{text:?}");
+            let reference = parse(&data[..m], false);
+            assert_eq!(
+                one_pass.as_ref().map(key),
+                reference.as_ref().map(key),
+                "{text:?}"
+            );
+        }
+        compared
+    }
+
+    /// The one-pass parse of a whole head agrees with finding the head's end and scanning it
+    /// line by line, on where the head ends and on everything parsed from it.
     #[test]
     fn whole_head_pass_matches_general_path() {
-        fn general<T>(
-            data: &[u8],
-            parse: fn(&[u8], bool) -> Option<T>,
-        ) -> Option<(usize, Option<T>)> {
-            match take_head(&mut HeadBuf::default(), data) {
-                HeadStep::Complete(n) => Some((n, parse(&data[..n], true))),
-                _ => None,
-            }
-        }
         let requests: &[&[u8]] = &[
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /x?y=1 HTTP/1.0\n\n",
@@ -2735,35 +2758,31 @@ mod tests {
             b"AVERYLONGMETHODNAMEOFMORETHANTHIRTYTWOCHARS / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+            // Left to the general path: the HTTP/2 preface, a cut head, a stray CR.
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
         ];
-        let mut compared = 0;
-        for data in requests {
-            let Some((n, whole)) = parse_whole_request(data) else {
-                continue;
-            };
-            compared += 1;
-            let (m, slow) = general(data, parse_request_head).expect("general path found no head");
-            let text = String::from_utf8_lossy(data);
-            assert_eq!(n, m, "{text:?}");
-            let key = |p: &ParsedRequest| {
-                let i = &p.info;
-                (
-                    p.method.clone(),
-                    p.target.clone(),
-                    p.fallback,
-                    i.host.clone(),
-                    i.content_type.clone(),
-                    i.traceparent.clone(),
-                    i.upgrade_h2c,
-                    i.framing(),
-                )
-            };
-            assert_eq!(whole.as_ref().map(key), slow.as_ref().map(key), "{text:?}");
-        }
-        assert_eq!(compared, 10, "requests compared");
+        let request_key = |p: &ParsedRequest| {
+            let i = &p.info;
+            (
+                p.method.clone(),
+                p.target.clone(),
+                p.fallback,
+                i.host.clone(),
+                i.content_type.clone(),
+                i.traceparent.clone(),
+                i.upgrade_h2c,
+                i.framing(),
+            )
+        };
+        let n = agree(
+            requests,
+            parse_whole_request,
+            parse_request_head,
+            request_key,
+        );
+        assert_eq!(n, 10, "requests compared");
         let responses: &[&[u8]] = &[
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             b"HTTP/1.1 204 No Content\n\n",
@@ -2774,18 +2793,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nbad line\r\n\r\n",
             b"HTTP/1.1 200\r\n\r\n",
         ];
-        let mut compared = 0;
-        for data in responses {
-            let Some((n, whole)) = parse_whole_response(data) else {
-                continue;
-            };
-            compared += 1;
-            let (m, slow) = general(data, parse_response_head).expect("general path found no head");
-            let text = String::from_utf8_lossy(data);
-            assert_eq!(n, m, "{text:?}");
-            let key = |p: &ParsedResponse| (p.status, p.framing, p.fallback);
-            assert_eq!(whole.as_ref().map(key), slow.as_ref().map(key), "{text:?}");
-        }
-        assert_eq!(compared, 8, "responses compared");
+        let response_key = |p: &ParsedResponse| (p.status, p.framing, p.fallback);
+        let n = agree(
+            responses,
+            parse_whole_response,
+            parse_response_head,
+            response_key,
+        );
+        assert_eq!(n, 8, "responses compared");
     }
 }
