@@ -851,6 +851,10 @@ struct ParsedResponse {
     fallback: bool,
 }
 
+/// What [`parse_whole_request`] / [`parse_whole_response`] found: the head's length and its
+/// parse (`None`: not a valid head), or `None` to take the general path.
+type WholeHead<T> = Option<(usize, Option<T>)>;
+
 /// One `httparse` pass over a whole head at the start of `data`, which may go on past it:
 /// `Some((head length, parse))` when httparse finds the head complete. It stops at the first
 /// empty line, CRLF or bare LF, which is where [`find_head_end`] ends a head, so the result is
@@ -858,7 +862,7 @@ struct ParsedResponse {
 /// that would report garbage (a method beyond [`MAX_METHOD_LEN`], the rule of
 /// [`check_request_line`]). `None` when the head is partial, too large or refused (too many
 /// fields, malformed lines): the caller takes the general path.
-fn parse_whole_request(data: &[u8]) -> Option<(usize, Option<ParsedRequest>)> {
+fn parse_whole_request(data: &[u8]) -> WholeHead<ParsedRequest> {
     // Uninitialised: httparse writes the headers it finds; zeroing 64 of them per message
     // showed in profiles.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -892,7 +896,7 @@ fn parse_whole_request(data: &[u8]) -> Option<(usize, Option<ParsedRequest>)> {
 
 /// [`parse_whole_request`] for a response head; the parse is `None` for a status code below
 /// 100 (the rule of [`check_status_line`]).
-fn parse_whole_response(data: &[u8]) -> Option<(usize, Option<ParsedResponse>)> {
+fn parse_whole_response(data: &[u8]) -> WholeHead<ParsedResponse> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let Ok(httparse::Status::Complete(n)) =
@@ -2718,7 +2722,7 @@ mod tests {
     /// many cases the one-pass parse took (the rest are left to the general path).
     fn agree<T, K: PartialEq + std::fmt::Debug>(
         cases: &[&[u8]],
-        whole: fn(&[u8]) -> Option<(usize, Option<T>)>,
+        whole: fn(&[u8]) -> WholeHead<T>,
         parse: fn(&[u8], bool) -> Option<T>,
         key: fn(&T) -> K,
     ) -> usize {
