@@ -182,14 +182,22 @@ pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
     pub conn_id: u64,
-    /// With [`CONN_PREV_OPEN`]: the connection that had this fd before, whose `close` has not
-    /// returned yet.
+    /// The connection this one displaced from the fd (see `displaced`), until a `close` exit
+    /// has been reported for it; 0 otherwise.
     pub prev_conn_id: u64,
     /// `ROLE_*`.
     pub role: u8,
     /// `CONN_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// Closes of earlier connections on this fd that have not returned yet: the next that
+    /// many `close` exits on the fd are theirs, not this connection's. A syscall's exit is the
+    /// only point the capture sees, and `close` releases the fd before it returns, so another
+    /// thread's `accept` can get the same number first; under load that can happen again
+    /// before the first `close` returns, hence a count (a single mark let the second late
+    /// `close` remove the newest connection, losing its requests). The first such exit
+    /// reports `prev_conn_id` closed.
+    pub displaced: u8,
+    pub _pad: [u8; 5],
 }
 
 /// The connection speaks HTTP/2: capture [`MAX_CAPTURE`] bytes per syscall whatever the
@@ -197,12 +205,6 @@ pub struct ConnInfo {
 /// calls from tonic arrive as one 1.5 KiB write), and a lost header block breaks HPACK for
 /// the rest of the connection.
 pub const CONN_WIDE_CAPTURE: u8 = 1;
-
-/// The fd was reused while the previous connection's `close` was still running. A syscall's
-/// exit is the only point the capture sees, and `close` releases the fd before it returns:
-/// another thread's `accept` can get the same number first. The next `close` exit on this fd
-/// then belongs to the previous connection (`prev_conn_id`), not to this one.
-pub const CONN_PREV_OPEN: u8 = 2;
 
 const _: () = assert!(size_of::<ConnInfo>() == 24);
 

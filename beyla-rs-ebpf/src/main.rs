@@ -40,7 +40,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, CONN_PREV_OPEN, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS,
+    CONFIG_WATCH_EXEC, CONN_WIDE_CAPTURE, Config, ConnInfo, DIR_EGRESS,
     DIR_INGRESS, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE,
     MAX_EXTENTS_LEN, MAX_IOV, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN, STAT_CAPTURE_FAULT,
     STAT_CONN_MAP_FULL, STAT_COUNT, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, TAIL_LEN, TRACKED_PIDS,
@@ -687,7 +687,8 @@ fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
         role: ROLE_SERVER,
         prev_conn_id: 0,
         flags: 0,
-        _pad: [0; 6],
+        displaced: 0,
+        _pad: [0; 5],
     };
     insert_conn(conn_key(tgid, newfd as u32), conn);
     let listen_fd = a.di as u32;
@@ -740,7 +741,8 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
         role: ROLE_CLIENT,
         prev_conn_id: 0,
         flags: 0,
-        _pad: [0; 6],
+        displaced: 0,
+        _pad: [0; 5],
     };
     insert_conn(conn_key(tgid, fd), conn);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
@@ -757,14 +759,18 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
         Some(c) => *c,
         None => return Ok(()),
     };
-    let closed = if conn.flags & CONN_PREV_OPEN != 0 {
-        // This close is the previous owner's (see CONN_PREV_OPEN): keep the new connection.
+    let closed = if conn.displaced > 0 {
+        // The close of a connection this one displaced (see `ConnInfo::displaced`): keep this
+        // one. Only the first reports a connection closed: the others' ids are not kept.
         let current = ConnInfo {
-            flags: conn.flags & !CONN_PREV_OPEN,
+            displaced: conn.displaced - 1,
             prev_conn_id: 0,
             ..conn
         };
         let _ = CONNS.insert(&key, &current, 0);
+        if conn.prev_conn_id == 0 {
+            return Ok(());
+        }
         ConnInfo {
             conn_id: conn.prev_conn_id,
             ..conn
@@ -779,14 +785,15 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
 }
 
 /// Register a connection under `key`. An entry already there means the fd was released by a
-/// `close` that has not returned yet (another thread got the number first): remember it, so
-/// that close is not taken for this connection's.
+/// `close` that has not returned yet (another thread got the number first), and so were the
+/// fds of the connections that entry displaced in turn: count them all, so that none of those
+/// closes is taken for this connection's.
 #[inline(always)]
 fn insert_conn(key: u64, mut conn: ConnInfo) {
     // SAFETY: map value read.
     if let Some(old) = unsafe { CONNS.get(&key) } {
         conn.prev_conn_id = old.conn_id;
-        conn.flags |= CONN_PREV_OPEN;
+        conn.displaced = old.displaced.saturating_add(1);
     }
     if CONNS.insert(&key, &conn, 0).is_err() {
         count(STAT_CONN_MAP_FULL);
@@ -867,7 +874,7 @@ fn on_dup(a: &Args, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
     insert_conn(
         conn_key(tgid, newfd),
         ConnInfo {
-            flags: conn.flags & !CONN_PREV_OPEN,
+            displaced: 0,
             prev_conn_id: 0,
             ..conn
         },

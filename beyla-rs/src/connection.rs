@@ -262,9 +262,10 @@ impl Connections {
     /// The connection a kernel `close` of `(tgid, fd)` attributed to `conn_id` really ends, and
     /// whether its kernel entry must be removed by the daemon.
     ///
-    /// The kernel marks a connection accepted on an fd whose previous `close` had not returned
-    /// yet (`CONN_PREV_OPEN`) so that that close is not taken for it. When the `close` exit
-    /// and the `accept` exit run at the same moment on two CPUs, the mark can be set after the
+    /// The kernel counts, on a connection accepted on an fd whose previous `close` had not
+    /// returned yet, the closes still to come for earlier connections
+    /// (`ConnInfo::displaced`) so that they are not taken for it. When the `close` exit
+    /// and the `accept` exit run at the same moment on two CPUs, the count can be raised after the
     /// previous close was already handled; the new connection's own close is then reported
     /// as the previous connection's, a second time, and its kernel entry stays. A second close
     /// of a connection closed moments ago can only be that: it belongs to the connection now

@@ -176,7 +176,8 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                     },
                     prev_conn_id: 0,
                     flags: 0,
-                    _pad: [0; 6],
+                    displaced: 0,
+                    _pad: [0; 5],
                 };
                 if let Err(e) = capture.add_conn(tgid, fd, info) {
                     log::warn!("cannot follow pid {tgid} fd {fd}: {e}");
