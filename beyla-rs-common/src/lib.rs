@@ -200,6 +200,20 @@ pub struct ConnInfo {
     pub _pad: [u8; 5],
 }
 
+impl ConnInfo {
+    /// A connection with no flags that displaced nothing (see [`ConnInfo::displaced`]).
+    pub const fn new(conn_id: u64, role: u8) -> Self {
+        ConnInfo {
+            conn_id,
+            prev_conn_id: 0,
+            role,
+            flags: 0,
+            displaced: 0,
+            _pad: [0; 5],
+        }
+    }
+}
+
 /// The connection speaks HTTP/2: capture [`MAX_CAPTURE`] bytes per syscall whatever the
 /// configured bound, because one write often carries many HEADERS frames (50 concurrent gRPC
 /// calls from tonic arrive as one 1.5 KiB write), and a lost header block breaks HPACK for

@@ -181,25 +181,22 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
         return Ok(());
     }
     let a = args(ctx.arg(0))?;
-    let nr = a.nr;
-    match nr {
+    match a.nr {
         SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO | SYS_READV | SYS_WRITEV | SYS_RECVMSG
         | SYS_SENDMSG | SYS_SENDFILE => {
             if ret <= 0 {
                 return Ok(());
             }
-            on_data(&a, pid_tgid, nr, ret as u64)
+            on_data(&a, pid_tgid, ret as u64)
         }
         SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(&a, pid_tgid, ret),
         SYS_CONNECT => on_connect(&a, pid_tgid),
         SYS_CLOSE if ret == 0 => on_close(&a, pid_tgid),
         SYS_BIND if ret == 0 => on_bind(&a, pid_tgid),
         SYS_CLONE | SYS_CLONE3 | SYS_FORK | SYS_VFORK if ret > 0 => {
-            on_fork(&a, pid_tgid, nr, ret as u32)
+            on_fork(&a, pid_tgid, ret as u32)
         }
-        SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => {
-            on_dup(&a, pid_tgid, nr, ret as u32)
-        }
+        SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => on_dup(&a, pid_tgid, ret as u32),
         SYS_EXECVE | SYS_EXECVEAT if ret == 0 => on_exec(pid_tgid),
         _ => Ok(()),
     }
@@ -494,7 +491,8 @@ fn try_iov_step(i: u64) -> Result<bool, i64> {
     Ok(true)
 }
 
-fn on_data(a: &Args, pid_tgid: u64, nr: u64, ret: u64) -> Res {
+fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
+    let nr = a.nr;
     let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;
     // SAFETY: map value read.
@@ -682,14 +680,7 @@ fn copy_sockaddr(s: &mut Scratch, addr: u64, len: u64) -> usize {
 
 fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
-    let conn = ConnInfo {
-        conn_id: next_conn_id(),
-        role: ROLE_SERVER,
-        prev_conn_id: 0,
-        flags: 0,
-        displaced: 0,
-        _pad: [0; 5],
-    };
+    let conn = ConnInfo::new(next_conn_id(), ROLE_SERVER);
     insert_conn(conn_key(tgid, newfd as u32), conn);
     let listen_fd = a.di as u32;
     let addr = a.si;
@@ -736,14 +727,7 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let conn = ConnInfo {
-        conn_id: next_conn_id(),
-        role: ROLE_CLIENT,
-        prev_conn_id: 0,
-        flags: 0,
-        displaced: 0,
-        _pad: [0; 5],
-    };
+    let conn = ConnInfo::new(next_conn_id(), ROLE_CLIENT);
     insert_conn(conn_key(tgid, fd), conn);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
     header(s).captured_len = n as u32;
@@ -833,8 +817,8 @@ fn on_bind(a: &Args, pid_tgid: u64) -> Res {
     submit(s, n)
 }
 
-fn on_fork(a: &Args, pid_tgid: u64, nr: u64, child: u32) -> Res {
-    let flags = match nr {
+fn on_fork(a: &Args, pid_tgid: u64, child: u32) -> Res {
+    let flags = match a.nr {
         SYS_CLONE => a.di,
         // struct clone_args starts with `u64 flags`.
         SYS_CLONE3 => user_u64(a.di)?,
@@ -854,8 +838,8 @@ fn on_fork(a: &Args, pid_tgid: u64, nr: u64, child: u32) -> Res {
 /// A tracked socket was duplicated (`dup*`, `fcntl(F_DUPFD*)`): the new fd is the same
 /// connection. Rust's `TcpStream::try_clone` and many servers read on one fd and write on the
 /// other.
-fn on_dup(a: &Args, pid_tgid: u64, nr: u64, newfd: u32) -> Res {
-    if nr == SYS_FCNTL {
+fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
+    if a.nr == SYS_FCNTL {
         let cmd = a.si;
         if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
             return Ok(());

@@ -168,17 +168,13 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                 conn_id,
                 role,
             } => {
-                let info = ConnInfo {
+                let info = ConnInfo::new(
                     conn_id,
-                    role: match role {
+                    match role {
                         crate::protocol::Role::Server => beyla_rs_common::ROLE_SERVER,
                         crate::protocol::Role::Client => beyla_rs_common::ROLE_CLIENT,
                     },
-                    prev_conn_id: 0,
-                    flags: 0,
-                    displaced: 0,
-                    _pad: [0; 5],
-                };
+                );
                 if let Err(e) = capture.add_conn(tgid, fd, info) {
                     log::warn!("cannot follow pid {tgid} fd {fd}: {e}");
                 }
