@@ -757,6 +757,16 @@ impl HeaderInfo {
         }
     }
 
+    /// What the header fields `httparse` parsed say (see [`scan_header_lines`] for heads it
+    /// refused).
+    fn from_fields(request: bool, fields: &[httparse::Header<'_>]) -> Self {
+        let mut info = HeaderInfo::new(request);
+        for h in fields {
+            info.header(h.name.as_bytes(), h.value);
+        }
+        info
+    }
+
     fn header(&mut self, name: &[u8], value: &[u8]) {
         let Some(field) = Field::of(trim_ows(name)) else {
             return;
@@ -881,10 +891,7 @@ fn parse_whole_request(data: &[u8]) -> WholeHead<ParsedRequest> {
     if method.len() > MAX_METHOD_LEN {
         return Some((n, None));
     }
-    let mut info = HeaderInfo::new(true);
-    for h in req.headers.iter() {
-        info.header(h.name.as_bytes(), h.value);
-    }
+    let info = HeaderInfo::from_fields(true, req.headers);
     let parsed = ParsedRequest {
         method: method.to_owned(),
         target: kept_value(path.as_bytes(), MAX_TARGET_LEN),
@@ -911,10 +918,7 @@ fn parse_whole_response(data: &[u8]) -> WholeHead<ParsedResponse> {
         Some(c) if c >= 100 => c,
         _ => return Some((n, None)),
     };
-    let mut info = HeaderInfo::new(false);
-    for h in resp.headers.iter() {
-        info.header(h.name.as_bytes(), h.value);
-    }
+    let info = HeaderInfo::from_fields(false, resp.headers);
     let parsed = ParsedResponse {
         status,
         framing: info.framing(),
