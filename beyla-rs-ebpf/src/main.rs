@@ -388,7 +388,7 @@ fn emit_simple(kind: EventKind, pid_tgid: u64, fd: i32, aux: u32) -> Res {
 /// Write an `ExtentHeader` (`offset`, `len`) at payload offset `at`.
 #[inline(always)]
 fn put_extent_header(s: &mut Scratch, at: u64, offset: u64, len: u64) {
-    let at = at as usize & (2 * MAX_CAPTURE - 1);
+    let at = opaque(at as usize) & (2 * MAX_CAPTURE - 1);
     // SAFETY: `at + 8` is inside the payload area (masked above; the area is 4 * MAX_CAPTURE
     // long); unaligned writes of plain bytes.
     unsafe {
@@ -510,7 +510,11 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
     } else {
         cap
     };
-    let want = if ret < cap { ret } else { cap };
+    // `want` is at most `cap`, but kernels before 6.8 do not learn a register's bound from a
+    // comparison with another register (`ret < cap`): without this mask the 6.1 verifier
+    // sees the head length as unbounded wherever `want` is `ret`.
+    let want =
+        opaque((if ret < cap { ret } else { cap }) as usize) as u64 & (2 * MAX_CAPTURE as u64 - 1);
     let direction = match nr {
         SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => DIR_INGRESS,
         _ => DIR_EGRESS,
@@ -612,7 +616,7 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
             if iov_get(&w.failed) != 0 {
                 return Err(-1);
             }
-            captured = iov_get(&w.captured) & (2 * MAX_CAPTURE as u64 - 1);
+            captured = opaque(iov_get(&w.captured) as usize) as u64 & (2 * MAX_CAPTURE as u64 - 1);
             // A tail is only usable whole and when the walk reached the syscall's end.
             if iov_get(&w.tail_failed) == 0 && iov_get(&w.seen) >= ret {
                 tail_len = ret - tail_start;
@@ -645,14 +649,14 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
         if let (Some(prev), Some((single, base, iovcnt))) = (walking, walk_src) {
             ext_len = h2walk::walk(s, &walk_key, prev, single, base, iovcnt, ret, want);
         } else if tail_len > 0 {
-            let tail_len = tail_len & (WIDE_TAIL_LEN as u64 * 2 - 1);
+            let tail_len = opaque(tail_len as usize) as u64 & (WIDE_TAIL_LEN as u64 * 2 - 1);
             put_extent_header(s, want, tail_start, tail_len);
             ext_len = EXTENT_HEADER_LEN as u64 + tail_len;
         }
     } else if walking.is_some() {
         let _ = h2walk::H2WALK.remove(&walk_key);
     }
-    let ext_len = ext_len & (MAX_EXTENTS_LEN as u64 * 2 - 1);
+    let ext_len = opaque(ext_len as usize) as u64 & (MAX_EXTENTS_LEN as u64 * 2 - 1);
     let h = header(s);
     h.direction = direction;
     h.captured_len = captured as u32;
