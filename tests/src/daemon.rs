@@ -14,7 +14,9 @@ use crate::otlp::OtlpReceiver;
 pub const READY_MARKER: &str = "beyla-rs ready";
 
 /// How long to wait for [`READY_MARKER`].
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub fn ready_timeout() -> Duration {
+    crate::scaled(Duration::from_secs(60))
+}
 
 /// Path of the daemon binary: `$BEYLA_RS_BIN`, else `<workspace>/target/release/beyla-rs`.
 pub fn daemon_bin_path() -> PathBuf {
@@ -273,7 +275,7 @@ impl Daemon {
             open_port: None,
             endpoint: None,
             env: Vec::new(),
-            ready_timeout: READY_TIMEOUT,
+            ready_timeout: ready_timeout(),
             wait_ready: true,
             args: Vec::new(),
             bin: None,
@@ -375,7 +377,7 @@ impl Daemon {
 
     /// SIGTERM, then waits (up to 20 s, then SIGKILL and panic) and returns status and logs.
     pub fn stop(mut self) -> DaemonExit {
-        self.stop_inner(Duration::from_secs(20))
+        self.stop_inner(crate::scaled(Duration::from_secs(20)))
     }
 
     /// [`Self::stop`] and assert exit status 0.

@@ -336,14 +336,15 @@ pub fn assert_resource(s: &ReceivedSpan, pid: u32, exe: &str) {
     fail_on(resource_violations(s, pid, exe), "resource");
 }
 
-/// Waits for exactly `expected.len()` spans matching `pred` (then [`crate::QUIET`] without
+/// Waits for exactly `expected.len()` spans matching `pred` (then [`crate::quiet`] without
 /// another one) and matches them one to one against `expected`.
 pub fn expect_spans(
     rx: &OtlpReceiver,
     pred: impl Fn(&ReceivedSpan) -> bool,
     expected: &[ExpectedSpan],
 ) -> Vec<ReceivedSpan> {
-    let spans = rx.wait_for_exact_spans(pred, expected.len(), crate::SPAN_TIMEOUT, crate::QUIET);
+    let spans =
+        rx.wait_for_exact_spans(pred, expected.len(), crate::span_timeout(), crate::quiet());
     assert_spans_match(&spans, expected);
     spans
 }

@@ -26,7 +26,9 @@ use crate::daemon::OutputBuf;
 use crate::procs;
 
 /// How long a fixture may take to accept connections.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub fn start_timeout() -> Duration {
+    crate::scaled(Duration::from_secs(20))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerKind {
@@ -172,7 +174,7 @@ pub fn spawn_server(
         output,
         _dir: dir,
     };
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + start_timeout();
     loop {
         if crate::port_accepts(port) {
             return sp;
@@ -186,7 +188,8 @@ pub fn spawn_server(
         }
         if Instant::now() >= deadline {
             panic!(
-                "{name} server did not accept on port {port} within {START_TIMEOUT:?}:\n{}",
+                "{name} server did not accept on port {port} within {:?}:\n{}",
+                start_timeout(),
                 sp.output()
             );
         }
@@ -418,7 +421,7 @@ impl Nginx {
         let proc_ = spawn_server("nginx", cmd, port, Some(dir));
         let n = Nginx { proc_, prefix };
         let want = opts.workers.unwrap_or(2) as usize;
-        let ok = crate::wait_until(START_TIMEOUT, || n.worker_pids().len() == want);
+        let ok = crate::wait_until(start_timeout(), || n.worker_pids().len() == want);
         assert!(
             ok,
             "nginx did not start {want} workers: {:?}\n{}",

@@ -178,15 +178,41 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How much slower than the development machine this run is: `BEYLA_TEST_TIME_SCALE` (a
+/// number ≥ 1, default 1). The kernel-matrix runs set it inside emulated guests, where
+/// everything takes 5–30× as long. It stretches every timeout and wait of the harness, never a
+/// bound a test asserts on a measured duration.
+pub fn time_scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var("BEYLA_TEST_TIME_SCALE") {
+        Err(_) => 1.0,
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 1.0 => x,
+            _ => panic!("BEYLA_TEST_TIME_SCALE={v:?}: expected a number >= 1"),
+        },
+    })
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d.mul_f64(time_scale())
+}
+
 /// The settle time tests leave between starting a process and sending it traffic while the
 /// daemon runs (the daemon watches bind/listen in the kernel, so this is only slack).
-pub const SETTLE: Duration = Duration::from_millis(300);
+pub fn settle() -> Duration {
+    scaled(Duration::from_millis(300))
+}
 
 /// Timeout for spans to show up at the receiver (export every 200 ms in the tests).
-pub const SPAN_TIMEOUT: Duration = Duration::from_secs(15);
+pub fn span_timeout() -> Duration {
+    scaled(Duration::from_secs(15))
+}
 
 /// Quiet period after the expected spans arrived during which no further span may arrive.
-pub const QUIET: Duration = Duration::from_millis(2000);
+pub fn quiet() -> Duration {
+    scaled(Duration::from_millis(2000))
+}
 
 /// Makes the child get `sig` when the spawning thread dies (e.g. the test run is interrupted
 /// with Ctrl-C: the children live in their own process groups and would survive otherwise).

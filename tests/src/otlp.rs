@@ -475,7 +475,7 @@ impl OtlpReceiver {
     pub fn restart(&self) {
         self.stop();
         let port = self.port;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
         let listener = loop {
             match self.rt.block_on(TcpListener::bind(("127.0.0.1", port))) {
                 Ok(l) => break l,

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Default socket read timeout.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+pub fn io_timeout() -> Duration {
+    crate::scaled(Duration::from_secs(15))
+}
 
 #[derive(Clone, Debug)]
 pub enum Body {
@@ -183,7 +185,7 @@ impl RawConn {
     pub fn connect(port: u16) -> RawConn {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_read_timeout(Some(io_timeout())).unwrap();
         stream.set_nodelay(true).unwrap();
         RawConn {
             stream,
@@ -252,7 +254,7 @@ impl RawConn {
         self.send(&head);
         self.stream.set_read_timeout(Some(wait)).unwrap();
         let first = self.try_read_head();
-        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        self.stream.set_read_timeout(Some(io_timeout())).unwrap();
         match first {
             Some(100) => {
                 let body = req.body_bytes();
@@ -274,7 +276,7 @@ impl RawConn {
     /// Waits for a complete response head and returns its status; a 1xx head is consumed, a
     /// final one is left in the buffer.
     fn try_read_head(&mut self) -> Option<u16> {
-        let deadline = Instant::now() + IO_TIMEOUT;
+        let deadline = Instant::now() + io_timeout();
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let status = parse_status(&self.buf[..end]);
@@ -424,7 +426,7 @@ impl RawConn {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline && self.fill_once() {}
-        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        self.stream.set_read_timeout(Some(io_timeout())).unwrap();
         std::mem::take(&mut self.buf)
     }
 

@@ -13,7 +13,7 @@ use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures::{self, ServerKind, ServerOpts};
 use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan};
 use beyla_rs_tests::rawhttp::{self, Request};
-use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, require_root};
+use beyla_rs_tests::{free_port, quiet, require_root, settle, span_timeout};
 
 const ROUNDS: usize = 3;
 
@@ -50,7 +50,7 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
     let a_port = free_port();
     let a = fixtures::start(kind, a_port, &ServerOpts::default().upstream_port(b_port));
     let d = Daemon::start(&[a_port, b_port], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
 
     for round in 0..ROUNDS {
         let mut req = Request::get(&format!("/proxy/hello?round={round}"));
@@ -69,11 +69,11 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
     let chain_spans = |s: &ReceivedSpan| s.pid() == Some(a.pid()) || s.pid() == Some(b.pid());
     if with_header && !sampled {
         // parentbased_always_on: the caller said "not sampled", for the whole chain.
-        rx.assert_quiet(chain_spans, 0, QUIET);
+        rx.assert_quiet(chain_spans, 0, quiet());
         d.stop_ok();
         return;
     }
-    let spans = rx.wait_for_exact_spans(chain_spans, 3 * ROUNDS, SPAN_TIMEOUT, QUIET);
+    let spans = rx.wait_for_exact_spans(chain_spans, 3 * ROUNDS, span_timeout(), quiet());
     let a_servers: Vec<&ReceivedSpan> = spans
         .iter()
         .filter(|s| s.is_server() && s.pid() == Some(a.pid()))

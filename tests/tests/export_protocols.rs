@@ -14,7 +14,7 @@ use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::{OtlpReceiver, ReceivedSpan, SpanKind, SpanStatus};
 use beyla_rs_tests::rawhttp::{RawConn, Request};
-use beyla_rs_tests::{QUIET, free_port, require_root};
+use beyla_rs_tests::{free_port, quiet, require_root};
 use common::*;
 
 const REQUESTS: usize = 25;
@@ -30,7 +30,7 @@ fn send_and_check(rx: &OtlpReceiver, d: Daemon, pid: u32, port: u16) {
         let r = RawConn::connect(port).request(&Request::get("/hello"));
         assert_eq!(r.status, 200);
     }
-    let spans = rx.wait_for_exact_spans(hello_of(pid), REQUESTS, Duration::from_secs(20), QUIET);
+    let spans = rx.wait_for_exact_spans(hello_of(pid), REQUESTS, Duration::from_secs(20), quiet());
     rx.assert_no_errors();
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(ids.len(), REQUESTS, "duplicate span ids");
@@ -144,7 +144,7 @@ fn collector_400_drops_each_batch_once_and_logs_once() {
         rx.wait_for_requests(round, Duration::from_secs(10));
     }
     // No retry of a refused batch: every span was sent in exactly one request.
-    std::thread::sleep(QUIET);
+    std::thread::sleep(quiet());
     let reqs = rx.requests();
     assert!(reqs.len() >= 3, "{reqs:?}");
     let mut span_ids = HashSet::new();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
 use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan, SpanStatus};
-use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, procs, require_root};
+use beyla_rs_tests::{free_port, procs, quiet, require_root, settle, span_timeout};
 
 const SERVICE: &str = "beyla.test.Echo";
 
@@ -181,16 +181,20 @@ fn run(
         b = b.env(*k, *v);
     }
     let mut d = b.start();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let c = run_client(client, port, listen, scenario, n);
     let server_spans = rx.wait_for_exact_spans(
         otlp::server_of(srv.pid()),
         expected_spans,
-        SPAN_TIMEOUT,
+        span_timeout(),
         Duration::ZERO,
     );
-    let client_spans =
-        rx.wait_for_exact_spans(otlp::client_of(c.pid), expected_spans, SPAN_TIMEOUT, QUIET);
+    let client_spans = rx.wait_for_exact_spans(
+        otlp::client_of(c.pid),
+        expected_spans,
+        span_timeout(),
+        quiet(),
+    );
     // Nothing else: no span from other processes, no extra span from these two.
     rx.assert_quiet(otlp::any_span, 2 * expected_spans, Duration::ZERO);
     rx.assert_no_errors();
@@ -432,7 +436,7 @@ fn throughput(scenario: &str, env: &[(&str, &str)]) {
         b = b.env(*k, *v);
     }
     let mut d = b.start();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     // `BEYLA_TEST_GRPC_CALLS` makes a longer run for measurements.
     let n = std::env::var("BEYLA_TEST_GRPC_CALLS")
         .ok()
@@ -447,7 +451,7 @@ fn throughput(scenario: &str, env: &[(&str, &str)]) {
         otlp::server_of(srv.pid()),
         n,
         Duration::from_secs(60),
-        QUIET,
+        quiet(),
     );
     let last = spans.iter().map(|s| s.received_at).max().unwrap();
     let wall = last.duration_since(t0).as_secs_f64();
@@ -496,10 +500,10 @@ fn tonic_500_connections_memory() {
     let port = free_port();
     let srv = start_server(Stack::Tonic, port);
     let mut d = Daemon::start(&[port], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     // One warm-up connection so that one-time allocations are in the baseline.
     run_client(Stack::Tonic, port, free_port(), "unary", 1);
-    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, SPAN_TIMEOUT);
+    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, span_timeout());
     std::thread::sleep(Duration::from_millis(500));
     let before = d.rss_kib().unwrap();
     let n = 500;
@@ -522,7 +526,7 @@ fn tonic_500_connections_memory() {
     drop(hold);
     let out = child.wait().unwrap();
     assert!(out.success());
-    rx.assert_quiet(otlp::server_of(srv.pid()), n + 1, QUIET);
+    rx.assert_quiet(otlp::server_of(srv.pid()), n + 1, quiet());
     assert_eq!(spans.len(), n + 1);
     let per_conn = (during.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     eprintln!(

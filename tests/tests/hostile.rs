@@ -18,7 +18,7 @@ use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
 use beyla_rs_tests::otlp::{self, AttrValue, OtlpReceiver};
 use beyla_rs_tests::rawhttp::{self, RawConn, Request};
-use beyla_rs_tests::{QUIET, require_root};
+use beyla_rs_tests::{quiet, require_root};
 use common::*;
 
 /// Connects, writes everything it can (the server may close early), half-closes and reads
@@ -129,7 +129,7 @@ fn hostile_input_gives_no_spans_for_non_http_and_daemon_survives() {
             blast(srv.port(), bytes, Duration::from_secs(2));
         }
     }
-    rx.assert_quiet(otlp::any_span, 0, QUIET);
+    rx.assert_quiet(otlp::any_span, 0, quiet());
     d.assert_running();
     let non_http_conns = cases.len() * servers.len();
 
@@ -139,7 +139,7 @@ fn hostile_input_gives_no_spans_for_non_http_and_daemon_survives() {
             blast(srv.port(), &bytes, Duration::from_secs(3));
         }
     }
-    std::thread::sleep(QUIET);
+    std::thread::sleep(quiet());
     d.assert_running();
     let hostile_spans = rx.spans();
     for s in &hostile_spans {

@@ -12,7 +12,7 @@ use beyla_rs_tests::expect::{ExpectedSpan, check_server_spans, expect_spans};
 use beyla_rs_tests::fixtures::{self, ServerOpts};
 use beyla_rs_tests::otlp::{self, OtlpReceiver};
 use beyla_rs_tests::rawhttp::{self, RawConn, Request};
-use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, procs, require_root, scenarios};
+use beyla_rs_tests::{free_port, procs, quiet, require_root, scenarios, settle, span_timeout};
 
 fn setup() -> (beyla_rs_tests::TestGuard, OtlpReceiver) {
     let g = require_root();
@@ -28,7 +28,7 @@ fn server_started_after_the_daemon_is_instrumented() {
 
     let py = fixtures::python(py_port);
     let go = fixtures::go(go_port);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     for (srv, port) in [(&py, py_port), (&go, go_port)] {
         let urls: Vec<String> = ["/hello", "/status?respond=404", "/hello"]
             .iter()
@@ -138,7 +138,7 @@ fn selecting_nothing_gives_zero_spans() {
     let mut d = Daemon::start(&[unused], &rx);
     scenarios::raw_cases(py.port());
     scenarios::curl_cases(go.port());
-    rx.assert_quiet(otlp::any_span, 0, QUIET * 2);
+    rx.assert_quiet(otlp::any_span, 0, quiet() * 2);
     d.assert_running();
     d.stop_ok();
     rx.assert_quiet(otlp::any_span, 0, Duration::ZERO);
@@ -163,7 +163,7 @@ fn non_http_bytes_give_no_spans_and_the_daemon_stays_up() {
             }
         }
     }
-    rx.assert_quiet(otlp::any_span, 0, QUIET);
+    rx.assert_quiet(otlp::any_span, 0, quiet());
     d.assert_running();
     let new_lines = d.logs().lines().count() - log_lines_before;
     assert!(
@@ -227,10 +227,10 @@ fn resource_attributes_per_process_and_service_name_overrides() {
             assert_eq!(r.status, 200);
         }
         for srv in [&py, &go] {
-            let spans = rx.wait_for_spans(otlp::server_of(srv.pid()), 1, SPAN_TIMEOUT);
+            let spans = rx.wait_for_spans(otlp::server_of(srv.pid()), 1, span_timeout());
             check_server_spans(&spans, srv.port(), srv.pid(), &srv.exe_name());
         }
-        rx.assert_quiet(otlp::any_span, 2, QUIET);
+        rx.assert_quiet(otlp::any_span, 2, quiet());
         d.stop_ok();
         let spans = rx.spans();
         rx.clear();
@@ -293,14 +293,14 @@ fn fd_reused_before_close_returns_loses_nothing() {
     let port = free_port();
     let go = fixtures::go(port);
     let d = Daemon::start(&[port], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let n = 600;
     for _ in 0..n {
         let resp =
             RawConn::connect(port).request(&Request::get("/hello").header("Connection", "close"));
         assert_eq!(resp.status, 200);
     }
-    let spans = rx.wait_for_exact_spans(otlp::server_of(go.pid()), n, SPAN_TIMEOUT, QUIET);
+    let spans = rx.wait_for_exact_spans(otlp::server_of(go.pid()), n, span_timeout(), quiet());
     assert_eq!(spans.len(), n);
     d.stop_ok();
 }

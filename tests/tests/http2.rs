@@ -17,7 +17,7 @@ use std::time::Duration;
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures::{self, NginxOpts, ServerProcess};
 use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan, SpanKind, SpanStatus};
-use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, procs, require_root};
+use beyla_rs_tests::{free_port, procs, quiet, require_root, settle, span_timeout};
 
 /// nginx (one worker) serving the fixture routes over h2c on `port`.
 fn nginx_h2c(port: u16) -> (ServerProcess, tempfile::TempDir) {
@@ -192,7 +192,7 @@ fn nginx_h2c_server_spans_from_curl_prior_knowledge() {
     let port = free_port();
     let (nginx, _dir) = nginx_h2c(port);
     let mut d = Daemon::start(&[port], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let urls: Vec<String> = CASES
         .iter()
         .map(|(p, _, _)| format!("http://127.0.0.1:{port}{p}"))
@@ -205,8 +205,8 @@ fn nginx_h2c_server_spans_from_curl_prior_knowledge() {
     let spans = rx.wait_for_exact_spans(
         |s: &ReceivedSpan| s.is_server(),
         CASES.len(),
-        SPAN_TIMEOUT,
-        QUIET,
+        span_timeout(),
+        quiet(),
     );
     assert_eq!(
         sorted_keys(&spans),
@@ -248,7 +248,7 @@ fn curl_h2c_prior_knowledge_client_spans() {
         .env("BEYLA_EXECUTABLE_NAME", "/curl$")
         .otlp(&rx)
         .start();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let urls: Vec<String> = CASES
         .iter()
         .map(|(p, _, _)| format!("http://127.0.0.1:{port}{p}"))
@@ -259,8 +259,8 @@ fn curl_h2c_prior_knowledge_client_spans() {
     let spans = rx.wait_for_exact_spans(
         |s: &ReceivedSpan| s.is_client(),
         CASES.len(),
-        SPAN_TIMEOUT,
-        QUIET,
+        span_timeout(),
+        quiet(),
     );
     assert_eq!(
         sorted_keys(&spans),
@@ -300,7 +300,7 @@ fn h2c_upgrade_server_spans() {
         .args(["--port", &port.to_string()]);
     let srv = fixtures::spawn_server("h2c-upgrade", cmd, port, None);
     let mut d = Daemon::start(&[port], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let cases: &[(&str, &str, u16)] = &[
         ("/hello", "/hello", 200),
         ("/status?respond=503", "/status", 503),
@@ -320,8 +320,12 @@ fn h2c_upgrade_server_spans() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let spans =
-        rx.wait_for_exact_spans(otlp::server_of(srv.pid()), cases.len(), SPAN_TIMEOUT, QUIET);
+    let spans = rx.wait_for_exact_spans(
+        otlp::server_of(srv.pid()),
+        cases.len(),
+        span_timeout(),
+        quiet(),
+    );
     for (_, path, status) in cases {
         let s = spans
             .iter()

@@ -17,7 +17,7 @@ use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::{self, AttrValue, OtlpReceiver, attrs_to_map};
 use beyla_rs_tests::rawhttp::{self, Request};
-use beyla_rs_tests::{QUIET, SETTLE, free_port, require_root, wait_until};
+use beyla_rs_tests::{free_port, quiet, require_root, settle, wait_until};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
@@ -208,7 +208,7 @@ fn red_metrics_count_every_request_at_otlp_and_prometheus() {
         d.logs()
             .contains("serving Prometheus metrics on http://127.0.0.1:")
     );
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
 
     let (reqs, want) = expected();
     let n: u64 = want.values().sum();
@@ -286,7 +286,7 @@ fn red_metrics_count_every_request_at_otlp_and_prometheus() {
     assert_eq!(svc.as_deref(), Some("shop"));
 
     // No spans (always_off), and the internal metrics say why.
-    rx.assert_quiet(otlp::any_span, 0, QUIET);
+    rx.assert_quiet(otlp::any_span, 0, quiet());
     let internal = parse_prometheus(&scrape(prom_port, "/internal/metrics"));
     let get = |name: &str| -> f64 {
         internal
@@ -321,7 +321,7 @@ fn traces_off_metrics_on_and_printer_stays_quiet() {
         .env("OTEL_TRACES_EXPORTER", "none")
         .env("BEYLA_METRICS_INTERVAL", "300ms")
         .start();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     rawhttp::keepalive(port, &[Request::get("/hello"), Request::get("/hello")]);
     let ok = wait_until(Duration::from_secs(10), || {
         rx.metrics().iter().any(|r| {
@@ -339,7 +339,7 @@ fn traces_off_metrics_on_and_printer_stays_quiet() {
         })
     });
     assert!(ok, "no metrics for the 2 requests");
-    rx.assert_quiet(otlp::any_span, 0, QUIET);
+    rx.assert_quiet(otlp::any_span, 0, quiet());
     let exit = d.stop_ok();
     assert!(
         exit.stdout.is_empty(),
@@ -363,7 +363,7 @@ fn ten_thousand_distinct_paths_give_bounded_routes() {
         .env("BEYLA_ROUTES_MAX", "100")
         .env("OTEL_TRACES_EXPORTER", "none")
         .start();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     // 5,000 numeric ids (the heuristic folds them) and 5,000 distinct words it cannot tell
     // from real routes (the cap folds those).
     let word = |mut i: usize| {

@@ -18,7 +18,7 @@ use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::{self, Fault, OtlpReceiver, ReceivedSpan};
 use beyla_rs_tests::rawhttp::{RawConn, Request};
-use beyla_rs_tests::{QUIET, SETTLE, free_port, require_root};
+use beyla_rs_tests::{free_port, quiet, require_root, settle};
 use common::*;
 
 fn setup() -> (beyla_rs_tests::TestGuard, OtlpReceiver) {
@@ -82,7 +82,7 @@ fn collector_outage_then_recovery_delivers_every_span() {
     let t_recover = Instant::now();
     rx.wait_for_spans(hello_of(srv.pid()), sent as usize, Duration::from_secs(60));
     let recovery = t_recover.elapsed();
-    let spans = rx.assert_quiet(hello_of(srv.pid()), sent as usize, QUIET);
+    let spans = rx.assert_quiet(hello_of(srv.pid()), sent as usize, quiet());
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(ids.len(), spans.len(), "duplicate spans after retries");
 
@@ -199,7 +199,7 @@ fn slow_collector_answering_after_5s_loses_nothing() {
     let spans = rx.wait_for_spans(hello_of(srv.pid()), sent as usize, Duration::from_secs(60));
     let took = t.elapsed();
     rx.set_delay(Duration::ZERO);
-    let spans_final = rx.assert_quiet(hello_of(srv.pid()), sent as usize, QUIET);
+    let spans_final = rx.assert_quiet(hello_of(srv.pid()), sent as usize, quiet());
     let ids: HashSet<&str> = spans_final.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(ids.len(), spans.len(), "duplicate spans");
     let exit = d.stop_ok();
@@ -227,7 +227,7 @@ fn collector_500_and_429_retry_after_are_retried_without_loss() {
     rx.set_fault(None);
     let (sent, _) = traffic.stop();
     rx.wait_for_spans(hello_of(srv.pid()), sent as usize, Duration::from_secs(40));
-    let spans = rx.assert_quiet(hello_of(srv.pid()), sent as usize, QUIET);
+    let spans = rx.assert_quiet(hello_of(srv.pid()), sent as usize, quiet());
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(ids.len(), spans.len(), "duplicate spans");
     assert!(
@@ -242,7 +242,7 @@ fn collector_500_and_429_retry_after_are_retried_without_loss() {
         RawConn::connect(srv.port()).request(&Request::get("/hello"));
     }
     rx.wait_for_spans(hello_of(srv.pid()), 5, Duration::from_secs(30));
-    rx.assert_quiet(hello_of(srv.pid()), 5, QUIET);
+    rx.assert_quiet(hello_of(srv.pid()), 5, quiet());
     let reqs = rx.requests();
     let i429 = reqs
         .iter()
@@ -471,7 +471,7 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
     }
     // Later requests give exactly their spans, correct.
     rx.clear();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let mut c = RawConn::connect(srv.port());
     let mut expected = Vec::new();
     for i in 0..10 {

@@ -17,7 +17,7 @@ use beyla_rs_tests::daemon::{self, Daemon, DaemonBuilder};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
 use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan};
 use beyla_rs_tests::rawhttp::{RawConn, Request};
-use beyla_rs_tests::{QUIET, SETTLE, SPAN_TIMEOUT, free_port, require_root};
+use beyla_rs_tests::{free_port, quiet, require_root, settle, span_timeout};
 use common::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ fn secrets_never_leave_the_host() {
             .env("BEYLA_TRACE_PRINTER", printer)
             .env("BEYLA_LOG_LEVEL", "debug")
             .start();
-        std::thread::sleep(SETTLE);
+        std::thread::sleep(settle());
         let mut c = RawConn::connect(pa);
         let r = c.request(
             &Request::get(&format!("/call?{}", secret_query()))
@@ -162,8 +162,8 @@ fn secrets_never_leave_the_host() {
             "the fixture sends Set-Cookie"
         );
         // A: SERVER /call, CLIENT → B, SERVER /login; B: SERVER /login (from A's call).
-        let spans = rx.wait_for_spans(otlp::any_span, 4, SPAN_TIMEOUT);
-        rx.assert_quiet(otlp::any_span, 4, QUIET);
+        let spans = rx.wait_for_spans(otlp::any_span, 4, span_timeout());
+        rx.assert_quiet(otlp::any_span, 4, quiet());
         let client: Vec<&ReceivedSpan> = spans
             .iter()
             .filter(|s| s.is_client() && s.pid() == Some(a.pid()))
@@ -279,7 +279,7 @@ fn check_instrumentation(
     after_port: u16,
 ) -> (bool, bool) {
     let after = fixtures::go(after_port);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     for srv in [before, &after] {
         let _ = RawConn::connect(srv.port()).request(&Request::get("/hello"));
     }
@@ -515,8 +515,8 @@ fn maps_not_pinned_or_readable_by_others_and_endpoints_on_localhost() {
         assert_eq!(r.status, 200);
     }
     RawConn::connect(srv.port()).request(&Request::get("/hello"));
-    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, SPAN_TIMEOUT);
-    std::thread::sleep(QUIET);
+    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, span_timeout());
+    std::thread::sleep(quiet());
     let exit = d.stop_ok();
     assert_eq!(
         rx.span_count(otlp::of_pid(dpid)),
@@ -551,7 +551,7 @@ fn instrumented_processes_are_not_traced_or_altered() {
     let echo = |port| RawConn::connect(port).request(&Request::post("/echo", body.clone()));
     let plain = echo(srv.port());
     let mut d = Daemon::start(&[srv.port()], &rx);
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let traced = echo(srv.port());
     let tracer = std::fs::read_to_string(format!("/proc/{}/status", srv.pid()))
         .unwrap_or_default()
@@ -567,7 +567,7 @@ fn instrumented_processes_are_not_traced_or_altered() {
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|p| p.ends_with("/mem"))
         .collect();
-    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, SPAN_TIMEOUT);
+    rx.wait_for_spans(otlp::server_of(srv.pid()), 1, span_timeout());
     d.assert_running();
     d.stop_ok();
     assert_eq!(plain.status, 200);
