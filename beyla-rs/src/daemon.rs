@@ -225,7 +225,11 @@ pub async fn run(
     let (metrics, metrics_tasks) = start_metrics(&config, &stats, &stop_rx).await?;
 
     let mut capture = Capture::start(&config)?;
-    log::info!("capture backend: {}", capture.backend());
+    log::info!(
+        "capture backend: {} (kernel {})",
+        capture.backend(),
+        crate::capture::probe::kernel_release()
+    );
 
     let processes = Processes::new(
         config.selection.clone(),

@@ -1,9 +1,10 @@
 //! `beyla-rs`: the daemon's entry point. Exit codes: 0 after a clean shutdown, 1 on a runtime
-//! failure (e.g. the programs do not load), 2 on bad configuration or missing privileges.
+//! failure (e.g. the programs do not load), 2 on bad configuration, missing privileges or a
+//! kernel without a feature the programs need.
 
 use std::{io::Write, process::ExitCode};
 
-use beyla_rs::{config::Config, daemon, privileges};
+use beyla_rs::{capture, config::Config, daemon, privileges};
 
 fn init_logging(level: log::LevelFilter) {
     // aya's own debug output (relocations, verifier logs) is only useful when tracing.
@@ -29,18 +30,25 @@ fn init_logging(level: log::LevelFilter) {
         .init();
 }
 
-async fn shutdown_signal() {
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled: the daemon reports ready before its event loop polls
+/// it, and a SIGTERM in between would otherwise kill it with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot handle SIGTERM: {e}");
-            return std::future::pending().await;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("cannot handle SIGTERM/SIGINT: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down"),
+            _ = int.recv() => log::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
     }
 }
 
@@ -67,6 +75,12 @@ fn main() -> ExitCode {
         log::warn!("{}", privileges::explain(&missing));
     }
     privileges::raise_memlock();
+    // A kernel without a feature the programs need is a deployment error, like a missing
+    // capability: exit 2 with the feature and the kernel named, before anything is loaded.
+    if let Err(e) = capture::probe::check() {
+        eprintln!("beyla-rs: {e}");
+        return ExitCode::from(2);
+    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,7 +92,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config, shutdown_signal())) {
+    match runtime.block_on(async { daemon::run(config, shutdown_signal()).await }) {
         Ok(stats) => {
             let summary: Vec<String> = stats
                 .pairs()

@@ -8,6 +8,7 @@
 //! variant chosen at start-up by what loads.
 
 pub mod event;
+pub mod probe;
 mod syscalls;
 mod tracked;
 
