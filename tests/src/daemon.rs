@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::counters::{self, Counters};
 use crate::otlp::OtlpReceiver;
 
 /// The line the daemon logs once its programs are attached and the initial scan is done.
@@ -16,6 +17,14 @@ pub const READY_MARKER: &str = "beyla-rs ready";
 /// How long to wait for [`READY_MARKER`].
 pub fn ready_timeout() -> Duration {
     crate::scaled(Duration::from_secs(60))
+}
+
+/// How long the daemon's traffic counters must stand still before [`Daemon::wait_idle`] calls
+/// it idle: four drain ticks (the daemon reads the ring buffer at least every 250 ms) and
+/// five export schedule delays (200 ms in the tests), so a record still in the ring or a
+/// span still waiting for its batch moves a counter inside the window.
+pub fn idle_window() -> Duration {
+    crate::scaled(Duration::from_millis(1000))
 }
 
 /// Path of the daemon binary: `$BEYLA_RS_BIN`, else `<workspace>/target/release/beyla-rs`.
@@ -125,6 +134,7 @@ pub struct DaemonBuilder {
     wait_ready: bool,
     args: Vec<String>,
     bin: Option<PathBuf>,
+    internal_metrics: bool,
 }
 
 impl DaemonBuilder {
@@ -167,6 +177,12 @@ impl DaemonBuilder {
         self.bin = Some(path.into());
         self
     }
+    /// Serve the daemon's internal counters (`BEYLA_INTERNAL_METRICS_EXPORTER=prometheus`) on
+    /// a port of their own, for [`Daemon::counters`] and [`Daemon::wait_idle`].
+    pub fn internal_metrics(mut self) -> Self {
+        self.internal_metrics = true;
+        self
+    }
     /// Do not wait for the ready line (for tests of start-up failures).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -205,6 +221,11 @@ impl DaemonBuilder {
         if let Some(e) = &self.endpoint {
             cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", e);
         }
+        let internal_port = self.internal_metrics.then(crate::free_port);
+        if let Some(p) = internal_port {
+            cmd.env("BEYLA_INTERNAL_METRICS_EXPORTER", "prometheus")
+                .env("BEYLA_INTERNAL_METRICS_PROMETHEUS_PORT", p.to_string());
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -230,6 +251,7 @@ impl DaemonBuilder {
             stdout,
             readers,
             started: Instant::now(),
+            internal_port,
         };
         if self.wait_ready {
             d.wait_ready(self.ready_timeout);
@@ -267,6 +289,7 @@ pub struct Daemon {
     stdout: Arc<OutputBuf>,
     readers: Vec<JoinHandle<()>>,
     started: Instant,
+    internal_port: Option<u16>,
 }
 
 impl Daemon {
@@ -279,6 +302,7 @@ impl Daemon {
             wait_ready: true,
             args: Vec::new(),
             bin: None,
+            internal_metrics: false,
         }
     }
 
@@ -355,6 +379,55 @@ impl Daemon {
     /// Waits until the log contains `needle`; returns whether it did.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         self.stderr.wait_for(needle, timeout, || false)
+    }
+
+    /// The daemon's internal counters now. Panics (with the log) when they cannot be read;
+    /// needs [`DaemonBuilder::internal_metrics`].
+    pub fn counters(&self) -> Counters {
+        let port = self
+            .internal_port
+            .expect("Daemon::counters needs DaemonBuilder::internal_metrics()");
+        counters::scrape(port, "/internal/metrics", crate::rawhttp::io_timeout())
+            .and_then(|text| Counters::parse(&text))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot read the daemon's counters: {e}\n--- stderr ---\n{}",
+                    tail(&self.logs(), 8000)
+                )
+            })
+    }
+
+    /// Waits until the daemon is idle: its traffic counters (records read, connections,
+    /// spans built, exported, dropped…) have not moved for [`idle_window`] and every span it
+    /// built has left the export queue (exported or counted as dropped). Returns the counters
+    /// then. Panics at [`crate::span_timeout`] with the last counters and the log.
+    pub fn wait_idle(&self) -> Counters {
+        self.wait_idle_within(crate::span_timeout())
+    }
+
+    /// [`Self::wait_idle`] with another deadline (for bursts that take long to export).
+    pub fn wait_idle_within(&self, timeout: Duration) -> Counters {
+        let deadline = Instant::now() + timeout;
+        let mut last = self.counters();
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.counters();
+            if !now.same_traffic(&last) {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= idle_window() && now.queue_drained() {
+                return now;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the daemon did not become idle within {timeout:?} (counters still moving \
+                     or spans still queued): {:?}\n--- stderr ---\n{}",
+                    last.0,
+                    tail(&self.logs(), 8000)
+                );
+            }
+        }
     }
 
     /// Time since spawn.

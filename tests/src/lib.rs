@@ -9,6 +9,8 @@
 //! - [`fixtures`]: nginx, Python `http.server`, Go `net/http`, a Rust hyper server, Node `http`.
 //! - [`rawhttp`]: a raw-socket HTTP/1.x client (keep-alive, pipelining, split writes, chunked,
 //!   `Expect: 100-continue`, HEAD) plus a `curl` wrapper.
+//! - [`counters`]: the daemon's own counters, read while it runs; [`Daemon::wait_idle`]
+//!   waits on them instead of sleeping.
 //! - [`expect`]: exact-count span expectations with readable failure reports.
 //! - [`require_root`]: every kernel-touching test calls it first. It panics (never skips) when
 //!   the test cannot run, and serialises tests across threads and processes with a file lock.
@@ -16,6 +18,7 @@
 //! Run the suite serially: `cargo test -p beyla-rs-tests -- --test-threads=1` (the lock makes
 //! it safe anyway, but serial runs keep the per-test timeouts meaningful).
 
+pub mod counters;
 pub mod daemon;
 pub mod expect;
 pub mod fixtures;
