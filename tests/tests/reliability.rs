@@ -13,12 +13,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use beyla_rs_tests::counters::{SPANS_CREATED, SPANS_DROPPED, SPANS_EXPORTED};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::{self, Fault, OtlpReceiver, ReceivedSpan};
 use beyla_rs_tests::rawhttp::{RawConn, Request};
-use beyla_rs_tests::{free_port, quiet, require_root, settle};
+use beyla_rs_tests::{free_port, quiet, require_root, scaled, span_timeout};
 use common::*;
 
 fn setup() -> (beyla_rs_tests::TestGuard, OtlpReceiver) {
@@ -126,6 +127,7 @@ fn queue_bound_drops_oldest_and_counts_them() {
     let d = Daemon::builder()
         .open_ports(&[srv.port()])
         .otlp(&rx)
+        .internal_metrics()
         .env("OTEL_BSP_MAX_QUEUE_SIZE", QUEUE.to_string())
         .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", BATCH.to_string())
         .start();
@@ -136,25 +138,34 @@ fn queue_bound_drops_oldest_and_counts_them() {
         assert_eq!(r.status, 404);
     }
     drop(c);
-    std::thread::sleep(Duration::from_secs(2));
+    // The daemon has built all N spans (the queue overflowed) before the collector returns.
+    let built = eventually(span_timeout(), || {
+        d.counters().get(SPANS_CREATED) == N as u64
+    });
+    assert!(
+        built,
+        "the daemon did not build {N} spans: {:?}",
+        d.counters()
+    );
     rx.restart();
+    // Then every span is delivered or counted as dropped, and the counters stop moving; the
+    // export backoff after the outage can be long, hence the longer deadline.
+    let idle = d.wait_idle_within(scaled(Duration::from_secs(60)));
     let pred = otlp::server_of(srv.pid());
-    // Wait until nothing new arrives for 3 s.
-    let mut last = usize::MAX;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        std::thread::sleep(Duration::from_secs(3));
-        let n = rx.span_count(&pred);
-        if n == last && n > 0 || Instant::now() > deadline {
-            break;
-        }
-        last = n;
-    }
+    let spans = rx.assert_quiet(&pred, idle.get(SPANS_EXPORTED) as usize, quiet());
     let exit = d.stop_ok();
-    let spans = rx.spans_matching(&pred);
     let c = stop_counters(&exit.stderr);
     let dropped = counter(&c, "spans_dropped") as usize;
     let delivered = spans.len();
+    assert_eq!(idle.get(SPANS_CREATED), N as u64, "{idle:?}");
+    assert_eq!(
+        (delivered, dropped),
+        (
+            idle.get(SPANS_EXPORTED) as usize,
+            idle.get(SPANS_DROPPED) as usize
+        ),
+        "the counters at idle and at exit disagree ({c:?})"
+    );
     let mut paths: Vec<String> = spans
         .iter()
         .filter_map(|s| s.attr_str("url.path").map(str::to_string))
@@ -267,13 +278,19 @@ fn collector_500_and_429_retry_after_are_retried_without_loss() {
 fn target_churn_20_restarts_resumes_spans_and_maps_return_to_idle() {
     let (_guard, rx) = setup();
     let port = free_port();
-    let mut d = Daemon::start(&[port], &rx);
+    let mut d = Daemon::builder()
+        .open_ports(&[port])
+        .otlp(&rx)
+        .internal_metrics()
+        .start();
     let tracked = daemon_map(d.pid(), "TRACKED");
     let conns = daemon_map(d.pid(), "CONNS");
-    let idle = (map_entries(tracked), map_entries(conns));
+    // Idle: no process tracked (nothing selected runs yet), no connection followed.
+    let idle = (tracked_pids(tracked), map_entries(conns));
+    assert_eq!(idle, (vec![], 0), "TRACKED/CONNS before any server");
     let traffic = Traffic::start(port, "/hello", 2, Duration::from_millis(10));
     let mut pids = Vec::new();
-    let mut peak = (0, 0);
+    let mut peak: (usize, usize) = (0, 0);
     for _ in 0..20 {
         let srv = fixtures::rust(port);
         // Spans resume for the new pid: three requests on a fresh connection.
@@ -282,12 +299,15 @@ fn target_churn_20_restarts_resumes_spans_and_maps_return_to_idle() {
             assert_eq!(c.request(&Request::get("/status?respond=201")).status, 201);
         }
         drop(c);
-        let pred = {
-            let pid = srv.pid();
-            move |s: &ReceivedSpan| s.is_server() && s.pid() == Some(pid) && s.http_status() == 201
-        };
-        rx.wait_for_spans(pred, 3, Duration::from_secs(15));
-        peak.0 = peak.0.max(map_entries(tracked));
+        rx.wait_for_spans(status_201_of(srv.pid()), 3, span_timeout());
+        // The positive control for "back to idle" below: the live instance is tracked.
+        let now_tracked = tracked_pids(tracked);
+        assert!(
+            now_tracked.contains(&srv.pid()),
+            "instance {} traced but not in TRACKED {now_tracked:?}",
+            srv.pid()
+        );
+        peak.0 = peak.0.max(now_tracked.len());
         peak.1 = peak.1.max(map_entries(conns));
         pids.push(srv.pid());
         drop(srv); // SIGKILL, under traffic
@@ -295,16 +315,27 @@ fn target_churn_20_restarts_resumes_spans_and_maps_return_to_idle() {
     }
     let (ok, errors) = traffic.stop();
     d.assert_running();
+    // Exactly three spans per instance: none lost, none doubled by a pid reused or a late
+    // close, once nothing more is in flight.
+    d.wait_idle();
+    for &pid in &pids {
+        assert_eq!(
+            rx.span_count(status_201_of(pid)),
+            3,
+            "instance {pid}: {}",
+            otlp::dump_spans(&rx.spans_matching(status_201_of(pid)))
+        );
+    }
     // Back to idle: the kernel maps hold no process and no connection of the dead servers.
-    let back = eventually(Duration::from_secs(15), || {
-        (map_entries(tracked), map_entries(conns)) == idle
+    let back = eventually(scaled(Duration::from_secs(15)), || {
+        (tracked_pids(tracked), map_entries(conns)) == idle
     });
-    let now = (map_entries(tracked), map_entries(conns));
+    let now = (tracked_pids(tracked), map_entries(conns));
     let distinct: HashSet<u32> = pids.iter().copied().collect();
     eprintln!(
         "[measured] churn: 20 server instances ({} distinct pids), background traffic {ok} ok / \
-         {errors} failed requests, spans resumed for every pid; TRACKED/CONNS entries idle \
-         {idle:?}, peak {peak:?}, after {now:?}",
+         {errors} failed requests, spans resumed for every pid; tracked processes / CONNS \
+         entries idle {idle:?}, peak {peak:?}, after {now:?}",
         distinct.len()
     );
     assert_eq!(distinct.len(), 20);
@@ -314,7 +345,13 @@ fn target_churn_20_restarts_resumes_spans_and_maps_return_to_idle() {
     );
     let exit = d.stop_ok();
     let c = stop_counters(&exit.stderr);
-    assert!(counter(&c, "processes_instrumented") >= 20, "{c:?}");
+    // Each instance is one process, found once (at bind): nothing else is selected.
+    assert_eq!(counter(&c, "processes_instrumented"), 20, "{c:?}");
+}
+
+/// SERVER spans of `pid` answered 201 (the churn test's own requests, not the background's).
+fn status_201_of(pid: u32) -> impl Fn(&ReceivedSpan) -> bool + Clone {
+    move |s| s.is_server() && s.pid() == Some(pid) && s.http_status() == 201
 }
 
 #[test]
@@ -322,21 +359,36 @@ fn sigterm_under_load_exits_zero_and_flushes() {
     let (_guard, rx) = setup();
     let srv = fixtures::rust(free_port());
     let d = Daemon::start(&[srv.port()], &rx);
-    let traffic = Traffic::start(srv.port(), "/hello", 8, Duration::ZERO);
+    const CONNS: u64 = 8;
+    let traffic = Traffic::start(srv.port(), "/hello", CONNS as usize, Duration::ZERO);
     std::thread::sleep(Duration::from_secs(3));
+    // Every request answered before SIGTERM was served while the daemon ran: each is a span.
+    let answered_before = traffic.ok();
     let t = Instant::now();
     let exit = d.stop();
     let took = t.elapsed();
-    let (ok, _) = traffic.stop();
+    // After the exit no request can become a span; each of the CONNS clients may have had one
+    // request answered by the server (and traced) but not yet read when the daemon exited.
+    let answered_at_exit = traffic.ok();
+    let (ok, errors) = traffic.stop();
+    assert_eq!(errors, 0, "the server failed requests");
     exit.assert_success();
     let c = stop_counters(&exit.stderr);
+    let created = counter(&c, "spans_created");
     eprintln!(
-        "[measured] SIGTERM under load ({ok} requests in ~3 s): exit 0 after {took:.2?}, \
-         {} spans received, counters {c:?}",
+        "[measured] SIGTERM under load ({ok} requests in ~3 s, {answered_before} answered \
+         before SIGTERM, {answered_at_exit} at exit): exit 0 after {took:.2?}, {} spans \
+         received, counters {c:?}",
         rx.span_count(hello_of(srv.pid()))
     );
     assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
-    assert!(counter(&c, "spans_exported") > 0, "{c:?}");
+    assert!(
+        (answered_before..=answered_at_exit + CONNS).contains(&created),
+        "{created} spans built for {answered_before} requests answered before SIGTERM and \
+         {answered_at_exit} (+ up to {CONNS} in flight) at exit: {c:?}"
+    );
+    // The receiver was up all along: the shutdown flush delivers every span, drops none.
+    assert_eq!(counter(&c, "spans_dropped"), 0, "{c:?}");
     // Nothing vanishes silently: every span built was exported or counted as dropped.
     assert_eq!(
         counter(&c, "spans_created"),
@@ -424,6 +476,7 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
     let d = Daemon::builder()
         .open_ports(&[srv.port()])
         .otlp(&rx)
+        .internal_metrics()
         .env("BEYLA_RINGBUF_SIZE", "65536")
         .env("BEYLA_CAPTURE_BYTES", "4096")
         .start();
@@ -452,8 +505,20 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
         b.join().unwrap();
     }
     let sent = 64 * 40;
-    std::thread::sleep(Duration::from_secs(3));
+    // Every record of the burst read, every span built exported: nothing can arrive after the
+    // receiver is cleared below, and every burst span goes through the corruption check.
+    let idle = d.wait_idle();
     let burst_spans = rx.spans_matching(otlp::server_of(srv.pid()));
+    assert_eq!(
+        rx.spans().len() as u64,
+        idle.get(SPANS_EXPORTED),
+        "the receiver holds other spans than the daemon exported: {idle:?}"
+    );
+    assert_eq!(
+        burst_spans.len(),
+        rx.spans().len(),
+        "spans of another process"
+    );
     // No corruption: every span from the burst is one of the requests sent, with its status.
     // A span whose response was lost says so (`beyla.incomplete`) instead of inventing one.
     let mut incomplete = 0;
@@ -471,7 +536,6 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
     }
     // Later requests give exactly their spans, correct.
     rx.clear();
-    std::thread::sleep(settle());
     let mut c = RawConn::connect(srv.port());
     let mut expected = Vec::new();
     for i in 0..10 {
@@ -521,8 +585,8 @@ fn ten_thousand_idle_keepalive_connections_stay_within_bound() {
     }
     // Exact: a connection whose fd was reused before the previous close returned used to be
     // lost here (fixed; see `fd_reused_before_close_returns_loses_nothing`).
-    rx.wait_for_spans(hello_of(srv.pid()), 20, Duration::from_secs(15));
     let warm = 20;
+    rx.wait_for_exact_spans(hello_of(srv.pid()), warm, span_timeout(), quiet());
     let rss0 = d.rss_kib().unwrap();
     const N: usize = 10_000;
     let mut conns = Vec::with_capacity(N);
@@ -535,8 +599,13 @@ fn ten_thousand_idle_keepalive_connections_stay_within_bound() {
         conns.push(s);
     }
     let opened = t.elapsed();
-    rx.wait_for_spans(hello_of(srv.pid()), warm + N, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
+    // Exactly one span per request, and nothing more while the connections stay open.
+    rx.wait_for_exact_spans(
+        hello_of(srv.pid()),
+        warm + N,
+        scaled(Duration::from_secs(60)),
+        quiet(),
+    );
     d.assert_running();
     let rss1 = d.rss_kib().unwrap();
     let in_map = map_entries(conns_map);
@@ -558,9 +627,11 @@ fn ten_thousand_idle_keepalive_connections_stay_within_bound() {
         "RSS grew by {} KiB for {N} idle connections (bound {IDLE_CONNS_RSS_GROWTH_BOUND_KIB} KiB)",
         rss1 - rss0
     );
-    assert!(
-        in_map >= N,
-        "CONNS held {in_map} entries for {N} connections"
+    // One entry per open connection of the server: the warm-up connections are closed, the
+    // client side (this test process) is not selected.
+    assert_eq!(
+        in_map, N,
+        "CONNS held {in_map} entries for {N} open connections"
     );
     assert!(
         back,

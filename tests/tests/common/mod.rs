@@ -201,35 +201,59 @@ pub fn bpf_objects_of(pid: u32) -> BpfObjects {
     o
 }
 
-fn bpftool(args: &[&str]) -> Option<String> {
+/// Runs `bpftool args`: `Ok(stdout)` when it succeeds, `Err(its message)` when it fails (with
+/// `-j` bpftool reports errors on stdout as `{"error": …}`, without it on stderr).
+fn bpftool(args: &[&str]) -> Result<String, String> {
     let out = Command::new("bpftool")
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("bpftool not found ({e}): run tests/setup.sh"));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `bpftool` on one object by id: `None` when the kernel has no object with that id (ENOENT).
+/// Any other failure (no permission, a bpftool that cannot parse the map…) panics: an
+/// unreadable map must not read as "gone" or "empty".
+fn bpftool_by_id(args: &[&str]) -> Option<String> {
+    match bpftool(args) {
+        Ok(out) => Some(out),
+        Err(e) if e.contains("No such file or directory") => None,
+        Err(e) => panic!("bpftool {}: {e}", args.join(" ")),
+    }
+}
+
+/// `bpftool args`, which must succeed.
+fn bpftool_ok(args: &[&str]) -> String {
+    bpftool(args).unwrap_or_else(|e| panic!("bpftool {}: {e}", args.join(" ")))
 }
 
 /// Name of map `id` (None when it does not exist).
 pub fn map_name(id: u32) -> Option<String> {
-    let j = bpftool(&["-j", "map", "show", "id", &id.to_string()])?;
+    let j = bpftool_by_id(&["-j", "map", "show", "id", &id.to_string()])?;
     json_str_field(&j, "name")
 }
 
 /// Whether program `id` still exists in the kernel.
 pub fn prog_exists(id: u32) -> bool {
-    bpftool(&["prog", "show", "id", &id.to_string()]).is_some()
+    bpftool_by_id(&["prog", "show", "id", &id.to_string()]).is_some()
 }
 
 /// Whether map `id` still exists in the kernel.
 pub fn map_exists(id: u32) -> bool {
-    bpftool(&["map", "show", "id", &id.to_string()]).is_some()
+    bpftool_by_id(&["map", "show", "id", &id.to_string()]).is_some()
 }
 
 /// Names of every loaded program (for failure messages).
 pub fn all_prog_names() -> Vec<String> {
-    let j = bpftool(&["-j", "prog", "show"]).unwrap_or_default();
+    let j = bpftool_ok(&["-j", "prog", "show"]);
     j.split("\"name\":\"")
         .skip(1)
         .filter_map(|s| s.split('"').next().map(str::to_string))
@@ -242,10 +266,52 @@ fn json_str_field(j: &str, field: &str) -> Option<String> {
     Some(j[i..].split('"').next()?.to_string())
 }
 
-/// Entry count of map `id` (`bpftool map dump`).
+/// Entry count of map `id` (`bpftool map dump`). Panics when the map cannot be read (gone,
+/// no permission, output that is not a JSON array): a failed read is never "0 entries".
 pub fn map_entries(id: u32) -> usize {
-    let j = bpftool(&["-j", "map", "dump", "id", &id.to_string()]).unwrap_or_default();
-    j.matches("\"key\":").count()
+    let args = ["-j", "map", "dump", "id", &id.to_string()];
+    let j = bpftool_ok(&args);
+    match serde_json::from_str::<serde_json::Value>(&j) {
+        Ok(serde_json::Value::Array(entries)) => entries.len(),
+        other => panic!(
+            "bpftool {}: expected a JSON array of entries, got {other:?}",
+            args.join(" ")
+        ),
+    }
+}
+
+/// Pids set in the daemon's `TRACKED` bitmap (array map `id`: bit `pid % 64` of the u64 word
+/// `pid / 64`). Its entry count is the array's size whatever it holds, so the bits are what
+/// tells a tracked process from none. Panics when the map cannot be read.
+pub fn tracked_pids(id: u32) -> Vec<u32> {
+    let args = ["-j", "map", "dump", "id", &id.to_string()];
+    let j = bpftool_ok(&args);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&j)
+        .unwrap_or_else(|e| panic!("bpftool {}: not a JSON array ({e})", args.join(" ")));
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("bpftool {}: entry without byte array: {v}", args.join(" ")))
+            .iter()
+            .map(|b| {
+                b.as_str()
+                    .and_then(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or_else(|| panic!("bpftool {}: not a hex byte: {b}", args.join(" ")))
+            })
+            .collect()
+    };
+    let mut pids = Vec::new();
+    for e in &entries {
+        let key = bytes(&e["key"]);
+        let value = bytes(&e["value"]);
+        let word = u32::from_le_bytes(key[..4].try_into().expect("4-byte key"));
+        let bits = u64::from_le_bytes(value[..8].try_into().expect("8-byte value"));
+        pids.extend(
+            (0..64)
+                .filter(|b| bits >> b & 1 == 1)
+                .map(|b| word * 64 + b),
+        );
+    }
+    pids
 }
 
 /// The daemon's map called `name` (e.g. `TRACKED`, `CONNS`).
