@@ -332,14 +332,38 @@ mod tests {
     use crate::config::PortSet;
 
     #[test]
-    fn finds_own_listener_via_pidfd() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    fn finds_own_sockets_via_pidfd() {
         use std::os::fd::AsRawFd;
-        let port = l.local_addr().unwrap().port();
-        // pidfd_getfd on ourselves works without privileges.
-        if let Some((local, _)) = socket_addrs(std::process::id(), l.as_raw_fd() as u32) {
-            assert_eq!(local.port(), port);
-        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let me = std::process::id();
+        // pidfd_open and pidfd_getfd on ourselves need no privilege (Linux 5.6+): the daemon
+        // reads the addresses of connections opened before it started this way, so a failure
+        // here is a failure, not a reason to skip.
+        let addrs = |fd: i32| {
+            socket_addrs(me, fd as u32).unwrap_or_else(|| {
+                panic!(
+                    "pidfd_open/pidfd_getfd/getsockname on our own fd {fd} failed: {}",
+                    std::io::Error::last_os_error()
+                )
+            })
+        };
+        // A listener has no peer.
+        let unspecified = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+        assert_eq!(addrs(l.as_raw_fd()), (l.local_addr().unwrap(), unspecified));
+        // Both ends of a connection, each from its own side.
+        assert_eq!(
+            addrs(server.as_raw_fd()),
+            (server.local_addr().unwrap(), client.local_addr().unwrap())
+        );
+        assert_eq!(
+            addrs(client.as_raw_fd()),
+            (client.local_addr().unwrap(), server.local_addr().unwrap())
+        );
+        // Not a socket: no addresses.
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(socket_addrs(me, file.as_raw_fd() as u32), None);
     }
 
     #[test]

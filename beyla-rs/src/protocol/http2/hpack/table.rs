@@ -462,12 +462,16 @@ mod tests {
         // The encoder's table is a prefix of ours: past the end is invalid.
         assert!(matches!(t.get(3), Lookup::Invalid));
         // Known entries filling the table prove everything older evicted: exact again.
+        // 112 + 38 + 38 = 188; the third insert evicts k0 (35), the fourth the placeholder
+        // (42), the fifth k1 (35): five entries of 38 remain, and 10 octets cannot hold one.
         for i in 0..5u8 {
             t.insert(&[b'n', i], Some(&[b'x'; 4]), 4); // 38 each
         }
         assert!(t.is_synced());
         assert!(t.entries().all(|e| e.known));
-        assert!(t.size() <= 200);
+        assert_eq!((t.len(), t.size()), (5, 5 * 38));
+        let names: Vec<&[u8]> = t.entries().map(|e| &*e.name).collect();
+        assert_eq!(names, [b"n\x04", b"n\x03", b"n\x02", b"n\x01", b"n\x00"]);
     }
 
     #[test]
@@ -490,8 +494,18 @@ mod tests {
         }
         assert_eq!(t.len(), 10);
         t.set_limit(200);
-        assert!(t.size() <= 200);
+        // 93 octets each: the two newest fit in 200, the eight older are evicted.
+        assert_eq!((t.len(), t.size()), (2, 2 * 93));
         assert_eq!(t.max_size(), 200);
-        assert!(t.memory_estimate() > 0);
+        let names: Vec<&[u8]> = t.entries().map(|e| &*e.name).collect();
+        assert_eq!(names, [b"j", b"i"]);
+        // Held octets: name and value of the two survivors; the deque keeps the capacity it
+        // grew to for ten entries.
+        assert_eq!(t.held, 2 * (1 + 60));
+        assert!(t.entries.capacity() >= 10);
+        assert_eq!(
+            t.memory_estimate(),
+            2 * (1 + 60) + t.entries.capacity() * std::mem::size_of::<Entry>()
+        );
     }
 }
