@@ -13,12 +13,13 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use beyla_rs_tests::counters::{SPANS_CREATED, SPANS_EXPORTED};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
 use beyla_rs_tests::otlp::{self, AttrValue, OtlpReceiver};
 use beyla_rs_tests::rawhttp::{self, RawConn, Request};
-use beyla_rs_tests::{quiet, require_root};
+use beyla_rs_tests::require_root;
 use common::*;
 
 /// Connects, writes everything it can (the server may close early), half-closes and reads
@@ -71,8 +72,14 @@ fn not_http() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// HTTP, but hostile: spans are allowed, but must be bounded and well-formed.
-fn oversized_http() -> Vec<(&'static str, Vec<u8>)> {
+/// Connections dropped as not HTTP, and HTTP/1 parse failures (resyncs), as the daemon's
+/// internal metrics name them.
+const NOT_HTTP: &str = "beyla_connections_dropped_total{reason=\"not_http\"}";
+const HTTP1_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http1\"}";
+
+/// HTTP, but hostile: one span each, bounded and well-formed. The bool says whether the head
+/// ends at all (the client half-closes right after these bytes).
+fn oversized_http() -> Vec<(&'static str, Vec<u8>, bool)> {
     let mut mib = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     mib.extend(std::iter::repeat_n(b'a', 1 << 20));
     mib.extend(b"\r\n\r\n");
@@ -85,16 +92,32 @@ fn oversized_http() -> Vec<(&'static str, Vec<u8>)> {
     long_target.extend(std::iter::repeat_n(b'p', 60_000));
     long_target.extend(b" HTTP/1.1\r\nHost: x\r\n\r\n");
     vec![
-        ("1 MiB header line", mib),
-        ("10000 headers", many),
-        ("60 KB target", long_target),
-        ("no CRLF at all", b"GET /hello HTTP/1.1".to_vec()),
-        ("bare LF", b"GET /hello HTTP/1.1\nHost: x\n\n".to_vec()),
+        ("1 MiB header line", mib, true),
+        ("10000 headers", many, true),
+        ("60 KB target", long_target, true),
+        ("no CRLF at all", b"GET /hello HTTP/1.1".to_vec(), false),
+        (
+            "bare LF",
+            b"GET /hello HTTP/1.1\nHost: x\n\n".to_vec(),
+            true,
+        ),
         (
             "unterminated head",
             b"GET /hello HTTP/1.1\r\nHost: x\r\n".to_vec(),
+            false,
         ),
     ]
+}
+
+/// The status code of the first status line in `answer` (what the client was told).
+fn answered_status(answer: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(answer);
+    let line = text.lines().next()?;
+    line.strip_prefix("HTTP/1.")?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn longest_attr(s: &beyla_rs_tests::ReceivedSpan) -> usize {
@@ -120,47 +143,96 @@ fn hostile_input_gives_no_spans_for_non_http_and_daemon_survives() {
         fixtures::node(beyla_rs_tests::free_port()),
     ];
     let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
-    let mut d = Daemon::start(&ports, &rx);
+    let mut d = Daemon::builder()
+        .open_ports(&ports)
+        .otlp(&rx)
+        .internal_metrics()
+        .start();
 
-    // 1. Not HTTP: no span at all.
+    // 1. Not HTTP: no span at all, and each connection dropped as not HTTP exactly once.
     let cases = not_http();
     for srv in &servers {
         for (_, bytes) in &cases {
             blast(srv.port(), bytes, Duration::from_secs(2));
         }
     }
-    rx.assert_quiet(otlp::any_span, 0, quiet());
+    let idle = d.wait_idle();
     d.assert_running();
+    rx.assert_quiet(otlp::any_span, 0, Duration::ZERO);
     let non_http_conns = cases.len() * servers.len();
+    assert_eq!(idle.get(SPANS_CREATED), 0, "{idle:?}");
+    assert_eq!(idle.get(NOT_HTTP), non_http_conns as u64, "{idle:?}");
+    // Dropped at the first bytes, never parsed.
+    assert_eq!(idle.get(HTTP1_PARSE_ERRORS), 0, "{idle:?}");
 
-    // 2. Oversized or malformed HTTP: bounded, well-formed spans (or none).
+    // 2. Oversized or malformed HTTP: one bounded, well-formed span per connection, with the
+    // status the client was answered.
+    let oversized = oversized_http();
+    let mut answers = Vec::new();
     for srv in &servers {
-        for (_, bytes) in oversized_http() {
-            blast(srv.port(), &bytes, Duration::from_secs(3));
+        for (name, bytes, _) in &oversized {
+            let answer = blast(srv.port(), bytes, Duration::from_secs(3));
+            let st = answered_status(&answer).unwrap_or_else(|| {
+                panic!(
+                    "{} did not answer {name}: {:?}",
+                    srv.name(),
+                    String::from_utf8_lossy(&answer)
+                )
+            });
+            answers.push(st);
         }
     }
-    std::thread::sleep(quiet());
+    // Every record read and every span exported: no late span can escape the checks below or
+    // reach the receiver after it is cleared.
+    let idle = d.wait_idle();
     d.assert_running();
     let hostile_spans = rx.spans();
-    for s in &hostile_spans {
-        assert!(
-            s.is_server() && s.method() == "GET",
-            "unexpected span from hostile input: {}",
-            s.summary()
+    assert_eq!(hostile_spans.len() as u64, idle.get(SPANS_EXPORTED));
+    let mut answer = answers.iter();
+    for srv in &servers {
+        // One span per connection, in the order the connections were made (each blast ends
+        // with the server's close before the next starts, and spans leave in order).
+        let spans = rx.spans_matching(otlp::server_of(srv.pid()));
+        assert_eq!(
+            spans.len(),
+            oversized.len(),
+            "{}: one span per oversized request:\n{}",
+            srv.name(),
+            otlp::dump_spans(&spans)
         );
-        let st = s.http_status();
-        assert!(
-            st == -1 || (200..600).contains(&st),
-            "bad status: {}",
-            s.summary()
-        );
-        assert!(
-            longest_attr(s) <= 8192,
-            "an attribute of {} bytes made it into a span: {:.300}",
-            longest_attr(s),
-            s.summary()
-        );
+        for (s, (name, _, head_ends)) in spans.iter().zip(&oversized) {
+            let answered = *answer.next().unwrap();
+            let what = format!("{} {name}: {:.400}", srv.name(), s.summary());
+            assert!(s.method() == "GET", "{what}");
+            let path = s.attr_str("url.path").unwrap_or("");
+            if *name == "60 KB target" {
+                assert!(path.starts_with("/ppp"), "{what}");
+            } else {
+                assert_eq!(path, "/hello", "{what}");
+            }
+            assert!(
+                longest_attr(s) <= 8192,
+                "an attribute of {} bytes made it into a span: {what}",
+                longest_attr(s)
+            );
+            let incomplete = s.attr("beyla.incomplete").and_then(|v| v.as_bool()) == Some(true);
+            if *head_ends {
+                assert_eq!((s.http_status(), incomplete), (answered, false), "{what}");
+            } else {
+                // The request never ended, so no response can be paired with it: reported as
+                // incomplete, with no status (not the one the server sent anyway).
+                assert_eq!((s.http_status(), incomplete), (-1, true), "{what}");
+            }
+        }
     }
+    // The three heads longer than a segment's capture are cut: one resync each. No oversized
+    // HTTP connection is dropped as not HTTP.
+    assert_eq!(
+        idle.get(HTTP1_PARSE_ERRORS),
+        3 * servers.len() as u64,
+        "{idle:?}"
+    );
+    assert_eq!(idle.get(NOT_HTTP), non_http_conns as u64, "{idle:?}");
     rx.clear();
 
     // 3. Normal requests still give exactly their spans.
@@ -194,14 +266,16 @@ fn hostile_input_gives_no_spans_for_non_http_and_daemon_survives() {
          counters {c:?}",
         hostile_spans.len()
     );
-    assert!(
-        counter(&c, "connections_not_http") >= non_http_conns as u64,
-        "connections_not_http={} < {non_http_conns} non-HTTP connections ({c:?})",
-        counter(&c, "connections_not_http")
+    // The normal requests add nothing to either count.
+    assert_eq!(
+        counter(&c, "connections_not_http"),
+        non_http_conns as u64,
+        "{c:?}"
     );
-    assert!(
-        counter(&c, "http1_parse_errors") > 0,
-        "http1_parse_errors not counted: {c:?}"
+    assert_eq!(
+        counter(&c, "http1_parse_errors"),
+        3 * servers.len() as u64,
+        "{c:?}"
     );
 }
 
