@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Series of the counters the idle check reads (Prometheus names, labels included).
 pub const EVENTS_READ: &str = "beyla_events_read_total";
@@ -81,6 +81,43 @@ impl Counters {
     /// Every span built has left the export queue: delivered or counted as dropped.
     pub fn queue_drained(&self) -> bool {
         self.get(SPANS_CREATED) == self.get(SPANS_EXPORTED) + self.get(SPANS_DROPPED)
+    }
+}
+
+/// How long the traffic counters must stand still before [`wait_idle`] calls the daemon idle:
+/// four drain ticks (the daemon reads the ring buffer at least every 250 ms) and five export
+/// schedule delays (200 ms in the tests), so a record still in the ring or a span still
+/// waiting for its batch moves a counter inside the window.
+pub fn idle_window() -> Duration {
+    crate::scaled(Duration::from_millis(1000))
+}
+
+/// Reads counters with `read` every 50 ms until the traffic counters have not moved for
+/// [`idle_window`] and the export queue is drained ([`Counters::queue_drained`]); returns
+/// them then, or an error with the last counters at `timeout`.
+pub fn wait_idle(
+    mut read: impl FnMut() -> Counters,
+    timeout: Duration,
+) -> Result<Counters, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = read();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read();
+        if !now.same_traffic(&last) {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= idle_window() && now.queue_drained() {
+            return Ok(now);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the daemon did not become idle within {timeout:?} (counters still moving or \
+                 spans still queued): {:?}",
+                last.0
+            ));
+        }
     }
 }
 
@@ -159,6 +196,40 @@ mod tests {
         assert!(Counters::parse("beyla_events_read_total -1\n").is_err());
         assert!(Counters::parse("beyla_events_read_total\n").is_err());
         assert!(Counters::parse("a_total 1\na_total 2\n").is_err());
+    }
+
+    #[test]
+    fn idle_once_nothing_moves_and_the_queue_is_drained() {
+        // Records still being read, then a span queued, then exported: idle only after that.
+        let texts = [
+            TEXT.replace("read_total 42", "read_total 40"),
+            TEXT.replace("created_total 7", "created_total 8"),
+            TEXT.replace("created_total 7", "created_total 8")
+                .replace("exported_total 5", "exported_total 6"),
+        ];
+        let mut reads = 0;
+        let t = Instant::now();
+        let c = wait_idle(
+            || {
+                reads += 1;
+                Counters::parse(&texts[(reads - 1).min(2)]).unwrap()
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(c.get(SPANS_EXPORTED), 6);
+        assert!(t.elapsed() >= idle_window());
+    }
+
+    #[test]
+    fn not_idle_while_a_span_stays_queued() {
+        let queued = TEXT.replace("created_total 7", "created_total 8");
+        let e = wait_idle(
+            || Counters::parse(&queued).unwrap(),
+            idle_window() + Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert!(e.contains("did not become idle"), "{e}");
     }
 
     #[test]

@@ -19,14 +19,6 @@ pub fn ready_timeout() -> Duration {
     crate::scaled(Duration::from_secs(60))
 }
 
-/// How long the daemon's traffic counters must stand still before [`Daemon::wait_idle`] calls
-/// it idle: four drain ticks (the daemon reads the ring buffer at least every 250 ms) and
-/// five export schedule delays (200 ms in the tests), so a record still in the ring or a
-/// span still waiting for its batch moves a counter inside the window.
-pub fn idle_window() -> Duration {
-    crate::scaled(Duration::from_millis(1000))
-}
-
 /// Path of the daemon binary: `$BEYLA_RS_BIN`, else `<workspace>/target/release/beyla-rs`.
 pub fn daemon_bin_path() -> PathBuf {
     match std::env::var_os("BEYLA_RS_BIN") {
@@ -398,36 +390,18 @@ impl Daemon {
     }
 
     /// Waits until the daemon is idle: its traffic counters (records read, connections,
-    /// spans built, exported, dropped…) have not moved for [`idle_window`] and every span it
+    /// spans built, exported, dropped…) have not moved for [`counters::idle_window`] and every span it
     /// built has left the export queue (exported or counted as dropped). Returns the counters
-    /// then. Panics at [`crate::span_timeout`] with the last counters and the log.
+    /// then. Panics at [`crate::span_timeout`] with the last counters and the log. See
+    /// [`counters::wait_idle`].
     pub fn wait_idle(&self) -> Counters {
         self.wait_idle_within(crate::span_timeout())
     }
 
     /// [`Self::wait_idle`] with another deadline (for bursts that take long to export).
     pub fn wait_idle_within(&self, timeout: Duration) -> Counters {
-        let deadline = Instant::now() + timeout;
-        let mut last = self.counters();
-        let mut since = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            let now = self.counters();
-            if !now.same_traffic(&last) {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= idle_window() && now.queue_drained() {
-                return now;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the daemon did not become idle within {timeout:?} (counters still moving \
-                     or spans still queued): {:?}\n--- stderr ---\n{}",
-                    last.0,
-                    tail(&self.logs(), 8000)
-                );
-            }
-        }
+        counters::wait_idle(|| self.counters(), timeout)
+            .unwrap_or_else(|e| panic!("{e}\n--- stderr ---\n{}", tail(&self.logs(), 8000)))
     }
 
     /// Time since spawn.
