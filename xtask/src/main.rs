@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod toolchain;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -25,7 +26,10 @@ fn usage() -> ! {
            bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)
   \
            fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \
-           test                 every test: unit, integration (real kernel, needs root), nix checks\n  \
+           test                 every test: unit, integration (real kernel, needs root), the kernel\n  \
+                                matrix (vm), nix checks\n  \
+           vm [--kernel 6.1|6.12|all] [-- COMMAND...]\n  \
+                                boot Debian's kernels in QEMU, run the smoke suite (or COMMAND) in each\n  \
            setup                only install what builds and tests need"
     );
     std::process::exit(2)
@@ -120,6 +124,10 @@ fn test() -> Result<()> {
             ])
             .env("BEYLA_RS_BIN", &bin),
     );
+    step(
+        "kernel matrix (Debian 6.1 and 6.12 in QEMU)",
+        Command::new(std::env::current_exe().expect("own path")).arg("vm"),
+    );
     let nix_check = workspace_root().join("nix/tests/check.sh");
     if nix_check.exists() {
         step("nix checks", Command::new("bash").arg(nix_check));
@@ -172,6 +180,9 @@ fn main() -> Result<()> {
         "test" => test(),
         "bench" => bench::run(rest.iter().any(|a| a == "--quick")),
         "fuzz" => fuzz::run(rest),
+        "vm" => vm::main(rest),
+        // Inside a guest of `vm`: not for direct use.
+        "vm-guest" => vm::guest(rest),
         "setup" => {
             toolchain::ensure()?;
             setup_test_deps()
