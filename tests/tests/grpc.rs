@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
 use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan, SpanStatus};
-use beyla_rs_tests::{free_port, procs, quiet, require_root, settle, span_timeout};
+use beyla_rs_tests::{
+    free_port, procs, quiet, require_root, scaled, settle, span_timeout, time_scale,
+};
 
 const SERVICE: &str = "beyla.test.Echo";
 
@@ -129,6 +131,8 @@ fn run_client(stack: Stack, port: u16, listen: u16, scenario: &str, n: usize) ->
             cmd.env_remove(&*k);
         }
     }
+    // Except the time scale: the `concurrent` scenario stretches its server-side sleep by it.
+    cmd.env("BEYLA_TEST_TIME_SCALE", time_scale().to_string());
     beyla_rs_tests::die_with_parent(&mut cmd, libc::SIGKILL);
     let child = cmd
         .stdin(Stdio::null())
@@ -287,7 +291,9 @@ fn concurrent_50(server: Stack, client: Stack) {
     assert_eq!(r.client.num("ok") as usize, n);
     check_all(&r, "Unary", 0);
     for spans in [&r.server_spans, &r.client_spans] {
-        // Truly concurrent: every call started before any ended, each lasted the 300 ms.
+        // Truly concurrent: every call started before any ended, each lasted the 300 ms the
+        // server sleeps (scaled in emulated guests, as the fixtures scale it).
+        let sleep = scaled(Duration::from_millis(300));
         let first_end = spans.iter().map(|s| s.end_ns).min().unwrap();
         let last_start = spans.iter().map(|s| s.start_ns).max().unwrap();
         assert!(
@@ -296,8 +302,8 @@ fn concurrent_50(server: Stack, client: Stack) {
         );
         for s in spans {
             assert!(
-                s.duration() >= Duration::from_millis(295),
-                "each call sleeps 300 ms: {}",
+                s.duration() >= sleep - Duration::from_millis(5),
+                "each call sleeps {sleep:?}: {}",
                 s.summary()
             );
         }

@@ -13,7 +13,9 @@ instruments the client process too.
 Scenarios (client):
     unary N        N sequential unary calls
     concurrent N   N unary calls in flight at once on ONE channel (one HTTP/2 connection),
-                   each sleeping 300 ms in the server so that they overlap
+                   each sleeping 300 ms in the server so that they overlap (times
+                   BEYLA_TEST_TIME_SCALE: issuing 50 calls takes longer than 300 ms in an
+                   emulated guest)
     errors         unary calls failing with NOT_FOUND, INTERNAL, UNAVAILABLE,
                    INVALID_ARGUMENT, then one OK call
     stream         one server-streaming call (5 messages, 80 ms apart) and one bidi call
@@ -126,7 +128,8 @@ def client(args):
             stub.Unary(pb.Req(name=f"u{i}"), timeout=30)
             res["ok"] += 1
     elif args.scenario == "concurrent":
-        fs = [stub.Unary.future(pb.Req(name=f"c{i}", sleep_ms=300), timeout=30) for i in range(n)]
+        sleep_ms = round(300 * float(os.environ.get("BEYLA_TEST_TIME_SCALE", "1")))
+        fs = [stub.Unary.future(pb.Req(name=f"c{i}", sleep_ms=sleep_ms), timeout=30) for i in range(n)]
         for f in fs:
             try:
                 f.result()

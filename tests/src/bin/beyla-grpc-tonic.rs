@@ -304,6 +304,14 @@ async fn client(target: &str, listen: Option<u16>, scenario: &str, n: usize) {
             }
         }
         "concurrent" => {
+            // 300 ms, stretched like the harness's timeouts in emulated guests, where issuing
+            // the calls alone takes longer than that.
+            let sleep = (300.0
+                * std::env::var("BEYLA_TEST_TIME_SCALE")
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(1.0))
+            .round() as i32;
             let mut set = tokio::task::JoinSet::new();
             for i in 0..n {
                 let mut c2 = Client {
@@ -314,7 +322,7 @@ async fn client(target: &str, listen: Option<u16>, scenario: &str, n: usize) {
                         i,
                         c2.unary(Req {
                             name: format!("c{i}"),
-                            sleep_ms: 300,
+                            sleep_ms: sleep,
                             ..Default::default()
                         })
                         .await,
