@@ -658,7 +658,10 @@ fn load_failure(log: &str, status: &str) -> String {
         s.push_str(&format!("\nrefused instruction: {}", lines[i].trim()));
         let end = (i + 6).min(lines.len());
         s.push_str("\nverifier's last lines:");
-        for l in &lines[i.saturating_sub(6)..end] {
+        for l in lines[i.saturating_sub(6)..end]
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+        {
             let l: String = l.chars().take(200).collect();
             s.push_str(&format!("\n  {l}"));
         }
