@@ -181,7 +181,12 @@ fn ensure_tools(kernels: &[&Kernel]) -> Result<()> {
     if which("qemu-system-x86_64").is_none() {
         apt.push("qemu-system-x86");
     }
-    if !Path::new("/bin/busybox").exists() && !Path::new("/usr/bin/busybox").exists() {
+    // virtme-ng's init needs a statically linked busybox; Debian's `busybox` is dynamic.
+    let static_busybox = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "busybox-static"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"));
+    if !static_busybox {
         apt.push("busybox-static");
     }
     for k in kernels {
@@ -197,7 +202,7 @@ fn ensure_tools(kernels: &[&Kernel]) -> Result<()> {
             .args(&apt)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    if which("vng").is_none() {
+    if vng().is_none() {
         println!("installing virtme-ng");
         let pip = |extra: &[&str]| {
             Command::new("python3")
@@ -216,8 +221,8 @@ fn ensure_tools(kernels: &[&Kernel]) -> Result<()> {
         if !pip(&[]) && !pip(&["--break-system-packages"]) {
             bail!("pip install virtme-ng failed");
         }
-        if which("vng").is_none() {
-            bail!("virtme-ng is installed but `vng` is not on PATH");
+        if vng().is_none() {
+            bail!("virtme-ng is installed but its `vng` script is nowhere to be found");
         }
     }
     for k in kernels {
@@ -233,6 +238,22 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// virtme-ng's `vng`: on `PATH`, or in the scripts folder of the `python3` that installed it
+/// (an interpreter manager may not have made a shim for it yet).
+fn vng() -> Option<PathBuf> {
+    which("vng").or_else(|| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('scripts'))",
+            ])
+            .output()
+            .ok()?;
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("vng");
+        p.is_file().then_some(p)
+    })
 }
 
 /// The newest `/boot/vmlinuz-<prefix>*` (Debian updates the patch level; the label stays).
@@ -254,7 +275,7 @@ fn find_kernel(k: &Kernel) -> Option<PathBuf> {
 /// the script exited 0. The console goes to `out/console.log`.
 fn boot(kernel: &Path, out: &Path, script: &str) -> Result<bool> {
     let console = std::fs::File::create(out.join("console.log"))?;
-    let mut child = Command::new("vng")
+    let mut child = Command::new(vng().context("vng (virtme-ng) is not installed")?)
         .arg("--run")
         .arg(kernel)
         .args(["--disable-kvm", "--memory", "3G", "--cpus", "2"])
