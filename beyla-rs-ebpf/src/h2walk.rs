@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::LruHashMap};
 use beyla_rs_common::{EXTENT_HEADER_LEN, H2_PAYLOAD_PREFIX, H2Walk, MAX_CAPTURE, MAX_EXTENTS_LEN};
 
-use crate::{Scratch, copy_user, iov_get, iov_put, put_extent_header, scratch, user_u64};
+use crate::record::{Scratch, copy_user, iov_get, iov_put, put_extent_header, scratch, user_u64};
 
 /// Per connection and direction: where the next frame header is. LRU: entries of connections
 /// whose close was never seen age out.
@@ -50,7 +50,7 @@ const STATUS_RUNNING: u64 = 0;
 const STATUS_SYNCED: u64 = 1;
 const STATUS_LOST: u64 = 2;
 
-/// The walk's state, in the per-CPU scratch buffer (see [`crate::IovTotals`] for why).
+/// The walk's state, in the per-CPU scratch buffer (see [`crate::data::IovTotals`] for why).
 #[repr(C)]
 pub struct WalkState {
     /// 1: the data is one buffer at `base`; 0: an iovec array at `base` with `iovcnt` entries.
@@ -220,7 +220,8 @@ fn hdr_area(s: &mut Scratch) -> &mut [u8; 8] {
         &mut *(s
             .buf
             .as_mut_ptr()
-            .add(crate::EVENT_HEADER_LEN + HDR_AREA as usize) as *mut [u8; 8])
+            .add(beyla_rs_common::EVENT_HEADER_LEN + HDR_AREA as usize)
+            as *mut [u8; 8])
     }
 }
 
@@ -347,7 +348,8 @@ fn hdr_area_9(s: &mut Scratch) -> &[u8; 9] {
     unsafe {
         &*(s.buf
             .as_ptr()
-            .add(crate::EVENT_HEADER_LEN + HDR_AREA as usize) as *const [u8; 9])
+            .add(beyla_rs_common::EVENT_HEADER_LEN + HDR_AREA as usize)
+            as *const [u8; 9])
     }
 }
 

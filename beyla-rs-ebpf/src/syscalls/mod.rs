@@ -1,0 +1,366 @@
+//! The syscall-tracepoint capture backend.
+//!
+//! One raw tracepoint on `sys_exit` sees every syscall's return. It reads the syscall number and
+//! arguments from the saved user registers (`pt_regs`), so no enter→exit stash map is needed: at
+//! exit, read buffers are filled and write buffers still hold what was written. Raw tracepoints
+//! attach by name, without tracefs, on every kernel since 4.17 — including kernels built without
+//! kprobes, where Beyla captures nothing.
+//!
+//! Cost model (see `shared/docs/machine.md`): every syscall on the machine runs this program, so
+//! the common path must reject fast. The order of checks is: tracked process (a bit in an array
+//! lookup the verifier inlines), return value (failed calls such as EAGAIN reads leave at
+//! once), syscall number and arguments (one read of the saved registers), tracked socket fd
+//! (one LRU lookup). Only then is anything copied.
+//!
+//! Connections are keyed by `conn_key(tgid, fd)`.
+
+mod nr;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use beyla_rs_common::{
+    CONFIG_WATCH_EXEC, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventKind, ROLE_CLIENT,
+    ROLE_SERVER, STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, conn_key,
+};
+use nr::*;
+
+use crate::{
+    data::{self, Source},
+    maps::{CONNS, PORTS, config, count, next_conn_id, set_tracked, tracked},
+    record::{
+        Res, copy_sockaddr, emit_simple, fill_header, header, scratch, submit, submit_now, user_u64,
+    },
+};
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn beyla_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
+    let ret: i64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !tracked(tgid) {
+        // For processes we do not instrument only a successful bind (selection by port) and
+        // exec (selection by executable) matter, and both return 0: everything else leaves
+        // here without even reading the syscall number.
+        if ret != 0 {
+            return Ok(());
+        }
+        let a = args(ctx.arg(0))?;
+        return match a.nr {
+            SYS_BIND => on_bind(&a, pid_tgid),
+            SYS_EXECVE | SYS_EXECVEAT => on_exec(pid_tgid),
+            _ => Ok(()),
+        };
+    }
+    // Failed calls matter only for non-blocking connects.
+    if ret < 0 && ret != -EINPROGRESS {
+        return Ok(());
+    }
+    let a = args(ctx.arg(0))?;
+    match a.nr {
+        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO | SYS_READV | SYS_WRITEV | SYS_RECVMSG
+        | SYS_SENDMSG | SYS_SENDFILE => {
+            if ret <= 0 {
+                return Ok(());
+            }
+            on_data(&a, pid_tgid, ret as u64)
+        }
+        SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(&a, pid_tgid, ret),
+        SYS_CONNECT => on_connect(&a, pid_tgid),
+        SYS_CLOSE if ret == 0 => on_close(&a, pid_tgid),
+        SYS_BIND if ret == 0 => on_bind(&a, pid_tgid),
+        SYS_CLONE | SYS_CLONE3 | SYS_FORK | SYS_VFORK if ret > 0 => {
+            on_fork(&a, pid_tgid, ret as u32)
+        }
+        SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => on_dup(&a, pid_tgid, ret as u32),
+        SYS_EXECVE | SYS_EXECVEAT if ret == 0 => on_exec(pid_tgid),
+        _ => Ok(()),
+    }
+}
+
+/// The syscall's number and its first three arguments, as saved in the user registers:
+/// `dx`, `si`, `di` and `orig_ax` are adjacent in x86_64's `struct pt_regs`, so one read
+/// fetches all four (it was one helper call per register, up to four per data syscall).
+#[repr(C)]
+struct Args {
+    dx: u64,
+    si: u64,
+    di: u64,
+    nr: u64,
+}
+
+const _: () = assert!(
+    REG_SI == REG_DX + 8
+        && REG_DI == REG_DX + 16
+        && REG_ORIG_AX == REG_DX + 24
+        && core::mem::size_of::<Args>() == 32
+);
+
+#[inline(always)]
+fn args(regs: u64) -> Result<Args, i64> {
+    let mut a = Args {
+        dx: 0,
+        si: 0,
+        di: 0,
+        nr: 0,
+    };
+    // SAFETY: `regs` is the kernel's `struct pt_regs *` for this syscall; the helper checks the
+    // read and fails rather than faulting.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut a).cast(),
+            core::mem::size_of::<Args>() as u32,
+            (regs + REG_DX) as *const core::ffi::c_void,
+        )
+    };
+    if r < 0 { Err(r) } else { Ok(a) }
+}
+
+/// A data syscall on a tracked fd: its buffer or iovec array from the saved registers.
+fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = a.di as u32;
+    let key = conn_key(tgid, fd);
+    // SAFETY: map value read.
+    let conn = match unsafe { CONNS.get(&key) } {
+        Some(c) => *c,
+        None => return Ok(()),
+    };
+    let direction = match a.nr {
+        SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => DIR_INGRESS,
+        _ => DIR_EGRESS,
+    };
+    let src = match a.nr {
+        SYS_READ | SYS_WRITE | SYS_RECVFROM | SYS_SENDTO => Source::Buf(a.si),
+        SYS_READV | SYS_WRITEV => Source::Iov {
+            iov: a.si,
+            cnt: a.dx,
+        },
+        SYS_RECVMSG | SYS_SENDMSG => {
+            // struct msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov;
+            //                 size_t msg_iovlen; ... }
+            let msg = a.si;
+            Source::Iov {
+                iov: user_u64(msg + 16)?,
+                cnt: user_u64(msg + 24)?,
+            }
+        }
+        _ => Source::Elsewhere,
+    };
+    data::data(key, conn, direction, src, ret, pid_tgid, fd as i32)
+}
+
+fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
+    let tgid = (pid_tgid >> 32) as u32;
+    let conn = ConnInfo::new(next_conn_id(), ROLE_SERVER);
+    insert_conn(conn_key(tgid, newfd as u32), conn);
+    let listen_fd = a.di as u32;
+    let addr = a.si;
+    let addrlen_ptr = a.dx;
+    let s = scratch()?;
+    fill_header(
+        s,
+        EventKind::Accept,
+        pid_tgid,
+        newfd as i32,
+        listen_fd,
+        Some(&conn),
+    );
+    let mut n = 0;
+    if addr != 0 && addrlen_ptr != 0 {
+        let mut addrlen: u32 = 0;
+        // SAFETY: user memory read of the `socklen_t` the kernel just wrote.
+        let r =
+            unsafe { bpf_probe_read_user((&raw mut addrlen).cast(), 4, addrlen_ptr as *const _) };
+        if r == 0 {
+            n = copy_sockaddr(s, addr, addrlen as u64);
+        }
+    }
+    header(s).captured_len = n as u32;
+    if n == 0 {
+        // accept(fd, NULL, NULL) (libuv, Node): the daemon must read the peer from the socket
+        // itself before the connection closes, so wake it now rather than at its next tick.
+        return submit_now(s, n);
+    }
+    submit(s, n)
+}
+
+fn on_connect(a: &Args, pid_tgid: u64) -> Res {
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = a.di as u32;
+    let addr = a.si;
+    let addrlen = a.dx;
+    let s = scratch()?;
+    let n = copy_sockaddr(s, addr, addrlen);
+    if n < 2 {
+        return Ok(());
+    }
+    let family = u16::from_ne_bytes([s.buf[EVENT_HEADER_LEN], s.buf[EVENT_HEADER_LEN + 1]]);
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let conn = ConnInfo::new(next_conn_id(), ROLE_CLIENT);
+    insert_conn(conn_key(tgid, fd), conn);
+    fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
+    header(s).captured_len = n as u32;
+    submit(s, n)
+}
+
+fn on_close(a: &Args, pid_tgid: u64) -> Res {
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = a.di as u32;
+    let key = conn_key(tgid, fd);
+    // SAFETY: map value read.
+    let conn = match unsafe { CONNS.get(&key) } {
+        Some(c) => *c,
+        None => return Ok(()),
+    };
+    let closed = if conn.displaced > 0 {
+        // The close of a connection this one displaced (see `ConnInfo::displaced`): keep this
+        // one. Only the first reports a connection closed: the others' ids are not kept.
+        let current = ConnInfo {
+            displaced: conn.displaced - 1,
+            prev_conn_id: 0,
+            ..conn
+        };
+        let _ = CONNS.insert(&key, &current, 0);
+        if conn.prev_conn_id == 0 {
+            return Ok(());
+        }
+        ConnInfo {
+            conn_id: conn.prev_conn_id,
+            ..conn
+        }
+    } else {
+        let _ = CONNS.remove(&key);
+        conn
+    };
+    let s = scratch()?;
+    fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
+    submit(s, 0)
+}
+
+/// Register a connection under `key`. An entry already there means the fd was released by a
+/// `close` that has not returned yet (another thread got the number first), and so were the
+/// fds of the connections that entry displaced in turn: count them all, so that none of those
+/// closes is taken for this connection's.
+#[inline(always)]
+fn insert_conn(key: u64, mut conn: ConnInfo) {
+    // SAFETY: map value read.
+    if let Some(old) = unsafe { CONNS.get(&key) } {
+        conn.prev_conn_id = old.conn_id;
+        conn.displaced = old.displaced.saturating_add(1);
+    }
+    if CONNS.insert(&key, &conn, 0).is_err() {
+        count(STAT_CONN_MAP_FULL);
+    }
+}
+
+fn on_bind(a: &Args, pid_tgid: u64) -> Res {
+    let addr = a.si;
+    // struct sockaddr_in / sockaddr_in6 both start with family (u16) and port (u16, big endian).
+    let head = user_u64(addr).unwrap_or(0);
+    let family = head as u16;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let port = u16::from_be(((head >> 16) & 0xffff) as u16);
+    let word = match PORTS.get(port as u32 / 64) {
+        Some(w) => *w,
+        None => return Ok(()),
+    };
+    if word & (1u64 << (port % 64)) == 0 {
+        return Ok(());
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    match config() {
+        Some(c) if c.self_tgid != tgid => {}
+        _ => return Ok(()),
+    }
+    if !set_tracked(tgid, true) {
+        count(STAT_PID_MAP_FULL);
+    }
+    let fd = a.di as i32;
+    let addrlen = a.dx;
+    let s = scratch()?;
+    let n = copy_sockaddr(s, addr, addrlen);
+    fill_header(s, EventKind::Bind, pid_tgid, fd, port as u32, None);
+    header(s).captured_len = n as u32;
+    submit(s, n)
+}
+
+fn on_fork(a: &Args, pid_tgid: u64, child: u32) -> Res {
+    let flags = match a.nr {
+        SYS_CLONE => a.di,
+        // struct clone_args starts with `u64 flags`.
+        SYS_CLONE3 => user_u64(a.di)?,
+        _ => 0,
+    };
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    // `child` is the pid in the parent's pid namespace, which is the daemon's for processes on
+    // the host; the daemon reconciles namespaced children from /proc.
+    if !set_tracked(child, true) {
+        count(STAT_PID_MAP_FULL);
+    }
+    emit_simple(EventKind::Fork, pid_tgid, -1, child)
+}
+
+/// A tracked socket was duplicated (`dup*`, `fcntl(F_DUPFD*)`): the new fd is the same
+/// connection. Rust's `TcpStream::try_clone` and many servers read on one fd and write on the
+/// other.
+fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
+    if a.nr == SYS_FCNTL {
+        let cmd = a.si;
+        if cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC {
+            return Ok(());
+        }
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let oldfd = a.di as u32;
+    if oldfd == newfd {
+        return Ok(());
+    }
+    // SAFETY: map value read.
+    let conn = match unsafe { CONNS.get(&conn_key(tgid, oldfd)) } {
+        Some(c) => *c,
+        None => return Ok(()),
+    };
+    insert_conn(
+        conn_key(tgid, newfd),
+        ConnInfo {
+            displaced: 0,
+            prev_conn_id: 0,
+            ..conn
+        },
+    );
+    let s = scratch()?;
+    fill_header(
+        s,
+        EventKind::Dup,
+        pid_tgid,
+        newfd as i32,
+        oldfd,
+        Some(&conn),
+    );
+    submit(s, 0)
+}
+
+fn on_exec(pid_tgid: u64) -> Res {
+    match config() {
+        Some(c) if c.flags & CONFIG_WATCH_EXEC != 0 => {}
+        _ => return Ok(()),
+    }
+    emit_simple(EventKind::Exec, pid_tgid, -1, 0)
+}
