@@ -324,6 +324,91 @@ pub fn daemon_map(pid: u32, name: &str) -> u32 {
         .unwrap_or_else(|| panic!("daemon pid {pid} holds no map named {name}: {objs:?}"))
 }
 
+/// Mount points of every bpf filesystem mounted here (from `/proc/self/mountinfo`).
+pub fn bpffs_mounts() -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_else(|e| panic!("/proc/self/mountinfo: {e}"));
+    info.lines()
+        .filter_map(|l| {
+            // `id parent major:minor root mount-point options… - fstype source super-options`
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            (fstype == "bpf").then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+        })
+        .collect()
+}
+
+/// A bpf filesystem at `/sys/fs/bpf` for as long as this lives. Pinning needs one: on a
+/// machine without it (a plain sysfs directory) "nothing is pinned" would hold whatever the
+/// daemon did. Mounted here when none is, unmounted on drop if it was mounted here.
+pub struct BpfFs {
+    mounted_here: bool,
+}
+
+impl BpfFs {
+    pub const PATH: &str = "/sys/fs/bpf";
+
+    pub fn ensure() -> BpfFs {
+        if bpffs_mounts().iter().any(|m| m == Self::PATH) {
+            return BpfFs {
+                mounted_here: false,
+            };
+        }
+        // SAFETY: plain mount(2) with NUL-terminated strings and no data.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount -t bpf bpf /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+        BpfFs { mounted_here: true }
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            // SAFETY: umount2(2) of the mount made in `ensure`.
+            unsafe { libc::umount2(c"/sys/fs/bpf".as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Every file and directory under every mounted bpf filesystem (pinned objects), sorted.
+/// Panics when one cannot be listed.
+pub fn bpffs_entries() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for e in rd {
+            let e = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+            out.push(e.path().to_string_lossy().into_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for m in bpffs_mounts() {
+        walk(std::path::Path::new(&m), &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// Pins map `id` at `path` (a positive control for [`bpffs_entries`]).
+pub fn pin_map(id: u32, path: &str) {
+    bpftool_ok(&["map", "pin", "id", &id.to_string(), path]);
+}
+
 /// Polls until `f()` is true (every 100 ms) or `timeout`; returns the last value of `f`.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
