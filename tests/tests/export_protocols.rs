@@ -10,11 +10,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use beyla_rs_tests::counters::{SPANS_CREATED, SPANS_DROPPED};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::{OtlpReceiver, ReceivedSpan, SpanKind, SpanStatus};
 use beyla_rs_tests::rawhttp::{RawConn, Request};
-use beyla_rs_tests::{free_port, quiet, require_root};
+use beyla_rs_tests::{free_port, quiet, require_root, scaled};
 use common::*;
 
 const REQUESTS: usize = 25;
@@ -133,20 +134,24 @@ fn collector_400_drops_each_batch_once_and_logs_once() {
     let d = Daemon::builder()
         .open_ports(&[srv.port()])
         .otlp(&rx)
+        .internal_metrics()
         .env("OTEL_METRICS_EXPORTER", "none")
         .start();
     rx.set_fault(Some(Fault::status(400)));
-    for round in 1..=3 {
-        for _ in 0..5 {
+    const ROUNDS: usize = 3;
+    const PER_ROUND: usize = 5;
+    for round in 1..=ROUNDS {
+        for _ in 0..PER_ROUND {
             let r = RawConn::connect(srv.port()).request(&Request::get("/hello"));
             assert_eq!(r.status, 200);
         }
-        rx.wait_for_requests(round, Duration::from_secs(10));
+        rx.wait_for_requests(round, scaled(Duration::from_secs(10)));
     }
-    // No retry of a refused batch: every span was sent in exactly one request.
-    std::thread::sleep(quiet());
+    // Once the daemon is idle (every span built has left its queue, nothing moves) a retry
+    // can no longer come: every span must then have been sent in exactly one request.
+    let idle = d.wait_idle();
     let reqs = rx.requests();
-    assert!(reqs.len() >= 3, "{reqs:?}");
+    assert!(reqs.len() >= ROUNDS, "{reqs:?}");
     let mut span_ids = HashSet::new();
     for r in &reqs {
         assert_eq!(r.status, 400);
@@ -161,7 +166,17 @@ fn collector_400_drops_each_batch_once_and_logs_once() {
         }
     }
     let refused_spans = span_ids.len();
-    assert!(refused_spans >= 15, "{refused_spans} spans sent");
+    assert_eq!(
+        refused_spans,
+        ROUNDS * PER_ROUND,
+        "one span per request, each sent once: {idle:?}, {} requests",
+        reqs.len()
+    );
+    assert_eq!(
+        (idle.get(SPANS_CREATED), idle.get(SPANS_DROPPED)),
+        (refused_spans as u64, refused_spans as u64),
+        "{idle:?}"
+    );
     assert!(rx.spans().is_empty(), "refused spans are not stored");
     let exit = d.stop_ok();
     let c = stop_counters(&exit.stderr);
