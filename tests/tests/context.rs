@@ -68,8 +68,24 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
 
     let chain_spans = |s: &ReceivedSpan| s.pid() == Some(a.pid()) || s.pid() == Some(b.pid());
     if with_header && !sampled {
-        // parentbased_always_on: the caller said "not sampled", for the whole chain.
-        rx.assert_quiet(chain_spans, 0, quiet());
+        // parentbased_always_on: the caller said "not sampled", for the whole chain. Positive
+        // control in the same run: one more round through the same chain with a sampled
+        // caller gives exactly its three spans, and nothing else arrives (the not-sampled
+        // rounds went first).
+        let control = ROUNDS;
+        let req = Request::get(&format!("/proxy/hello?round={control}")).header(
+            "traceparent",
+            &format!("00-{}-{}-01", trace_hex(control), parent_hex(control)),
+        );
+        let r = rawhttp::keepalive(a_port, &[req]);
+        assert_eq!(r[0].status, 200, "{}", r[0].body_str());
+        let spans = rx.wait_for_exact_spans(chain_spans, 3, span_timeout(), quiet());
+        assert!(
+            spans.iter().all(|s| s.trace_id == trace_hex(control)),
+            "a span of a not-sampled round:\n{}",
+            otlp::dump_spans(&spans)
+        );
+        rx.assert_no_errors();
         d.stop_ok();
         return;
     }
