@@ -1,34 +1,72 @@
 //! `cargo xtask bench`: what beyla-rs costs, as ratios against the same workload without it,
-//! measured in the same run, A/B alternating, several rounds, medians.
+//! measured in the same run, several rounds, medians.
 //!
 //! Workloads (all on loopback):
-//! 1. nginx `return 200` at saturation with `wrk` (keep-alive): throughput and latency ratios.
-//! 2. the same at fixed rates (5k and 20k req/s, our own paced generator): daemon CPU per
-//!    request, nginx CPU per request with and without, daemon peak RSS, spans received vs
-//!    requests sent, BPF time per request (`kernel.bpf_stats_enabled`).
+//! 1. nginx `return 200` at saturation with `wrk` (keep-alive): throughput and latency ratios,
+//!    and spans received per request.
+//! 2. the same at fixed rates (5k and 20k req/s, our own paced generator): achieved rates,
+//!    daemon CPU per request, nginx CPU per request with and without, daemon peak RSS, spans
+//!    received vs requests sent, BPF time per request (`kernel.bpf_stats_enabled`).
 //! 3. a new connection per request at a fixed rate: the accept/close path.
 //! 4. a busy process that is *not* selected (`dd` doing small reads and writes): the cost we
 //!    impose on everything else.
 //!
+//! What keeps it measuring the daemon rather than itself:
+//! - Rounds are counterbalanced: without → with in even rounds, with → without in odd ones,
+//!   over an even number of rounds, so a drift of the machine during the run favours neither
+//!   side.
+//! - The fixed-rate generator is closed-loop per connection (a connection waits for its
+//!   answer): a slower server gets fewer requests. Each row reports the achieved rate next to
+//!   its target, and every per-request figure is divided by the requests actually completed.
+//! - The in-process OTLP receiver decodes every request; one it cannot decode is answered 400
+//!   and fails the run. Spans are counted once the daemon has exited and the receiver has
+//!   closed its last connection, and must equal the spans the daemon reports as exported.
+//! - BPF time counts only the programs of the daemon under test (by the ids it holds). The
+//!   sys_exit program also runs for the load generator's syscalls (this process, not
+//!   selected): that share is reported apart, from an exact count of the generator's
+//!   syscalls and the measured cost of a program run for an unselected process.
+//! - The saturation rows report spans received per request: a daemon that dropped its work
+//!   cannot look cheap.
+//! - The daemon's log is read while it runs (a full pipe would stall it); its exit summary
+//!   gives its counters (spans exported and dropped, kernel records lost).
+//!
 //! Output: a Markdown table on stdout and `target/bench/bench-<unix time>.json`.
 
 use std::{
-    io::{Read, Write},
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
-const ROUNDS: usize = 3;
+/// Rounds per workload: even, so that each side runs first in half of them.
+const ROUNDS: usize = 4;
+
+/// The two sides of an A/B round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Without,
+    With,
+}
+
+/// Counterbalanced order (ABBA…): without → with in even rounds, with → without in odd ones.
+fn order(round: usize) -> [Side; 2] {
+    if round.is_multiple_of(2) {
+        [Side::Without, Side::With]
+    } else {
+        [Side::With, Side::Without]
+    }
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -179,29 +217,116 @@ impl Drop for Nginx {
     }
 }
 
-/// Counts spans that arrive over OTLP/HTTP (protobuf).
+/// What the in-process OTLP receiver saw.
+#[derive(Default)]
+struct RecvState {
+    spans: AtomicU64,
+    metrics_requests: AtomicU64,
+    /// Connections accepted and not yet closed.
+    active: AtomicUsize,
+    /// Requests it could not decode (answered 400): any fails the run.
+    errors: Mutex<Vec<String>>,
+}
+
+/// Decodes and counts what arrives over OTLP/HTTP (protobuf): spans at `/v1/traces`, requests
+/// at `/v1/metrics` (the daemon's default metrics export).
 struct Receiver {
     port: u16,
-    spans: Arc<AtomicU64>,
+    st: Arc<RecvState>,
+}
+
+/// Decrements the active-connection count when a connection's thread ends.
+struct ActiveConn(Arc<RecvState>);
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Receiver {
     fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let spans = Arc::new(AtomicU64::new(0));
-        let counter = spans.clone();
+        let st = Arc::new(RecvState::default());
+        let shared = st.clone();
         thread::spawn(move || {
             for s in listener.incoming().flatten() {
-                let counter = counter.clone();
-                thread::spawn(move || serve_otlp(s, &counter));
+                shared.active.fetch_add(1, Ordering::SeqCst);
+                let guard = ActiveConn(shared.clone());
+                thread::spawn(move || serve_otlp(s, &guard.0));
             }
         });
-        Ok(Self { port, spans })
+        Ok(Self { port, st })
+    }
+
+    fn spans(&self) -> u64 {
+        self.st.spans.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every connection is closed: called after the daemon exited, it returns
+    /// once each request the daemon sent has been answered and counted.
+    fn drained(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.st.active.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "the OTLP receiver still has {} open connections 10 s after the daemon exited",
+                    self.st.active.load(Ordering::SeqCst)
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Fails when any request could not be decoded.
+    fn check(&self) -> Result<()> {
+        let errors = self.st.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if !errors.is_empty() {
+            bail!(
+                "the OTLP receiver could not decode {} requests (the span counts would be \
+                 wrong): {:?}",
+                errors.len(),
+                &errors[..errors.len().min(5)]
+            );
+        }
+        Ok(())
     }
 }
 
-fn serve_otlp(mut s: TcpStream, counter: &AtomicU64) {
+/// Decodes one request body by path; returns the spans it carried.
+fn decode_otlp(path: &str, head: &str, body: &[u8], st: &RecvState) -> Result<u64, String> {
+    if head.lines().any(|l| {
+        l.strip_prefix("content-encoding:")
+            .is_some_and(|v| v.trim() != "identity")
+    }) {
+        return Err(format!("{path}: compressed body: {head:?}"));
+    }
+    match path {
+        "/v1/traces" => {
+            let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                .map_err(|e| format!("{path}: {e}"))?;
+            Ok(req
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum())
+        }
+        "/v1/metrics" => {
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
+                body,
+            )
+            .map_err(|e| format!("{path}: {e}"))?;
+            st.metrics_requests.fetch_add(1, Ordering::SeqCst);
+            Ok(0)
+        }
+        other => Err(format!("unexpected path {other}")),
+    }
+}
+
+fn serve_otlp(mut s: TcpStream, st: &RecvState) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
@@ -216,42 +341,81 @@ fn serve_otlp(mut s: TcpStream, counter: &AtomicU64) {
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let len: usize = head
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let len: Option<usize> = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.trim().parse().ok());
+        let Some(len) = len else {
+            // Chunked or unframed: this receiver cannot tell where the body ends.
+            st.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{path}: no Content-Length: {head:?}"));
+            let _ = s.write_all(
+                b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        };
         while buf.len() < head_end + len {
             match s.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let body = &buf[head_end..head_end + len];
-        if let Ok(req) =
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
-                body,
-            )
-        {
-            let n: usize = req
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum();
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        let resp: &[u8] = match decode_otlp(&path, &head, &buf[head_end..head_end + len], st) {
+            Ok(n) => {
+                st.spans.fetch_add(n, Ordering::SeqCst);
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+            }
+            Err(e) => {
+                st.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+            }
+        };
         buf.drain(..head_end + len);
-        let resp =
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
         if s.write_all(resp).is_err() {
             return;
         }
     }
 }
 
+/// The line the daemon logs once its programs are attached and the start-up scan is done.
+const READY: &str = "beyla-rs ready";
+
+/// A running daemon; its log is read by a thread while it runs. Killed if dropped running.
 struct Daemon {
-    child: Child,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+    /// Ids of the BPF programs it holds (its own, whatever they are named).
+    prog_ids: Vec<u32>,
+}
+
+/// The daemon's counters from its exit summary (`stopped: name=value …`, nonzero ones).
+struct ExitCounters(HashMap<String, u64>);
+
+impl ExitCounters {
+    /// From the last `stopped:` line of the log.
+    fn parse(log: &[String]) -> Option<ExitCounters> {
+        let summary = log
+            .iter()
+            .rev()
+            .find_map(|l| l.split_once("stopped:").map(|(_, s)| s))?;
+        Some(ExitCounters(
+            summary
+                .split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_owned(), v.parse().ok()?))
+                })
+                .collect(),
+        ))
+    }
+
+    fn get(&self, name: &str) -> u64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
 }
 
 impl Daemon {
@@ -263,56 +427,101 @@ impl Daemon {
                 format!("http://127.0.0.1:{receiver}"),
             )
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .env("BEYLA_LOG_LEVEL", "warn")
+            // Info: the ready line and the exit summary (a handful of lines per run).
+            .env("BEYLA_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting beyla-rs")?;
-        // Ready when it has attached: wait for its log line (info is off), so poll for the
-        // attached programs instead: bpftool lists them.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().context("daemon stderr")?;
+        let lines = log.clone();
+        let reader = thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { break };
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(l);
+            }
+        });
+        let mut d = Self {
+            child: Some(child),
+            log,
+            reader: Some(reader),
+            prog_ids: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(st) = child.try_wait()? {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                bail!("beyla-rs exited early ({st}): {err}");
-            }
-            if programs_loaded() {
+            if d.log_lines().iter().any(|l| l.contains(READY)) {
                 break;
             }
-            if Instant::now() > deadline {
-                bail!("beyla-rs did not attach within 30 s");
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().transpose()) {
+                let st = st?;
+                d.join_reader();
+                bail!(
+                    "beyla-rs exited early ({st}):\n{}",
+                    d.log_lines().join("\n")
+                );
             }
-            thread::sleep(Duration::from_millis(100));
+            if Instant::now() > deadline {
+                bail!(
+                    "beyla-rs did not log {READY:?} within 30 s:\n{}",
+                    d.log_lines().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
         }
-        // Give the start-up scan a moment to register the running server.
-        thread::sleep(Duration::from_millis(700));
-        Ok(Self { child })
+        d.prog_ids = prog_ids_of(d.pid());
+        if d.prog_ids.is_empty() {
+            bail!("beyla-rs (pid {}) holds no BPF program", d.pid());
+        }
+        Ok(d)
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn stop(mut self) -> Result<()> {
-        // SAFETY: signalling our own child.
-        unsafe { kill(self.child.id() as i32, 15) };
-        let st = self.child.wait()?;
-        // Its warnings (ring buffer overflow, export failures, losses at exit) explain a
-        // "lost" column that is not zero.
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
         }
-        for line in err.lines().filter(|l| !l.trim().is_empty()).take(10) {
+    }
+
+    /// SIGTERM, wait, and the counters of its exit summary. Its warnings (ring buffer
+    /// overflow, export failures, losses at exit) are printed: they explain a "lost" column
+    /// that is not zero.
+    fn stop(mut self) -> Result<ExitCounters> {
+        let mut child = self.child.take().context("daemon already stopped")?;
+        // SAFETY: signalling our own child.
+        unsafe { kill(child.id() as i32, 15) };
+        let st = child.wait()?;
+        self.join_reader();
+        let log = self.log_lines();
+        for line in log
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(10)
+        {
             eprintln!("    beyla-rs: {line}");
         }
         if !st.success() {
-            bail!("beyla-rs exited with {st}");
+            bail!("beyla-rs exited with {st}:\n{}", log.join("\n"));
         }
-        Ok(())
+        ExitCounters::parse(&log)
+            .with_context(|| format!("no exit summary in the daemon log:\n{}", log.join("\n")))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.join_reader();
     }
 }
 
@@ -320,40 +529,123 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Ids of the BPF programs `pid` holds (program fds and links), from `/proc/<pid>/fdinfo`.
+fn prog_ids_of(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for e in rd.flatten() {
+            let Ok(info) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            ids.extend(info.lines().filter_map(|l| {
+                l.strip_prefix("prog_id:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            }));
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 #[derive(serde::Deserialize)]
 struct BpfProg {
-    name: Option<String>,
+    id: u32,
     run_time_ns: Option<u64>,
     run_cnt: Option<u64>,
 }
 
-fn bpf_progs() -> Vec<BpfProg> {
-    Command::new("bpftool")
+/// (run_time_ns, run_cnt) summed over the programs `ids` (one daemon's).
+fn bpf_time(ids: &[u32]) -> Result<(u64, u64)> {
+    let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or_default()
+        .context("running bpftool")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let progs: Vec<BpfProg> =
+        serde_json::from_slice(&out.stdout).context("bpftool prog show --json")?;
+    let mut sum = (0, 0);
+    for id in ids {
+        let p = progs
+            .iter()
+            .find(|p| p.id == *id)
+            .with_context(|| format!("BPF program {id} of the daemon is gone"))?;
+        sum.0 += p.run_time_ns.unwrap_or(0);
+        sum.1 += p.run_cnt.unwrap_or(0);
+    }
+    Ok(sum)
 }
 
-fn programs_loaded() -> bool {
-    bpf_progs()
-        .iter()
-        .any(|p| p.name.as_deref() == Some("beyla_sys_exit"))
+/// What one run of the daemon's programs costs for a syscall of a process it does not
+/// select, in ns: for a syscall returning non-zero (it leaves at the first test) and one
+/// returning 0 (it also reads the syscall number, for bind and exec). Measured on a million
+/// syscalls of each kind from this process, with a daemon that selects nothing here. Other
+/// processes' syscalls run the programs meanwhile too, a small part of the count.
+fn untracked_run_cost(bin: &PathBuf, recv: &Receiver) -> Result<(f64, f64)> {
+    const N: u64 = 1_000_000;
+    let d = Daemon::start(bin, &free_port()?.to_string(), recv.port)?;
+    let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let (t0, c0) = bpf_time(&d.prog_ids)?;
+    for _ in 0..N {
+        // One write(2), returning 1.
+        (&devnull).write_all(&[0])?;
+    }
+    let (t1, c1) = bpf_time(&d.prog_ids)?;
+    for _ in 0..N {
+        // One sched_yield(2), returning 0.
+        thread::yield_now();
+    }
+    let (t2, c2) = bpf_time(&d.prog_ids)?;
+    d.stop()?;
+    if c1 - c0 < N || c2 - c1 < N {
+        bail!(
+            "the daemon's programs ran {} and {} times for {N} syscalls each: are BPF \
+             statistics on?",
+            c1 - c0,
+            c2 - c1
+        );
+    }
+    Ok((
+        (t1 - t0) as f64 / (c1 - c0) as f64,
+        (t2 - t1) as f64 / (c2 - c1) as f64,
+    ))
 }
 
-/// (run_time_ns, run_cnt) summed over our programs.
-fn bpf_time() -> (u64, u64) {
-    bpf_progs()
-        .iter()
-        .filter(|p| p.name.as_deref().is_some_and(|n| n.starts_with("beyla_")))
-        .fold((0, 0), |(t, c), p| {
-            (t + p.run_time_ns.unwrap_or(0), c + p.run_cnt.unwrap_or(0))
-        })
+/// The load generator's syscalls, by how the daemon's sys_exit program treats them for a
+/// process it does not select (see [`untracked_run_cost`]).
+#[derive(Clone, Copy, Default)]
+struct Syscalls {
+    /// Returning non-zero: reads and writes that moved bytes, socket(2), failures.
+    nonzero: u64,
+    /// Returning 0: connect, setsockopt, close, clock_nanosleep, a read at end of stream.
+    zero: u64,
 }
 
-/// Read one HTTP/1.1 response with Content-Length from `s`, using `buf` as carry-over.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+impl Syscalls {
+    fn add(&mut self, o: Syscalls) {
+        self.nonzero += o.nonzero;
+        self.zero += o.zero;
+    }
+    fn one(&mut self, ret_zero: bool) {
+        if ret_zero {
+            self.zero += 1;
+        } else {
+            self.nonzero += 1;
+        }
+    }
+    fn total(&self) -> u64 {
+        self.nonzero + self.zero
+    }
+}
+
+/// Read one HTTP/1.1 response with Content-Length from `s`, using `buf` as carry-over,
+/// counting each read(2) in `sys`.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, sys: &mut Syscalls) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -374,7 +666,9 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
                 return Ok(());
             }
         }
-        let n = s.read(&mut chunk)?;
+        let r = s.read(&mut chunk);
+        sys.one(matches!(r, Ok(0)));
+        let n = r?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -382,23 +676,46 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
+/// What a paced load did.
+#[derive(Clone, Copy)]
+struct Load {
+    /// Requests answered.
+    done: u64,
+    /// From the first scheduled request until every connection stopped.
+    elapsed: Duration,
+    /// Syscalls of the generator's connection threads (their start and exit, a few dozen,
+    /// not counted).
+    sys: Syscalls,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 /// Paced load: `rate` requests per second for `dur`, over `conns` connections (keep-alive) or
-/// a new connection per request. Returns the number of completed requests.
-fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool) -> u64 {
+/// a new connection per request. Closed-loop per connection: a connection sends its next
+/// request when the previous one was answered, so a slow server gets fewer requests (a late
+/// connection then sends at once until it is back on schedule).
+fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool) -> Load {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let sys_total = Arc::new(Mutex::new(Syscalls::default()));
     let per_conn_interval = Duration::from_secs_f64(conns as f64 / rate as f64);
     let start = Instant::now() + Duration::from_millis(50);
     let handles: Vec<_> = (0..conns)
         .map(|i| {
             let done = done.clone();
             let stop = stop.clone();
+            let sys_total = sys_total.clone();
             thread::spawn(move || {
                 let req: &[u8] = if keepalive {
                     b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
                 } else {
                     b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
                 };
+                let mut sys = Syscalls::default();
                 // Stagger the connections across one interval.
                 let mut next = start + per_conn_interval.mul_f64(i as f64 / conns as f64);
                 let mut conn: Option<TcpStream> = None;
@@ -407,24 +724,46 @@ fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool
                     let now = Instant::now();
                     if next > now {
                         thread::sleep(next - now);
+                        sys.one(true); // clock_nanosleep
                     }
                     next += per_conn_interval;
                     if conn.is_none() {
+                        // socket(2) returns the fd, connect(2) 0 (or an error).
                         conn = TcpStream::connect(("127.0.0.1", port)).ok();
+                        sys.one(false);
+                        sys.one(conn.is_some());
                         buf.clear();
                         if let Some(c) = &conn {
                             let _ = c.set_nodelay(true);
+                            sys.one(true);
                         }
                     }
                     let Some(c) = conn.as_mut() else { continue };
-                    let ok = c.write_all(req).is_ok() && read_response(c, &mut buf).is_ok();
+                    let mut ok = true;
+                    let mut off = 0;
+                    while off < req.len() {
+                        sys.one(false);
+                        match c.write(&req[off..]) {
+                            Ok(n) if n > 0 => off += n,
+                            _ => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    ok = ok && read_response(c, &mut buf, &mut sys).is_ok();
                     if ok {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     if !ok || !keepalive {
                         conn = None;
+                        sys.one(true); // close(2)
                     }
                 }
+                if conn.take().is_some() {
+                    sys.one(true);
+                }
+                sys_total.lock().unwrap_or_else(|p| p.into_inner()).add(sys);
             })
         })
         .collect();
@@ -433,22 +772,67 @@ fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool
     for h in handles {
         let _ = h.join();
     }
-    done.load(Ordering::Relaxed)
+    let elapsed = start.elapsed();
+    let sys = *sys_total.lock().unwrap_or_else(|p| p.into_inner());
+    Load {
+        done: done.load(Ordering::Relaxed),
+        elapsed,
+        sys,
+    }
+}
+
+/// The daemon's run summed over the instrumented rounds of a workload.
+#[derive(Default, Clone, serde::Serialize)]
+struct Delivery {
+    /// Spans the receiver decoded (equal to what the daemon reports as exported).
+    spans: u64,
+    /// Spans the daemon dropped (export queue full).
+    spans_dropped: u64,
+    /// Kernel records lost (ring buffer full).
+    events_lost: u64,
+}
+
+/// Stops the daemon, waits for the receiver to drain, and accounts the round's spans; fails
+/// when the receiver and the daemon disagree.
+fn finish_round(d: Daemon, recv: &Receiver, spans_before: u64, acc: &mut Delivery) -> Result<()> {
+    let c = d.stop()?;
+    recv.drained()?;
+    let spans = recv.spans() - spans_before;
+    if spans != c.get("spans_exported") {
+        bail!(
+            "the receiver counted {spans} spans, the daemon exported {}: {:?}",
+            c.get("spans_exported"),
+            c.0
+        );
+    }
+    acc.spans += spans;
+    acc.spans_dropped += c.get("spans_dropped");
+    acc.events_lost += c.get("events_lost_kernel");
+    Ok(())
 }
 
 #[derive(Default, Clone, serde::Serialize)]
 struct RateResult {
     label: String,
+    /// Target request rate.
     rate: u64,
+    /// Achieved request rates (medians over the rounds).
+    achieved_rate_base: f64,
+    achieved_rate_inst: f64,
     requests_base: u64,
     requests_inst: u64,
-    spans: u64,
+    delivery: Delivery,
+    /// Per request completed (achieved), medians.
     server_cpu_us_per_req_base: f64,
     server_cpu_us_per_req_inst: f64,
     daemon_cpu_us_per_req: f64,
+    /// The daemon's programs only, everything they ran for.
     bpf_ns_per_req: f64,
     bpf_ns_per_run: f64,
     bpf_runs_per_req: f64,
+    /// Of `bpf_ns_per_req`: the runs for the load generator's own syscalls (estimated).
+    bpf_generator_ns_per_req: f64,
+    generator_syscalls_per_req: f64,
     /// Peak RSS over the daemon's life: includes start-up, where parsing the kernel's BTF
     /// peaks.
     daemon_peak_rss_kb: u64,
@@ -456,7 +840,8 @@ struct RateResult {
     daemon_rss_kb: u64,
 }
 
-/// Fixed-rate A/B rounds against nginx.
+/// Fixed-rate A/B rounds against nginx. `untracked` is [`untracked_run_cost`].
+#[allow(clippy::too_many_arguments)]
 fn rate_workload(
     bin: &PathBuf,
     label: &str,
@@ -464,6 +849,7 @@ fn rate_workload(
     dur: Duration,
     conns: usize,
     keepalive: bool,
+    untracked: (f64, f64),
 ) -> Result<RateResult> {
     let nginx = Nginx::start()?;
     let recv = Receiver::start()?;
@@ -474,42 +860,60 @@ fn rate_workload(
     };
     let (mut sb, mut si, mut dc, mut bpf_req, mut bpf_run, mut runs_req) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut ab, mut ai, mut gen_req, mut gen_sys) = (vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         eprintln!("  {label}: round {}/{ROUNDS}", round + 1);
-        // A: without instrumentation.
-        let c0 = nginx.cpu();
-        let n = paced_load(nginx.port, rate, dur, conns, keepalive);
-        sb.push((nginx.cpu() - c0) * 1e6 / n.max(1) as f64);
-        r.requests_base += n;
-        // B: with instrumentation.
-        let spans0 = recv.spans.load(Ordering::Relaxed);
-        let d = Daemon::start(bin, &nginx.port.to_string(), recv.port)?;
-        let (t0, k0) = bpf_time();
-        let dc0 = cpu_seconds(d.pid());
-        let c0 = nginx.cpu();
-        let n = paced_load(nginx.port, rate, dur, conns, keepalive);
-        let server = nginx.cpu() - c0;
-        let daemon = cpu_seconds(d.pid()) - dc0;
-        r.daemon_rss_kb = r.daemon_rss_kb.max(status_kb(d.pid(), "VmRSS:"));
-        let (t1, k1) = bpf_time();
-        r.daemon_peak_rss_kb = r.daemon_peak_rss_kb.max(status_kb(d.pid(), "VmHWM:"));
-        d.stop()?;
-        thread::sleep(Duration::from_millis(300));
-        let spans = recv.spans.load(Ordering::Relaxed) - spans0;
-        si.push(server * 1e6 / n.max(1) as f64);
-        dc.push(daemon * 1e6 / n.max(1) as f64);
-        bpf_req.push((t1 - t0) as f64 / n.max(1) as f64);
-        bpf_run.push((t1 - t0) as f64 / (k1 - k0).max(1) as f64);
-        runs_req.push((k1 - k0) as f64 / n.max(1) as f64);
-        r.requests_inst += n;
-        r.spans += spans;
+        for side in order(round) {
+            match side {
+                Side::Without => {
+                    let c0 = nginx.cpu();
+                    let load = paced_load(nginx.port, rate, dur, conns, keepalive);
+                    sb.push((nginx.cpu() - c0) * 1e6 / load.done.max(1) as f64);
+                    ab.push(load.rate());
+                    r.requests_base += load.done;
+                }
+                Side::With => {
+                    let spans0 = recv.spans();
+                    let d = Daemon::start(bin, &nginx.port.to_string(), recv.port)?;
+                    let (t0, k0) = bpf_time(&d.prog_ids)?;
+                    let dc0 = cpu_seconds(d.pid());
+                    let c0 = nginx.cpu();
+                    let load = paced_load(nginx.port, rate, dur, conns, keepalive);
+                    let server = nginx.cpu() - c0;
+                    let daemon = cpu_seconds(d.pid()) - dc0;
+                    r.daemon_rss_kb = r.daemon_rss_kb.max(status_kb(d.pid(), "VmRSS:"));
+                    let (t1, k1) = bpf_time(&d.prog_ids)?;
+                    r.daemon_peak_rss_kb = r.daemon_peak_rss_kb.max(status_kb(d.pid(), "VmHWM:"));
+                    finish_round(d, &recv, spans0, &mut r.delivery)?;
+                    let n = load.done.max(1) as f64;
+                    si.push(server * 1e6 / n);
+                    dc.push(daemon * 1e6 / n);
+                    bpf_req.push((t1 - t0) as f64 / n);
+                    bpf_run.push((t1 - t0) as f64 / (k1 - k0).max(1) as f64);
+                    runs_req.push((k1 - k0) as f64 / n);
+                    gen_req.push(
+                        (load.sys.nonzero as f64 * untracked.0
+                            + load.sys.zero as f64 * untracked.1)
+                            / n,
+                    );
+                    gen_sys.push(load.sys.total() as f64 / n);
+                    ai.push(load.rate());
+                    r.requests_inst += load.done;
+                }
+            }
+        }
     }
+    recv.check()?;
+    r.achieved_rate_base = median(&mut ab);
+    r.achieved_rate_inst = median(&mut ai);
     r.server_cpu_us_per_req_base = median(&mut sb);
     r.server_cpu_us_per_req_inst = median(&mut si);
     r.daemon_cpu_us_per_req = median(&mut dc);
     r.bpf_ns_per_req = median(&mut bpf_req);
     r.bpf_ns_per_run = median(&mut bpf_run);
     r.bpf_runs_per_req = median(&mut runs_req);
+    r.bpf_generator_ns_per_req = median(&mut gen_req);
+    r.generator_syscalls_per_req = median(&mut gen_sys);
     Ok(r)
 }
 
@@ -521,9 +925,13 @@ struct WrkResult {
     p50_ms_inst: f64,
     p99_ms_base: f64,
     p99_ms_inst: f64,
+    /// Requests wrk completed in the instrumented rounds, and what became of them.
+    requests_inst: u64,
+    delivery: Delivery,
 }
 
-fn wrk(port: u16, dur: Duration) -> Result<(f64, f64, f64)> {
+/// One wrk run: (requests/s, p50 ms, p99 ms, requests completed).
+fn wrk(port: u16, dur: Duration) -> Result<(f64, f64, f64, u64)> {
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -534,12 +942,23 @@ fn wrk(port: u16, dur: Duration) -> Result<(f64, f64, f64)> {
         ])
         .output()
         .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// (requests/s, p50 ms, p99 ms, requests completed) from wrk's output.
+fn parse_wrk(text: &str) -> Result<(f64, f64, f64, u64)> {
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .context("no Requests/sec in wrk output")?;
+    // "  123456 requests in 5.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no request count in wrk output:\n{text}"))?;
     let pct = |p: &str| -> f64 {
         text.lines()
             .find_map(|l| {
@@ -549,7 +968,7 @@ fn wrk(port: u16, dur: Duration) -> Result<(f64, f64, f64)> {
             .map(|v| parse_wrk_time(&v))
             .unwrap_or(f64::NAN)
     };
-    Ok((rps, pct("50%"), pct("99%")))
+    Ok((rps, pct("50%"), pct("99%"), requests))
 }
 
 fn parse_wrk_time(v: &str) -> f64 {
@@ -566,29 +985,40 @@ fn parse_wrk_time(v: &str) -> f64 {
 fn saturation(bin: &PathBuf, dur: Duration) -> Result<WrkResult> {
     let nginx = Nginx::start()?;
     let recv = Receiver::start()?;
+    let mut res = WrkResult::default();
     let (mut rb, mut ri, mut p50b, mut p50i, mut p99b, mut p99i) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         eprintln!("  saturation: round {}/{ROUNDS}", round + 1);
-        let (r, p50, p99) = wrk(nginx.port, dur)?;
-        rb.push(r);
-        p50b.push(p50);
-        p99b.push(p99);
-        let d = Daemon::start(bin, &nginx.port.to_string(), recv.port)?;
-        let (r, p50, p99) = wrk(nginx.port, dur)?;
-        d.stop()?;
-        ri.push(r);
-        p50i.push(p50);
-        p99i.push(p99);
+        for side in order(round) {
+            match side {
+                Side::Without => {
+                    let (r, p50, p99, _) = wrk(nginx.port, dur)?;
+                    rb.push(r);
+                    p50b.push(p50);
+                    p99b.push(p99);
+                }
+                Side::With => {
+                    let spans0 = recv.spans();
+                    let d = Daemon::start(bin, &nginx.port.to_string(), recv.port)?;
+                    let (r, p50, p99, n) = wrk(nginx.port, dur)?;
+                    finish_round(d, &recv, spans0, &mut res.delivery)?;
+                    res.requests_inst += n;
+                    ri.push(r);
+                    p50i.push(p50);
+                    p99i.push(p99);
+                }
+            }
+        }
     }
-    Ok(WrkResult {
-        rps_base: median(&mut rb),
-        rps_inst: median(&mut ri),
-        p50_ms_base: median(&mut p50b),
-        p50_ms_inst: median(&mut p50i),
-        p99_ms_base: median(&mut p99b),
-        p99_ms_inst: median(&mut p99i),
-    })
+    recv.check()?;
+    res.rps_base = median(&mut rb);
+    res.rps_inst = median(&mut ri);
+    res.p50_ms_base = median(&mut p50b);
+    res.p50_ms_inst = median(&mut p50i);
+    res.p99_ms_base = median(&mut p99b);
+    res.p99_ms_inst = median(&mut p99i);
+    Ok(res)
 }
 
 #[derive(Default, Clone, serde::Serialize)]
@@ -603,6 +1033,7 @@ struct UnselectedResult {
 /// (two syscalls per block). 64-byte blocks are the worst case (the syscalls do almost nothing,
 /// so any per-syscall cost shows); 64 KiB blocks are closer to a real program's I/O.
 fn unselected(bin: &PathBuf, bs: u64, count: u64) -> Result<UnselectedResult> {
+    const DD_ROUNDS: usize = 6;
     let run_dd = || -> Result<f64> {
         let t = Instant::now();
         let st = Command::new("dd")
@@ -622,13 +1053,20 @@ fn unselected(bin: &PathBuf, bs: u64, count: u64) -> Result<UnselectedResult> {
     let recv = Receiver::start()?;
     let unused = free_port()?;
     let (mut b, mut i) = (vec![], vec![]);
-    for round in 0..5 {
-        eprintln!("  unselected dd bs={bs}: round {}/5", round + 1);
-        b.push(run_dd()?);
-        let d = Daemon::start(bin, &unused.to_string(), recv.port)?;
-        i.push(run_dd()?);
-        d.stop()?;
+    for round in 0..DD_ROUNDS {
+        eprintln!("  unselected dd bs={bs}: round {}/{DD_ROUNDS}", round + 1);
+        for side in order(round) {
+            match side {
+                Side::Without => b.push(run_dd()?),
+                Side::With => {
+                    let d = Daemon::start(bin, &unused.to_string(), recv.port)?;
+                    i.push(run_dd()?);
+                    d.stop()?;
+                }
+            }
+        }
     }
+    recv.check()?;
     Ok(UnselectedResult {
         block_bytes: bs,
         syscalls: count * 2,
@@ -717,15 +1155,22 @@ pub fn run(quick: bool) -> Result<()> {
     let sat = saturation(&bin, dur)?;
     eprintln!("bench: fixed rates");
     bpf_stats(true)?;
-    let r5k = rate_workload(&bin, "keep-alive 5k req/s", 5_000, dur, 16, true)?;
-    let r20k = rate_workload(&bin, "keep-alive 20k req/s", 20_000, dur, 32, true)?;
+    let untracked = {
+        let recv = Receiver::start()?;
+        let cost = untracked_run_cost(&bin, &recv)?;
+        recv.check()?;
+        cost
+    };
+    let r5k = rate_workload(&bin, "keep-alive", 5_000, dur, 16, true, untracked)?;
+    let r20k = rate_workload(&bin, "keep-alive", 20_000, dur, 32, true, untracked)?;
     let rconn = rate_workload(
         &bin,
-        "new connection per request 2k req/s",
+        "new connection per request",
         2_000,
         dur,
         8,
         false,
+        untracked,
     )?;
     bpf_stats(false)?;
     eprintln!("bench: unselected busy process");
@@ -735,34 +1180,62 @@ pub fn run(quick: bool) -> Result<()> {
     ];
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
 
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     let mut md = String::new();
     md.push_str(&format!(
-        "| nginx `return 200`, saturation (wrk -t1 -c32, {}s × {ROUNDS} rounds) | without | with | ratio |\n|---|---|---|---|\n",
+        "| nginx `return 200`, saturation (wrk -t1 -c32, {}s × {ROUNDS} rounds, counterbalanced) | without | with | ratio |\n|---|---|---|---|\n",
         dur.as_secs()
     ));
     md.push_str(&format!(
-        "| throughput (req/s) | {:.0} | {:.0} | {:.3} |\n| p50 latency (ms) | {:.3} | {:.3} | {:.2} |\n| p99 latency (ms) | {:.3} | {:.3} | {:.2} |\n\n",
+        "| throughput (req/s) | {:.0} | {:.0} | {:.3} |\n| p50 latency (ms) | {:.3} | {:.3} | {:.2} |\n| p99 latency (ms) | {:.3} | {:.3} | {:.2} |\n",
         sat.rps_base, sat.rps_inst, sat.rps_inst / sat.rps_base,
         sat.p50_ms_base, sat.p50_ms_inst, sat.p50_ms_inst / sat.p50_ms_base,
         sat.p99_ms_base, sat.p99_ms_inst, sat.p99_ms_inst / sat.p99_ms_base,
     ));
-    md.push_str("| fixed rate | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str(&format!(
+        "| spans received / requests (spans dropped, kernel records lost) | | {} / {} ({}, {}) | {:.4} |\n\n",
+        sat.delivery.spans,
+        sat.requests_inst,
+        sat.delivery.spans_dropped,
+        sat.delivery.events_lost,
+        ratio(sat.delivery.spans, sat.requests_inst),
+    ));
+    md.push_str("| fixed rate (nginx) | req/s: target, achieved without / with | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | of which the load generator's syscalls | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in [&r5k, &r20k, &rconn] {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.1} MB ({:.1} MB) |\n",
+            "| {} | {}: {:.0} / {:.0} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.0} ({:.1} syscalls) | {:.1} MB ({:.1} MB) |\n",
             r.label,
+            r.rate,
+            r.achieved_rate_base,
+            r.achieved_rate_inst,
             r.requests_inst,
-            r.spans,
-            r.requests_inst as i64 - r.spans as i64,
+            r.delivery.spans,
+            r.requests_inst as i64 - r.delivery.spans as i64,
             r.server_cpu_us_per_req_base,
             r.server_cpu_us_per_req_inst,
             r.daemon_cpu_us_per_req,
             r.bpf_ns_per_req,
             r.bpf_runs_per_req,
             r.bpf_ns_per_run,
+            r.bpf_generator_ns_per_req,
+            r.generator_syscalls_per_req,
             r.daemon_rss_kb as f64 / 1024.0,
             r.daemon_peak_rss_kb as f64 / 1024.0,
         ));
+    }
+    md.push_str(&format!(
+        "\nPer request: per request completed. BPF: the daemon's programs only ({ROUNDS} rounds of {}s, medians); the load generator's share is its syscalls × the cost of a run for an unselected process ({:.0} ns returning non-zero, {:.0} ns returning 0).\n",
+        dur.as_secs(),
+        untracked.0,
+        untracked.1
+    ));
+    for r in [&r5k, &r20k, &rconn] {
+        if r.delivery.spans_dropped > 0 || r.delivery.events_lost > 0 {
+            md.push_str(&format!(
+                "{} {} req/s: {} spans dropped by the export queue, {} kernel records lost.\n",
+                r.label, r.rate, r.delivery.spans_dropped, r.delivery.events_lost
+            ));
+        }
     }
     md.push_str("\n| unselected busy process (dd /dev/zero → /dev/null) | syscalls | without (s) | with (s) | slowdown |\n|---|---|---|---|---|\n");
     for u in &uns {
@@ -797,6 +1270,7 @@ pub fn run(quick: bool) -> Result<()> {
         "rounds": ROUNDS,
         "round_seconds": dur.as_secs(),
         "saturation": sat,
+        "bpf_ns_per_untracked_run": { "returning_nonzero": untracked.0, "returning_zero": untracked.1 },
         "rates": [r5k, r20k, rconn],
         "unselected": uns,
         "markdown": md,
@@ -804,4 +1278,109 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("written: {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_counterbalanced() {
+        assert!(ROUNDS.is_multiple_of(2));
+        let first_without = (0..ROUNDS)
+            .filter(|&r| order(r)[0] == Side::Without)
+            .count();
+        assert_eq!(first_without, ROUNDS / 2);
+        for r in 0..ROUNDS {
+            assert!(order(r).contains(&Side::With) && order(r).contains(&Side::Without));
+        }
+    }
+
+    #[test]
+    fn wrk_output_is_parsed() {
+        let text = "Running 5s test @ http://127.0.0.1:8080/\n  1 threads and 32 connections\n  \
+                    Latency Distribution\n     50%  382.00us\n     75%  500.00us\n     90%  \
+                    600.00us\n     99%    4.51ms\n  326325 requests in 5.00s, 51.35MB read\n\
+                    Requests/sec:  65265.00\nTransfer/sec:     10.27MB\n";
+        let (rps, p50, p99, n) = parse_wrk(text).unwrap();
+        assert_eq!((rps, n), (65265.0, 326325));
+        assert!((p50 - 0.382).abs() < 1e-9 && (p99 - 4.51).abs() < 1e-9);
+        assert!(parse_wrk("Requests/sec: 1\n").is_err(), "no request count");
+    }
+
+    #[test]
+    fn exit_summary_counters() {
+        let log = vec![
+            "2026-12-03T10:58:10.596Z INFO  beyla-rs: SIGTERM: shutting down".to_owned(),
+            "2026-12-03T10:58:10.601Z WARN  beyla-rs: stopped: events_read=12 spans_exported=5 \
+             spans_dropped=2"
+                .to_owned(),
+        ];
+        let c = ExitCounters::parse(&log).unwrap();
+        assert_eq!(
+            (
+                c.get("events_read"),
+                c.get("spans_exported"),
+                c.get("spans_dropped")
+            ),
+            (12, 5, 2)
+        );
+        assert_eq!(
+            c.get("events_lost_kernel"),
+            0,
+            "only nonzero counters are logged"
+        );
+        assert!(ExitCounters::parse(&log[..1]).is_none());
+    }
+
+    fn post(port: u16, path: &str, extra: &str, body: &[u8]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn receiver_counts_decoded_spans_and_fails_on_anything_else() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let recv = Receiver::start().unwrap();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(), Span::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let ok = post(recv.port, "/v1/traces", "", &req.encode_to_vec());
+        assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+        recv.drained().unwrap();
+        assert_eq!(recv.spans(), 2);
+        recv.check().unwrap();
+        // Undecodable, compressed, or to an unknown path: answered 400, and the run fails.
+        for (path, extra, body) in [
+            ("/v1/traces", "", &b"\xff\xff\xff"[..]),
+            (
+                "/v1/traces",
+                "Content-Encoding: gzip\r\n",
+                &req.encode_to_vec()[..],
+            ),
+            ("/v1/logs", "", &req.encode_to_vec()[..]),
+        ] {
+            let r = post(recv.port, path, extra, body);
+            assert!(r.starts_with("HTTP/1.1 400 "), "{path} {extra}: {r}");
+        }
+        recv.drained().unwrap();
+        assert_eq!(recv.spans(), 2);
+        let e = recv.check().unwrap_err().to_string();
+        assert!(e.contains("could not decode 3 requests"), "{e}");
+    }
 }
