@@ -5,7 +5,9 @@
 //! Knob: `BEYLA_TEST_OUTAGE_SECS` (default 60) is how long the collector stays down under
 //! steady traffic in `collector_outage_then_recovery_delivers_every_span`.
 //!
-//! Needs root, the daemon binary and `bpftool`; run serially:
+//! Needs root, the daemon binary and `bpftool`; when no bpf filesystem is mounted at
+//! `/sys/fs/bpf` the SIGKILL test mounts one for its pinning check (and unmounts it after); run
+//! serially:
 //! `cargo test -p beyla-rs-tests --test reliability -- --test-threads=1`.
 
 mod common;

@@ -4,7 +4,8 @@
 //! localhost; no writes into the instrumented processes.
 //!
 //! Needs root (it drops to `nobody` with `setpriv` itself), the daemon binary, `setpriv`
-//! (util-linux) and `bpftool`; run serially:
+//! (util-linux) and `bpftool`; when no bpf filesystem is mounted at `/sys/fs/bpf` it mounts one
+//! for the pinning check (and unmounts it after); run serially:
 //! `cargo test -p beyla-rs-tests --test security -- --test-threads=1`.
 
 mod common;
