@@ -148,17 +148,20 @@ pub struct EventHeader {
     pub direction: u8,
     /// The connection's role (`ROLE_*`).
     pub role: u8,
-    pub _reserved: u8,
+    /// `EVENT_FLAG_*` bits.
+    pub flags: u8,
     /// Bytes of the captured head that follow this header in the record.
     pub captured_len: u32,
     /// Process id (thread group id).
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// The file descriptor the event is about.
+    /// The file descriptor the event is about; -1 from the socket-level backends, which see
+    /// sockets, not descriptors.
     pub fd: i32,
-    /// Kind-specific: listening fd (accept), port (bind), child pid (fork), old fd (dup). Data
-    /// events: bytes of extents ([`ExtentHeader`]) that follow the head in the record.
+    /// Kind-specific: listening fd (accept; the local port when `fd` is -1), port (bind), child
+    /// pid (fork), old fd (dup). Data events: bytes of extents ([`ExtentHeader`]) that follow
+    /// the head in the record.
     pub aux: u32,
     /// Kernel-assigned identity of the connection, unique for the daemon's lifetime, so that a
     /// reused fd number never mixes two connections.
@@ -170,6 +173,15 @@ pub struct EventHeader {
 }
 
 const _: () = assert!(size_of::<EventHeader>() == 48);
+
+/// [`EventHeader::flags`] of accept/connect events: the connection existed before the capture
+/// first saw it (the process had already read from it), so its first bytes may be in the
+/// middle of a message.
+pub const EVENT_FLAG_MIDWAY: u8 = 1;
+
+/// Accept/connect events of the socket-level backends carry two socket addresses, each in
+/// [`SOCKADDR_LEN`] bytes: the peer's, then the local one.
+pub const SOCKADDR_PAIR_LEN: usize = 2 * SOCKADDR_LEN;
 
 /// Key of the connection map: `(tgid << 32) | fd`.
 #[inline(always)]
@@ -220,7 +232,63 @@ impl ConnInfo {
 /// the rest of the connection.
 pub const CONN_WIDE_CAPTURE: u8 = 1;
 
+/// The daemon stopped capturing the connection (not HTTP). The socket-level backends keep the
+/// entry so that the socket is not registered again at its next I/O; its close removes it.
+pub const CONN_DROPPED: u8 = 2;
+
 const _: () = assert!(size_of::<ConnInfo>() == 24);
+
+/// Where the fields the socket-level backends read are in this kernel's structures, and the
+/// values of `enum iter_type` they compare with. The daemon reads them from the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) and writes them into the `OFFSETS` map before attaching: the
+/// programs are built once for every kernel, and these layouts differ between releases
+/// (`struct iov_iter` was reordered in 6.4, `ITER_UBUF` added in 6.0 and moved to 0 in 6.4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct msghdr`: `msg_iter`.
+    pub msghdr_iter: u32,
+    /// `struct iov_iter`: `iter_type` (u8), `iov_offset`, `count`, the data pointer (`ubuf`,
+    /// `__iov`/`iov`: one union), `nr_segs`.
+    pub iter_type: u32,
+    pub iter_iov_offset: u32,
+    pub iter_count: u32,
+    pub iter_ptr: u32,
+    pub iter_nr_segs: u32,
+    /// `enum iter_type` values: user buffer, user iovec array (`ITER_UBUF` is 255 where the
+    /// kernel has none).
+    pub iter_ubuf: u32,
+    pub iter_iovec: u32,
+    /// `struct sock_common` (the start of `struct sock`): family, local port (host order),
+    /// peer port (network order), IPv4 peer and local addresses, IPv6 peer and local.
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    /// `struct tcp_sock`: where the application's reading stands (`copied_seq`), the next
+    /// sequence number expected (`rcv_nxt`) and the bytes received so far (`bytes_received`):
+    /// together they tell whether the application has read anything yet.
+    pub tp_copied_seq: u32,
+    pub tp_rcv_nxt: u32,
+    pub tp_bytes_received: u32,
+    /// `struct task_struct`: `pid`, `tgid` (for the fork tracepoint's child).
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// Which argument of `tcp_recvmsg` is `flags`: 3, or 4 before Linux 5.19 (which passed
+    /// `nonblock` before it).
+    pub recvmsg_flags_arg: u32,
+    /// `struct sk_buff`: `sk`; `struct sock`: `sk_protocol` (u16). A read that was already
+    /// blocked in `tcp_recvmsg` when the hooks were attached is seen only where it copies
+    /// (`skb_copy_datagram_iter`): these tell its socket and whether it is TCP.
+    pub skb_sk: u32,
+    pub sk_protocol: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 96);
 
 /// Flags in [`Config::flags`].
 pub const CONFIG_WATCH_EXEC: u32 = 1;
@@ -265,4 +333,5 @@ mod user {
     unsafe impl aya::Pod for super::ConnInfo {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::H2Walk {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -4,7 +4,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_user};
+use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user};
 use beyla_rs_common::{
     CONN_WIDE_CAPTURE, ConnInfo, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventKind, MAX_CAPTURE,
     MAX_EXTENTS_LEN, MAX_IOV, TAIL_LEN, WIDE_TAIL_LEN, h2walk_key,
@@ -25,9 +25,11 @@ use crate::{
 /// one-million-instruction budget); the step reads everything from here.
 #[repr(C)]
 pub struct IovTotals {
-    /// User address of the `struct iovec` array and its length.
+    /// Address of the `struct iovec` array and its length.
     iov: u64,
     iovcnt: u64,
+    /// 1: the array is in kernel memory (its buffers are user memory either way).
+    iov_kernel: u64,
     /// Bytes the syscall moved.
     ret: u64,
     /// Bytes of head to capture.
@@ -55,8 +57,9 @@ pub const PREFACE_LEN: u64 = 24;
 pub enum Source {
     /// One user buffer.
     Buf(u64),
-    /// An array of `cnt` `struct iovec` in user memory at `iov`.
-    Iov { iov: u64, cnt: u64 },
+    /// An array of `cnt` `struct iovec` at `iov`, in user memory, or in kernel memory
+    /// (`kernel`: the copy a socket call's `iov_iter` walks) with user buffers.
+    Iov { iov: u64, cnt: u64, kernel: bool },
     /// Not in user memory (`sendfile`): only the count matters.
     Elsewhere,
 }
@@ -119,7 +122,7 @@ pub fn data(
     let mut captured: u64 = 0;
     let mut tail_len: u64 = 0;
     // Where the walk reads from: one buffer, or an iovec array.
-    let mut walk_src: Option<(bool, u64, u64)> = None;
+    let mut walk_src: Option<(u64, u64, u64)> = None;
     match src {
         Source::Buf(buf) => {
             copy_user(s, 0, buf, want as usize)?;
@@ -135,13 +138,23 @@ pub fn data(
             {
                 tail_len = ret - tail_start;
             }
-            walk_src = Some((true, buf, 1));
+            walk_src = Some((h2walk::LAYOUT_BUF, buf, 1));
         }
-        Source::Iov { iov, cnt: iovcnt } => {
-            walk_src = Some((false, iov, iovcnt));
+        Source::Iov {
+            iov,
+            cnt: iovcnt,
+            kernel,
+        } => {
+            let layout = if kernel {
+                h2walk::LAYOUT_KERNEL_IOV
+            } else {
+                h2walk::LAYOUT_USER_IOV
+            };
+            walk_src = Some((layout, iov, iovcnt));
             let w = &mut s.iov;
             iov_put(&mut w.iov, iov);
             iov_put(&mut w.iovcnt, iovcnt);
+            iov_put(&mut w.iov_kernel, kernel as u64);
             iov_put(&mut w.ret, ret);
             iov_put(&mut w.want, want);
             iov_put(&mut w.captured, 0);
@@ -210,8 +223,8 @@ pub fn data(
         // sendfile: the bytes are not in user memory; the boundaries are lost.
         let _ = h2walk::H2WALK.remove(&walk_key);
     } else if captured == want {
-        if let (Some(prev), Some((single, base, iovcnt))) = (walking, walk_src) {
-            ext_len = h2walk::walk(s, &walk_key, prev, single, base, iovcnt, ret, want);
+        if let (Some(prev), Some((layout, base, iovcnt))) = (walking, walk_src) {
+            ext_len = h2walk::walk(s, &walk_key, prev, layout, base, iovcnt, ret, want);
         } else if tail_len > 0 {
             let tail_len = opaque(tail_len as usize) as u64 & (WIDE_TAIL_LEN as u64 * 2 - 1);
             put_extent_header(s, want, tail_start, tail_len);
@@ -258,9 +271,16 @@ fn try_iov_step(i: u64) -> Result<bool, i64> {
     let iov = iov_get(&s.iov.iov);
     // struct iovec { void *iov_base; size_t iov_len; }: one read for both fields.
     let mut entry = [0u64; 2];
-    // SAFETY: reading the traced process's memory into a local; the helper faults safely.
-    let r =
-        unsafe { bpf_probe_read_user(entry.as_mut_ptr().cast(), 16, (iov + i * 16) as *const _) };
+    let at = (iov + i * 16) as *const c_void;
+    // SAFETY: reading the traced process's memory, or the kernel's copy of its iovec array,
+    // into a local; the helpers fault safely.
+    let r = unsafe {
+        if iov_get(&s.iov.iov_kernel) != 0 {
+            bpf_probe_read_kernel(entry.as_mut_ptr().cast(), 16, at)
+        } else {
+            bpf_probe_read_user(entry.as_mut_ptr().cast(), 16, at)
+        }
+    };
     if r < 0 {
         return Err(r);
     }

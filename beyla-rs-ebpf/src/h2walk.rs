@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::LruHashMap};
 use beyla_rs_common::{EXTENT_HEADER_LEN, H2_PAYLOAD_PREFIX, H2Walk, MAX_CAPTURE, MAX_EXTENTS_LEN};
 
-use crate::record::{Scratch, copy_user, iov_get, iov_put, put_extent_header, scratch, user_u64};
+use crate::record::{Scratch, copy_user, iov_get, iov_put, iovec_u64, put_extent_header, scratch};
 
 /// Per connection and direction: where the next frame header is. LRU: entries of connections
 /// whose close was never seen age out.
@@ -40,6 +40,13 @@ const MAX_STEPS: u32 = 1024;
 pub const HDR_AREA: u64 = 2 * MAX_CAPTURE as u64 - 64;
 const _: () = assert!(MAX_CAPTURE + MAX_EXTENTS_LEN + 16 <= HDR_AREA as usize);
 
+/// The data is one user buffer at `base`.
+pub const LAYOUT_BUF: u64 = 1;
+/// An array of `iovcnt` iovecs at `base`, in user memory.
+pub const LAYOUT_USER_IOV: u64 = 0;
+/// An array of `iovcnt` iovecs at `base`, in kernel memory (a socket call's `iov_iter`).
+pub const LAYOUT_KERNEL_IOV: u64 = 2;
+
 const PHASE_FRAME: u64 = 0;
 const PHASE_HEADER: u64 = 1;
 const PHASE_EMIT: u64 = 2;
@@ -53,8 +60,8 @@ const STATUS_LOST: u64 = 2;
 /// The walk's state, in the per-CPU scratch buffer (see [`crate::data::IovTotals`] for why).
 #[repr(C)]
 pub struct WalkState {
-    /// 1: the data is one buffer at `base`; 0: an iovec array at `base` with `iovcnt` entries.
-    single: u64,
+    /// `LAYOUT_*`: where the data is.
+    layout: u64,
     base: u64,
     iovcnt: u64,
     ret: u64,
@@ -113,8 +120,7 @@ pub fn at(next: u64) -> H2Walk {
     }
 }
 
-/// Walks one syscall's data from `prev`. `single`: the data is one buffer at `base`;
-/// otherwise `base` is the iovec array. Writes extents after the head (`want` octets) and
+/// Walks one call's data from `prev`; `layout` (`LAYOUT_*`) says what `base` is. Writes extents after the head (`want` octets) and
 /// returns their length; saves where the next syscall continues, or forgets the direction when
 /// the walk got lost.
 #[expect(
@@ -126,14 +132,14 @@ pub fn walk(
     s: &mut Scratch,
     key: &[u64; 2],
     prev: H2Walk,
-    single: bool,
+    layout: u64,
     base: u64,
     iovcnt: u64,
     ret: u64,
     want: u64,
 ) -> u64 {
     let w = &mut s.walk;
-    iov_put(&mut w.single, single as u64);
+    iov_put(&mut w.layout, layout);
     iov_put(&mut w.base, base);
     iov_put(&mut w.iovcnt, iovcnt);
     iov_put(&mut w.ret, ret);
@@ -362,7 +368,7 @@ fn copy_piece(s: &mut Scratch, from: u64, to: u64) -> Result<(), i64> {
         || from >= iov_get(&s.walk.cur_start) + iov_get(&s.walk.cur_len)
     {
         let w = &mut s.walk;
-        if iov_get(&w.single) != 0 {
+        if iov_get(&w.layout) == LAYOUT_BUF {
             iov_put(&mut w.cur_base, iov_get(&w.base));
             iov_put(&mut w.cur_start, 0);
             iov_put(&mut w.cur_len, ret);
@@ -379,8 +385,9 @@ fn copy_piece(s: &mut Scratch, from: u64, to: u64) -> Result<(), i64> {
             return Err(-1);
         }
         let at = iov_get(&w.base) + idx * 16;
-        let base = user_u64(at)?;
-        let len = user_u64(at + 8)?;
+        let kernel = iov_get(&w.layout) == LAYOUT_KERNEL_IOV;
+        let base = iovec_u64(kernel, at)?;
+        let len = iovec_u64(kernel, at + 8)?;
         let w = &mut s.walk;
         iov_put(&mut w.idx, idx);
         iov_put(&mut w.cur_base, base);

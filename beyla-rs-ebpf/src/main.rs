@@ -6,7 +6,11 @@
 //! - `data`: the backend-neutral data path (head, tail copy or HTTP/2 frame extents), with
 //!   `h2walk` following HTTP/2 frame boundaries;
 //! - `process`: process life cycle hooks;
-//! - `syscalls`: the syscall-tracepoint backend (raw tracepoint on `sys_exit`).
+//! - `syscalls`: the syscall-tracepoint backend (raw tracepoint on `sys_exit`);
+//! - `sockets`: the socket-level backends (fentry/fexit or kprobes on the TCP socket layer).
+//!
+//! The daemon loads and attaches the programs of one backend (and the process hooks it
+//! needs); the others stay in the object unloaded.
 //!
 //! Records are written with `BPF_RB_NO_WAKEUP` until the unread part of the ring buffer passes a
 //! threshold; the daemon drains on its own timer. Beyla's main CPU cost was one wake-up per
@@ -25,6 +29,7 @@ mod h2walk;
 mod maps;
 mod process;
 mod record;
+mod sockets;
 mod syscalls;
 
 #[cfg(not(test))]

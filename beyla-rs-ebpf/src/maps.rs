@@ -100,3 +100,12 @@ pub fn next_conn_id() -> u64 {
     // Bit 63 is reserved for ids the daemon assigns to connections it finds at start-up.
     ((cpu & 0x7fff) << 48) | (seq & 0xffff_ffff_ffff)
 }
+
+/// Whether `port` is one of the selected ports.
+#[inline(always)]
+pub fn port_selected(port: u16) -> bool {
+    match PORTS.get(port as u32 / 64) {
+        Some(w) => *w & (1u64 << (port % 64)) != 0,
+        None => false,
+    }
+}

@@ -3,7 +3,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+    },
 };
 use beyla_rs_common::{
     ConnInfo, EVENT_HEADER_LEN, EventHeader, EventKind, MAX_CAPTURE, SOCKADDR_LEN,
@@ -39,6 +42,41 @@ pub fn iov_put(v: &mut u64, x: u64) {
 }
 
 pub type Res = Result<(), i64>;
+
+/// A word of an iovec array: in kernel memory (`kernel`) or in the process's.
+#[inline(always)]
+pub fn iovec_u64(kernel: bool, addr: u64) -> Result<u64, i64> {
+    if kernel {
+        kernel_u64(addr)
+    } else {
+        user_u64(addr)
+    }
+}
+
+/// A kernel value of type `T` (a field of a kernel structure).
+#[inline(always)]
+pub fn kernel_read<T: Copy + Default>(addr: u64) -> Result<T, i64> {
+    let mut v = T::default();
+    // SAFETY: reading a field of a kernel structure into a local; the helper checks the read
+    // and fails rather than faulting.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut v).cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const _,
+        )
+    };
+    if r < 0 { Err(r) } else { Ok(v) }
+}
+
+/// A word of kernel memory (a field of a kernel structure).
+#[inline(always)]
+pub fn kernel_u64(addr: u64) -> Result<u64, i64> {
+    let mut v: u64 = 0;
+    // SAFETY: the helper checks the read and fails rather than faulting.
+    let r = unsafe { bpf_probe_read_kernel((&raw mut v).cast(), 8, addr as *const _) };
+    if r < 0 { Err(r) } else { Ok(v) }
+}
 
 #[inline(always)]
 pub fn user_u64(addr: u64) -> Result<u64, i64> {
@@ -110,7 +148,7 @@ pub fn fill_header(
     h.kind = kind as u8;
     h.direction = 0;
     h.role = conn.map(|c| c.role).unwrap_or(0);
-    h._reserved = 0;
+    h.flags = 0;
     h.captured_len = 0;
     h.tgid = (pid_tgid >> 32) as u32;
     h.tid = pid_tgid as u32;

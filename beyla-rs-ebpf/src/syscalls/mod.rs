@@ -32,7 +32,7 @@ use nr::*;
 
 use crate::{
     data::{self, Source},
-    maps::{CONNS, PORTS, config, count, next_conn_id, set_tracked, tracked},
+    maps::{CONNS, config, count, next_conn_id, port_selected, set_tracked, tracked},
     record::{
         Res, copy_sockaddr, emit_simple, fill_header, header, scratch, submit, submit_now, user_u64,
     },
@@ -145,6 +145,7 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
         SYS_READV | SYS_WRITEV => Source::Iov {
             iov: a.si,
             cnt: a.dx,
+            kernel: false,
         },
         SYS_RECVMSG | SYS_SENDMSG => {
             // struct msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov;
@@ -153,6 +154,7 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
             Source::Iov {
                 iov: user_u64(msg + 16)?,
                 cnt: user_u64(msg + 24)?,
+                kernel: false,
             }
         }
         _ => Source::Elsewhere,
@@ -275,11 +277,7 @@ fn on_bind(a: &Args, pid_tgid: u64) -> Res {
         return Ok(());
     }
     let port = u16::from_be(((head >> 16) & 0xffff) as u16);
-    let word = match PORTS.get(port as u32 / 64) {
-        Some(w) => *w,
-        None => return Ok(()),
-    };
-    if word & (1u64 << (port % 64)) == 0 {
+    if !port_selected(port) {
         return Ok(());
     }
     let tgid = (pid_tgid >> 32) as u32;
