@@ -169,6 +169,8 @@ pub struct Config {
     pub capture_bytes: u32,
     /// Kernel ring buffer size in bytes (`BEYLA_RINGBUF_SIZE`), a power of two.
     pub ringbuf_bytes: u32,
+    /// `BEYLA_CAPTURE_BACKEND`: which kernel hooks capture.
+    pub capture_backend: CaptureBackend,
     /// Delay between export batches (`OTEL_BSP_SCHEDULE_DELAY`, ms).
     pub export_interval: Duration,
     /// Spans held while the collector is unreachable (`OTEL_BSP_MAX_QUEUE_SIZE`); the oldest
@@ -186,6 +188,19 @@ pub struct Config {
     pub routes: Vec<crate::route::Pattern>,
     /// `BEYLA_ROUTES_MAX`: distinct heuristic routes per service.
     pub max_routes: usize,
+}
+
+/// `BEYLA_CAPTURE_BACKEND`: the kernel hooks the capture uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureBackend {
+    /// The first that loads and attaches: fentry, then kprobe, then syscall.
+    Auto,
+    /// fentry/fexit on the TCP socket layer.
+    Fentry,
+    /// kprobes/kretprobes on the TCP socket layer.
+    Kprobe,
+    /// Raw tracepoints on syscall exit.
+    Syscall,
 }
 
 /// `BEYLA_INTERNAL_METRICS_EXPORTER`.
@@ -522,6 +537,23 @@ impl Config {
             None => 1024,
         };
 
+        let capture_backend = match get("BEYLA_CAPTURE_BACKEND") {
+            Some(v) => match v.trim() {
+                "auto" => CaptureBackend::Auto,
+                "fentry" => CaptureBackend::Fentry,
+                "kprobe" => CaptureBackend::Kprobe,
+                "syscall" => CaptureBackend::Syscall,
+                _ => {
+                    return Err(invalid(
+                        "BEYLA_CAPTURE_BACKEND",
+                        &v,
+                        "expected auto, fentry, kprobe or syscall",
+                    ));
+                }
+            },
+            None => CaptureBackend::Auto,
+        };
+
         let ringbuf_bytes = match get("BEYLA_RINGBUF_SIZE") {
             Some(v) => {
                 let n = parse_u64("BEYLA_RINGBUF_SIZE", &v)?;
@@ -614,6 +646,7 @@ impl Config {
             log_level,
             capture_bytes,
             ringbuf_bytes,
+            capture_backend,
             export_interval,
             queue_size,
             batch_size: batch_size.min(queue_size),
@@ -843,6 +876,29 @@ mod tests {
         match cfg(pairs) {
             Err(ConfigError::Invalid { var, value, .. }) => (var, value),
             other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capture_backend() {
+        let backend = |v: Option<&str>| {
+            let mut pairs = vec![("BEYLA_OPEN_PORT", "80")];
+            if let Some(v) = v {
+                pairs.push(("BEYLA_CAPTURE_BACKEND", v));
+            }
+            cfg(&pairs).unwrap().capture_backend
+        };
+        assert_eq!(backend(None), CaptureBackend::Auto);
+        assert_eq!(backend(Some("auto")), CaptureBackend::Auto);
+        assert_eq!(backend(Some("fentry")), CaptureBackend::Fentry);
+        assert_eq!(backend(Some(" kprobe ")), CaptureBackend::Kprobe);
+        assert_eq!(backend(Some("syscall")), CaptureBackend::Syscall);
+        // Empty is unset (auto), as for every variable.
+        assert_eq!(backend(Some("")), CaptureBackend::Auto);
+        for bad in ["ebpf", "Fentry", "kprobes"] {
+            let (var, value) =
+                err_var(&[("BEYLA_OPEN_PORT", "80"), ("BEYLA_CAPTURE_BACKEND", bad)]);
+            assert_eq!((var, value.as_str()), ("BEYLA_CAPTURE_BACKEND", bad));
         }
     }
 

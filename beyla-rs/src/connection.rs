@@ -6,14 +6,25 @@
 //! rejects non-HTTP bytes (TLS, Redis, garbage). Rejected connections are dropped here and in
 //! the kernel, and counted.
 
-use crate::{
-    protocol::{
-        Direction, Exchange, Role, Segment,
-        http1::{Http1Connection, Verdict},
-        http2::{self, Http2Connection, Verdict2},
-    },
-    span::ConnMeta,
+use std::net::SocketAddr;
+
+use crate::protocol::{
+    Direction, Exchange, Role, Segment,
+    http1::{Http1Connection, Verdict},
+    http2::{self, Http2Connection, Verdict2},
 };
+
+/// What is known about a connection's endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct ConnMeta {
+    pub tgid: u32,
+    /// The peer (the client for server spans, the server for client spans).
+    pub peer: Option<SocketAddr>,
+    /// The local listening port for server connections.
+    pub local_port: Option<u16>,
+    /// The local address, where the capture reported it (the socket-level backends do).
+    pub local: Option<SocketAddr>,
+}
 
 /// Keys here are kernel-made ids, pids and socket addresses: foldhash is several times
 /// faster than SipHash on them and still seeded per process.
@@ -98,6 +109,12 @@ impl Connections {
 
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// The connection's (local, peer) addresses, where the capture reported both.
+    pub fn addrs(&self, conn_id: u64) -> Option<(SocketAddr, SocketAddr)> {
+        let m = &self.conns.get(&conn_id)?.meta;
+        Some((m.local?, m.peer?))
     }
 
     /// Start following a connection. `joined_midway`: it existed before the daemon started,
@@ -364,6 +381,7 @@ mod tests {
             tgid,
             peer: None,
             local_port: Some(8080),
+            local: None,
         }
     }
 

@@ -55,6 +55,14 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// The deployment cannot work as configured (exit 2, like bad configuration): a capture
+    /// backend forced with `BEYLA_CAPTURE_BACKEND` that this kernel cannot load.
+    pub fn is_deployment_error(&self) -> bool {
+        matches!(self, DaemonError::Capture(c) if c.is_unusable_backend())
+    }
+}
+
 /// Copy the kernel's counters into `stats`.
 fn kernel_stats(capture: &Capture, stats: &Stats) -> crate::capture::KernelStats {
     let k = capture.stats();
@@ -179,6 +187,11 @@ fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
                     log::warn!("cannot follow pid {tgid} fd {fd}: {e}");
                 }
             }
+            KernelAction::ListenPort(port) => {
+                if let Err(e) = capture.add_listen_port(port) {
+                    log::warn!("cannot note listening port {port}: {e}");
+                }
+            }
         }
     }
 }
@@ -240,8 +253,9 @@ pub async fn run(
         clock,
         crate::route::Router::new(config.routes.clone(), config.max_routes),
     );
-    let mut pipeline =
-        Pipeline::new(processes, spans, sink, stats.clone()).with_metrics(metrics, config.sampler);
+    let mut pipeline = Pipeline::new(processes, spans, sink, stats.clone())
+        .with_metrics(metrics, config.sampler)
+        .with_kernel_registered_connections(capture.backend().sees_sockets());
 
     // Processes that were running before we attached. Anything that binds from now on is
     // caught by the kernel, so there is no gap between the scan and the programs.

@@ -115,7 +115,11 @@ fn main() -> ExitCode {
                 log::error!("  caused by: {s}");
                 source = s.source();
             }
-            ExitCode::FAILURE
+            if e.is_deployment_error() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

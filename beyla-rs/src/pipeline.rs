@@ -11,17 +11,17 @@ use std::{
     sync::Arc,
 };
 
-use beyla_rs_common::EventKind;
+use beyla_rs_common::{EVENT_FLAG_MIDWAY, EventKind};
 
 use crate::{
     capture::{DecodeError, Event},
-    connection::{Connections, DataOutcome, Finished},
+    connection::{ConnMeta, Connections, DataOutcome, Finished},
     export::Sink,
     metrics::Metrics,
     process::{Processes, ScannedProcess},
     protocol::{Role, Segment},
     span::{
-        ConnMeta, SpanBuilder,
+        SpanBuilder,
         context::{Decided, Tracker},
         sampler::Sampler,
     },
@@ -47,6 +47,8 @@ pub enum KernelAction {
         conn_id: u64,
         role: Role,
     },
+    /// A tracked process listens on this port (found in /proc).
+    ListenPort(u16),
 }
 
 pub struct Pipeline {
@@ -69,6 +71,10 @@ pub struct Pipeline {
     decided: Vec<Decided>,
     /// RED metrics, recorded from every finished exchange before sampling.
     metrics: Option<Arc<Metrics>>,
+    /// The capture registers every connection of a tracked process itself, also those
+    /// opened before start-up, and tells whether it joined them mid-way: the /proc scan only
+    /// reports listening ports then.
+    kernel_registers_connections: bool,
 }
 
 impl Pipeline {
@@ -88,7 +94,14 @@ impl Pipeline {
             tracker: Tracker::new(Sampler::default()),
             decided: Vec::new(),
             metrics: None,
+            kernel_registers_connections: false,
         }
+    }
+
+    /// The capture registers every connection itself (see [`crate::capture::Backend::sees_sockets`]).
+    pub fn with_kernel_registered_connections(mut self, yes: bool) -> Self {
+        self.kernel_registers_connections = yes;
+        self
     }
 
     /// Record RED metrics into `metrics` and sample spans with `sampler`.
@@ -152,6 +165,12 @@ impl Pipeline {
             }
             self.start_tracking(sp.pid, "found running at scan");
             self.actions.push(KernelAction::TrackPid(sp.pid));
+            for (_, addr) in &sp.listeners {
+                self.actions.push(KernelAction::ListenPort(addr.port()));
+            }
+            if self.kernel_registers_connections {
+                continue;
+            }
             for c in sp.conns {
                 let role = if c.server { Role::Server } else { Role::Client };
                 let conn_id = self.next_user_conn_id;
@@ -160,6 +179,7 @@ impl Pipeline {
                     tgid: sp.pid,
                     peer: Some(c.remote),
                     local_port: c.server.then_some(c.local.port()),
+                    local: Some(c.local),
                 };
                 self.connections
                     .open(conn_id, c.fd, role, meta, true, now_ns);
@@ -250,7 +270,8 @@ impl Pipeline {
                     self.actions.push(KernelAction::UntrackPid(pid));
                     return;
                 }
-                if let Some(addr) = ev.sockaddr() {
+                // Socket-level captures report no fd (-1): their accepts carry the local port.
+                if let (Some(addr), true) = (ev.sockaddr(), h.fd >= 0) {
                     self.listeners.insert((pid, h.fd as u32), addr);
                 }
                 self.start_tracking(pid, &format!("bound selected port {}", h.aux));
@@ -315,8 +336,17 @@ impl Pipeline {
             tgid: h.tgid,
             peer: ev.sockaddr(),
             local_port: None,
+            local: None,
         };
-        if role == Role::Server {
+        let midway = h.flags & EVENT_FLAG_MIDWAY != 0;
+        if h.fd < 0 {
+            // A socket-level capture: no fd, both addresses in the record, the local port in
+            // `aux`.
+            meta.local = ev.local_sockaddr();
+            if role == Role::Server {
+                meta.local_port = Some(h.aux as u16);
+            }
+        } else if role == Role::Server {
             let listen_fd = h.aux;
             let local = match self.listeners.get(&(h.tgid, listen_fd)) {
                 Some(a) => Some(*a),
@@ -347,7 +377,7 @@ impl Pipeline {
         }
         for (tgid, fd, conn_id) in
             self.connections
-                .open(h.conn_id, h.fd as u32, role, meta, false, h.ts_ns)
+                .open(h.conn_id, h.fd as u32, role, meta, midway, h.ts_ns)
         {
             Stats::inc(&self.stats.connections_evicted);
             self.actions
@@ -368,9 +398,10 @@ impl Pipeline {
             && seg.direction == role.request_direction()
         {
             let (tgid, fd) = (h.tgid, h.fd as u32);
+            let known = self.connections.addrs(h.conn_id);
             self.tracker
                 .on_request_segment(h.conn_id, tgid, h.tid, role, h.ts_ns, || {
-                    crate::process::socket_addrs(tgid, fd)
+                    known.or_else(|| crate::process::socket_addrs(tgid, fd))
                 });
         }
         let outcome = self.connections.data(

@@ -8,7 +8,7 @@ pub mod context;
 pub mod sampler;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -21,21 +21,12 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use crate::{
     clock::Clock,
+    connection::ConnMeta,
     metrics::{Measurement, Series},
     process::ProcessInfo,
     protocol::{Exchange, Protocol, Role},
     route::Router,
 };
-
-/// What is known about the connection an exchange came from.
-#[derive(Clone, Debug, Default)]
-pub struct ConnMeta {
-    pub tgid: u32,
-    /// The peer (the client for server spans, the server for client spans).
-    pub peer: Option<SocketAddr>,
-    /// The local listening port for server connections.
-    pub local_port: Option<u16>,
-}
 
 /// A finished span, ready for the exporters.
 #[derive(Clone, Debug)]
@@ -581,6 +572,7 @@ mod tests {
             tgid: 42,
             peer: Some("10.1.2.3:5555".parse().unwrap()),
             local_port: Some(8080),
+            local: None,
         };
         let s = b
             .build(
@@ -617,6 +609,7 @@ mod tests {
             tgid: 42,
             peer: Some("127.0.0.1:9000".parse().unwrap()),
             local_port: None,
+            local: None,
         };
         let ex = exchange(
             "POST",
@@ -761,6 +754,7 @@ mod tests {
             tgid: 42,
             peer: Some("127.0.0.1:9000".parse().unwrap()),
             local_port: Some(8080),
+            local: None,
         };
         let grpc = Exchange {
             protocol: Some(Protocol::Grpc),

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use beyla_rs_common::{
-    DIR_EGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, ROLE_CLIENT, ROLE_SERVER,
+    DIR_EGRESS, EVENT_HEADER_LEN, EventHeader, EventKind, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN,
+    SOCKADDR_PAIR_LEN,
 };
 
 use crate::protocol::{Direction, Role};
@@ -86,9 +87,19 @@ impl<'a> Event<'a> {
         crate::protocol::Extents::new(self.extents)
     }
 
-    /// The socket address carried by accept/connect/bind events.
+    /// The socket address carried by accept/connect/bind events (the peer's for accept and
+    /// connect).
     pub fn sockaddr(&self) -> Option<SocketAddr> {
         parse_sockaddr(self.payload)
+    }
+
+    /// The local address of accept/connect events from the socket-level backends, which carry
+    /// both (see [`SOCKADDR_PAIR_LEN`]).
+    pub fn local_sockaddr(&self) -> Option<SocketAddr> {
+        if self.payload.len() < SOCKADDR_PAIR_LEN {
+            return None;
+        }
+        parse_sockaddr(&self.payload[SOCKADDR_LEN..SOCKADDR_PAIR_LEN])
     }
 }
 
@@ -129,7 +140,7 @@ mod tests {
             kind,
             direction: DIR_EGRESS,
             role: ROLE_SERVER,
-            _reserved: 0,
+            flags: 0,
             captured_len: claimed,
             tgid: 7,
             tid: 8,
@@ -180,6 +191,34 @@ mod tests {
             Event::decode(&r).unwrap_err(),
             DecodeError::UnknownKind(200)
         );
+    }
+
+    /// Accept/connect records of the socket-level backends: the peer, then the local address,
+    /// each in a `SOCKADDR_LEN` slot (as `sockets::register` in the kernel writes them).
+    #[test]
+    fn address_pairs() {
+        let mut pair = vec![0u8; SOCKADDR_PAIR_LEN];
+        pair[..8].copy_from_slice(&[2, 0, 0x9c, 0x40, 127, 0, 0, 1]);
+        pair[SOCKADDR_LEN..SOCKADDR_LEN + 8].copy_from_slice(&[2, 0, 0x1f, 0x90, 127, 0, 0, 2]);
+        let r = record(2, &pair, SOCKADDR_PAIR_LEN as u32, 8080);
+        let e = Event::decode(&r).unwrap();
+        assert_eq!(e.sockaddr(), Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(e.local_sockaddr(), Some("127.0.0.2:8080".parse().unwrap()));
+        // The syscall backend's records carry one address: no local one.
+        let r = record(2, &pair[..16], 16, 3);
+        let e = Event::decode(&r).unwrap();
+        assert_eq!(e.sockaddr(), Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(e.local_sockaddr(), None);
+        // IPv6 in both slots.
+        let mut pair = vec![0u8; SOCKADDR_PAIR_LEN];
+        pair[..4].copy_from_slice(&[10, 0, 0x9c, 0x40]);
+        pair[23] = 1;
+        pair[SOCKADDR_LEN..SOCKADDR_LEN + 4].copy_from_slice(&[10, 0, 0x1f, 0x90]);
+        pair[SOCKADDR_LEN + 23] = 1;
+        let r = record(3, &pair, SOCKADDR_PAIR_LEN as u32, 0);
+        let e = Event::decode(&r).unwrap();
+        assert_eq!(e.sockaddr(), Some("[::1]:40000".parse().unwrap()));
+        assert_eq!(e.local_sockaddr(), Some("[::1]:8080".parse().unwrap()));
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! The capture layer: loads the eBPF programs, owns their maps, and drains the ring buffer.
 //!
 //! Backends differ in which kernel hooks feed the same maps and the same event records, so
-//! everything downstream of [`Capture::drain`] is backend-agnostic. Today there is one backend,
-//! [`Backend::SyscallTracepoints`] (raw tracepoints on `sys_exit` and `sched_process_exit`),
-//! which works on every kernel with eBPF, including those without kprobes or fentry. A faster
-//! kernel-function backend (fentry/kprobes on `tcp_sendmsg`/`tcp_recvmsg`) would be another
-//! variant chosen at start-up by what loads.
+//! everything downstream of [`Capture::drain`] is backend-agnostic:
+//! - [`Backend::Fentry`] and [`Backend::Kprobe`] hook the TCP socket layer (`tcp_sendmsg`,
+//!   `tcp_recvmsg`, `tcp_close`, `inet_csk_listen_start`) through BTF trampolines or kprobes:
+//!   they run only for socket I/O, so processes that are not instrumented pay nothing, and
+//!   connections are identified by their socket;
+//! - [`Backend::SyscallTracepoints`] (raw tracepoints on `sys_exit`) works on every kernel
+//!   with eBPF, including those without kprobes or fentry, at the price of a program run on
+//!   every syscall of every process.
+//!
+//! `BEYLA_CAPTURE_BACKEND=auto` takes the first of them that loads and attaches, in that order
+//! ([`ATTEMPTS`]), and logs why each earlier one was skipped.
 
+mod btf;
 pub mod event;
 pub mod probe;
+mod sockets;
 mod syscalls;
 mod tracked;
 
@@ -19,13 +27,13 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, Config as KernelConfig, ConnInfo, STAT_CAPTURE_FAULT, STAT_CONN_MAP_FULL,
-    STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
+    CONFIG_WATCH_EXEC, CONN_DROPPED, Config as KernelConfig, ConnInfo, STAT_CAPTURE_FAULT,
+    STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
-use crate::config::{Config, PortSet};
+use crate::config::{CaptureBackend, Config, PortSet};
 pub use event::{DecodeError, Event};
 
 /// The eBPF object, built by `build.rs` (aya-build) and embedded: one binary, no runtime files.
@@ -34,17 +42,56 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Which kernel hooks feed the capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// fentry/fexit on the TCP socket layer.
+    Fentry,
+    /// kprobes/kretprobes on the TCP socket layer.
+    Kprobe,
     /// Raw tracepoints on syscall exit: works everywhere eBPF does.
     SyscallTracepoints,
+}
+
+impl Backend {
+    /// The short name (`BEYLA_CAPTURE_BACKEND`'s value, the internal metrics' label).
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
+            Backend::SyscallTracepoints => "syscall",
+        }
+    }
+
+    /// The backend sees sockets, not descriptors: it registers every connection of a tracked
+    /// process itself (also those opened before start-up) and reports no fds.
+    pub fn sees_sockets(self) -> bool {
+        !matches!(self, Backend::SyscallTracepoints)
+    }
 }
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Backend::Fentry => f.write_str("fentry/fexit on the TCP socket layer"),
+            Backend::Kprobe => f.write_str("kprobes on the TCP socket layer"),
             Backend::SyscallTracepoints => f.write_str("syscall raw tracepoints (sys_exit)"),
         }
     }
 }
+
+/// The backend the daemon's capture runs on, once it started: the internal metrics label the
+/// kernel-fed counters with it.
+static ACTIVE: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+
+/// The capture backend in use, once the capture started.
+pub fn active_backend() -> Option<Backend> {
+    ACTIVE.get().copied()
+}
+
+/// The backends `auto` tries, in order, with the function that attaches each.
+const ATTEMPTS: &[(Backend, fn(&mut Ebpf) -> Result<(), CaptureError>)] = &[
+    (Backend::Fentry, sockets::attach_fentry),
+    (Backend::Kprobe, sockets::attach_kprobe),
+    (Backend::SyscallTracepoints, syscalls::attach),
+];
 
 #[derive(Debug, Error)]
 pub enum CaptureError {
@@ -76,6 +123,30 @@ pub enum CaptureError {
     PidOutOfRange(u32),
     #[error("registering the ring buffer with the event loop: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("{0}")]
+    Btf(#[from] btf::BtfError),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("the {backend} backend (BEYLA_CAPTURE_BACKEND={}) cannot be used here: {source}", backend.label())]
+    ForcedBackend {
+        backend: Backend,
+        #[source]
+        source: Box<CaptureError>,
+    },
+    #[error("no capture backend loads here; the last one tried ({backend}): {source}")]
+    NoBackend {
+        backend: Backend,
+        #[source]
+        source: Box<CaptureError>,
+    },
+}
+
+impl CaptureError {
+    /// A deployment error (exit 2, like a missing capability) rather than a runtime failure:
+    /// the backend the user asked for cannot work on this kernel.
+    pub fn is_unusable_backend(&self) -> bool {
+        matches!(self, CaptureError::ForcedBackend { .. })
+    }
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> CaptureError {
@@ -104,12 +175,58 @@ pub struct Capture {
     tracked: tracked::TrackedPids,
     conns: HashMap<MapData, u64, ConnInfo>,
     stats: PerCpuArray<MapData, u64>,
+    /// Socket-level backends: the socket of each connection id, and the listening ports.
+    socks_by_id: Option<HashMap<MapData, u64, u64>>,
+    listen: Option<HashMap<MapData, u32, u8>>,
 }
 
 impl Capture {
-    /// Load the programs with the configured limits and attach them. Must run inside the tokio
-    /// runtime (the ring buffer is registered with its reactor).
+    /// Load the programs of the configured backend (`auto`: the first that loads) and attach
+    /// them. Must run inside the tokio runtime (the ring buffer is registered with its
+    /// reactor).
     pub fn start(config: &Config) -> Result<Self, CaptureError> {
+        let wanted = match config.capture_backend {
+            CaptureBackend::Auto => None,
+            CaptureBackend::Fentry => Some(Backend::Fentry),
+            CaptureBackend::Kprobe => Some(Backend::Kprobe),
+            CaptureBackend::Syscall => Some(Backend::SyscallTracepoints),
+        };
+        let mut last = None;
+        for &(backend, attach) in ATTEMPTS {
+            if wanted.is_some_and(|w| w != backend) {
+                continue;
+            }
+            match Self::start_with(config, backend, attach) {
+                Ok(c) => {
+                    let _ = ACTIVE.set(backend);
+                    return Ok(c);
+                }
+                Err(e) if wanted.is_some() => {
+                    return Err(CaptureError::ForcedBackend {
+                        backend,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    log::info!("capture backend {backend} skipped: {e}");
+                    last = Some((backend, e));
+                }
+            }
+        }
+        let (backend, e) = last.expect("ATTEMPTS is not empty");
+        Err(CaptureError::NoBackend {
+            backend,
+            source: Box::new(e),
+        })
+    }
+
+    /// Load the object afresh (a failed attempt's programs and maps go with it) and attach
+    /// `backend`.
+    fn start_with(
+        config: &Config,
+        backend: Backend,
+        attach: fn(&mut Ebpf) -> Result<(), CaptureError>,
+    ) -> Result<Self, CaptureError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ringbuf_bytes)
             .load(EBPF_OBJECT)?;
@@ -141,7 +258,7 @@ impl Capture {
 
         write_ports(&mut ebpf, &config.selection.open_ports)?;
 
-        let backend = syscalls::attach(&mut ebpf)?;
+        attach(&mut ebpf)?;
 
         let events = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -166,6 +283,26 @@ impl Capture {
                 .ok_or(CaptureError::MissingMap("STATS"))?,
         )
         .map_err(map_err("STATS"))?;
+        let (socks_by_id, listen) = if backend.sees_sockets() {
+            (
+                Some(
+                    HashMap::try_from(
+                        ebpf.take_map("SOCKS_BY_ID")
+                            .ok_or(CaptureError::MissingMap("SOCKS_BY_ID"))?,
+                    )
+                    .map_err(map_err("SOCKS_BY_ID"))?,
+                ),
+                Some(
+                    HashMap::try_from(
+                        ebpf.take_map("LISTEN")
+                            .ok_or(CaptureError::MissingMap("LISTEN"))?,
+                    )
+                    .map_err(map_err("LISTEN"))?,
+                ),
+            )
+        } else {
+            (None, None)
+        };
 
         Ok(Self {
             backend,
@@ -174,6 +311,8 @@ impl Capture {
             tracked,
             conns,
             stats,
+            socks_by_id,
+            listen,
         })
     }
 
@@ -213,20 +352,52 @@ impl Capture {
         self.tracked.remove(tgid);
     }
 
-    /// Register a connection the daemon found in /proc (opened before it started).
+    /// Register a connection the daemon found in /proc (opened before it started). Only the
+    /// syscall backend needs this: the socket-level ones register every connection at its
+    /// first I/O (see [`Backend::sees_sockets`]).
     pub fn add_conn(&mut self, tgid: u32, fd: u32, info: ConnInfo) -> Result<(), CaptureError> {
+        if self.backend.sees_sockets() {
+            return Ok(());
+        }
         self.conns
             .insert(conn_key(tgid, fd), info, 0)
             .map_err(map_err("CONNS"))
     }
 
-    /// Stop capturing a connection (non-HTTP traffic, or its process is gone), unless the fd
-    /// now refers to another connection: the process may have closed it and accepted a new
-    /// one on the same fd before the daemon got here.
+    /// A port a tracked process listens on (found in /proc): connections on it are the server
+    /// side. Only the socket-level backends decide roles this way.
+    pub fn add_listen_port(&mut self, port: u16) -> Result<(), CaptureError> {
+        match &mut self.listen {
+            Some(l) => l.insert(port as u32, 1, 0).map_err(map_err("LISTEN")),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop capturing a connection (non-HTTP traffic, or its process is gone), unless its key
+    /// now refers to another connection: with the syscall backend the process may have closed
+    /// the fd and accepted a new one on it before the daemon got here. The socket-level
+    /// backends keep the entry, marked dropped, so that the socket's next I/O does not
+    /// register it again; its close removes it.
     pub fn remove_conn(&mut self, tgid: u32, fd: u32, conn_id: u64) {
-        let key = conn_key(tgid, fd);
-        if self.conns.get(&key, 0).is_ok_and(|c| c.conn_id == conn_id) {
-            let _ = self.conns.remove(&key);
+        let key = match &self.socks_by_id {
+            Some(ids) => match ids.get(&conn_id, 0) {
+                Ok(sk) => sk,
+                Err(_) => return,
+            },
+            None => conn_key(tgid, fd),
+        };
+        match self.conns.get(&key, 0) {
+            Ok(c) if c.conn_id == conn_id && self.backend.sees_sockets() => {
+                let dropped = ConnInfo {
+                    flags: c.flags | CONN_DROPPED,
+                    ..c
+                };
+                let _ = self.conns.insert(key, dropped, 0);
+            }
+            Ok(c) if c.conn_id == conn_id => {
+                let _ = self.conns.remove(&key);
+            }
+            _ => {}
         }
     }
 

@@ -2,7 +2,7 @@
 
 use aya::{Ebpf, programs::RawTracePoint};
 
-use super::{Backend, CaptureError};
+use super::CaptureError;
 
 /// (program name in the object, raw tracepoint it attaches to)
 const PROGRAMS: &[(&str, &str)] = &[
@@ -10,8 +10,16 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("beyla_process_exit", "sched_process_exit"),
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Backend, CaptureError> {
-    for &(name, tracepoint) in PROGRAMS {
+pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    attach_raw_tracepoints(ebpf, PROGRAMS)
+}
+
+/// Loads and attaches each (program, raw tracepoint) pair.
+pub(super) fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, &str)],
+) -> Result<(), CaptureError> {
+    for &(name, tracepoint) in programs {
         let program: &mut RawTracePoint = ebpf
             .program_mut(name)
             .ok_or(CaptureError::MissingProgram(name))?
@@ -24,5 +32,5 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Backend, CaptureError> {
             .attach(tracepoint)
             .map_err(|source| CaptureError::Program { name, source })?;
     }
-    Ok(Backend::SyscallTracepoints)
+    Ok(())
 }

@@ -90,11 +90,30 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
     }
 }
 
+/// Counters the kernel side feeds: they carry the capture backend as a label (`backend`:
+/// `fentry`, `kprobe`, `syscall`), so that a dashboard shows which hooks a host runs.
+fn labels_of(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static str) {
+    let (fam, mut labels, help) = describe(name);
+    let from_kernel = matches!(
+        name,
+        "events_read"
+            | "events_malformed"
+            | "events_lost_kernel"
+            | "kernel_capture_faults"
+            | "kernel_conn_map_full"
+            | "kernel_pid_map_full"
+    );
+    if let (true, Some(b)) = (from_kernel, crate::capture::active_backend()) {
+        labels.push(("backend", b.label()));
+    }
+    (fam, labels, help)
+}
+
 /// Prometheus text of the internal counters.
 pub fn render_prometheus(stats: &Stats) -> String {
     let mut fams: Vec<(String, &'static str, Vec<String>)> = Vec::new();
     for (name, v) in stats.snapshot().pairs() {
-        let (fam, labels, help) = describe(name);
+        let (fam, labels, help) = labels_of(name);
         let fam = format!("{fam}_total");
         let mut line = fam.clone();
         if !labels.is_empty() {
@@ -172,7 +191,7 @@ impl InternalOtel {
                 .with_description(help)
                 .with_callback(move |obs| {
                     for (n, v) in stats.snapshot().pairs() {
-                        let (f, labels, _) = describe(n);
+                        let (f, labels, _) = labels_of(n);
                         if f == me {
                             let attrs: Vec<KeyValue> =
                                 labels.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect();
