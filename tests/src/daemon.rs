@@ -207,6 +207,10 @@ impl DaemonBuilder {
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")
             .env("BEYLA_TRACE_PRINTER", "disabled")
             .env("BEYLA_LOG_LEVEL", level);
+        // The capture backend under test: `cargo xtask vm` runs the suite under each.
+        if let Ok(b) = std::env::var("BEYLA_TEST_CAPTURE_BACKEND") {
+            cmd.env("BEYLA_CAPTURE_BACKEND", b);
+        }
         if let Some(p) = &self.open_port {
             cmd.env("BEYLA_OPEN_PORT", p);
         }

@@ -78,6 +78,7 @@ const CASES: &[Case] = &[
     ("BEYLA_RINGBUF_SIZE", "32768", NONE),
     ("BEYLA_RINGBUF_SIZE", "4M", NONE),
     ("BEYLA_ENFORCE_SYS_CAPS", "maybe", NONE),
+    ("BEYLA_CAPTURE_BACKEND", "ebpf", NONE),
     // Added after the README's first table (traces/metrics/sampling/routes).
     ("OTEL_TRACES_EXPORTER", "zipkin", NONE),
     ("BEYLA_TRACES_ENABLED", "perhaps", NONE),

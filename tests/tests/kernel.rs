@@ -4,6 +4,9 @@
 //! is loaded. A test switch (`BEYLA_TEST_PRETEND_MISSING_KERNEL_FEATURE`) makes one probe
 //! report its feature missing, so the path is tested on kernels that have everything.
 //!
+//! Which capture backend loads is the kernel's to say: each forced backend either starts or
+//! exits 2 naming why, and `auto` takes the first that starts (fentry, kprobe, syscall).
+//!
 //! Runs on the host and inside every kernel of the VM matrix (`cargo xtask vm`).
 
 use std::time::Instant;
@@ -91,5 +94,74 @@ fn a_missing_kernel_feature_exits_2_naming_it_before_loading_anything() {
         exit.stderr.contains("names no probed feature"),
         "{}",
         exit.stderr
+    );
+}
+
+/// (`BEYLA_CAPTURE_BACKEND` value, what the daemon's backend line says), in `auto`'s order.
+const BACKENDS: &[(&str, &str)] = &[
+    ("fentry", "fentry/fexit on the TCP socket layer"),
+    ("kprobe", "kprobes on the TCP socket layer"),
+    ("syscall", "syscall raw tracepoints (sys_exit)"),
+];
+
+/// Starts the daemon with `BEYLA_CAPTURE_BACKEND=value`; returns its backend line if it
+/// became ready, or asserts that it exited 2 naming the backend and why.
+fn start_with_backend(value: &str) -> Option<String> {
+    let mut d = Daemon::builder()
+        .no_wait()
+        .open_port("18081")
+        .env("BEYLA_CAPTURE_BACKEND", value)
+        .start();
+    let deadline = Instant::now() + scaled(std::time::Duration::from_secs(60));
+    while d.is_running() && !d.logs().contains("beyla-rs ready") && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if d.is_running() {
+        let logs = d.logs();
+        assert!(
+            logs.contains("beyla-rs ready"),
+            "{value}: neither ready nor exited:\n{logs}"
+        );
+        let line = logs
+            .lines()
+            .find_map(|l| l.split_once("capture backend: ").map(|(_, b)| b.to_owned()))
+            .unwrap_or_else(|| panic!("{value}: no backend line:\n{logs}"));
+        d.stop_ok();
+        return Some(line);
+    }
+    let exit = d.stop();
+    assert_eq!(exit.status.code(), Some(2), "{value}: {}", exit.stderr);
+    assert!(
+        exit.stderr.contains(&format!(
+            "backend (BEYLA_CAPTURE_BACKEND={value}) cannot be used here: "
+        )),
+        "{value}: the refusal names the backend and the reason: {}",
+        exit.stderr
+    );
+    None
+}
+
+#[test]
+fn auto_takes_the_first_backend_that_loads() {
+    let _guard = require_root();
+    daemon::daemon_bin();
+    let mut loads = Vec::new();
+    for (value, name) in BACKENDS {
+        if let Some(line) = start_with_backend(value) {
+            assert!(line.starts_with(name), "{value} started as {line}");
+            loads.push(*value);
+        }
+    }
+    eprintln!(
+        "[measured] kernel {}: backends that load: {loads:?}",
+        release()
+    );
+    // Raw tracepoints are everywhere the programs can run at all.
+    assert!(loads.contains(&"syscall"), "{loads:?}");
+    let auto = start_with_backend("auto").expect("auto starts");
+    let first = BACKENDS.iter().find(|(v, _)| *v == loads[0]).unwrap().1;
+    assert!(
+        auto.starts_with(first),
+        "auto chose {auto}, the first that loads is {first}"
     );
 }

@@ -98,6 +98,8 @@ struct Plan {
     path: String,
     /// Where the integration tests run (they find their fixtures relative to it).
     cwd: PathBuf,
+    /// `BEYLA_CAPTURE_BACKEND` values to run the suite under, one after the other.
+    backends: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -111,6 +113,14 @@ struct PlannedTest {
 #[derive(Serialize, Deserialize, Default)]
 struct Results {
     kernel: String,
+    runs: Vec<BackendRun>,
+}
+
+/// The suite under one `BEYLA_CAPTURE_BACKEND` value.
+#[derive(Serialize, Deserialize, Default)]
+struct BackendRun {
+    /// The value asked for.
+    requested: String,
     /// The daemon's "capture backend: …" line, if it loaded.
     backend: Option<String>,
     /// Why the programs did not load: the error and the verifier's last lines.
@@ -130,21 +140,40 @@ struct TestResult {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo xtask vm [--kernel 6.1|6.12|all] [-- COMMAND...]\n\
+        "usage: cargo xtask vm [--kernel 6.1|6.12|all] [--backend B[,B...]|all] [-- COMMAND...]\n\
          \n\
          Boots each kernel in QEMU (TCG) over this machine's root filesystem and runs the\n\
-         smoke suite inside it, or COMMAND (run by bash, as root, in the workspace)."
+         smoke suite inside it under each capture backend B (auto, fentry, kprobe, syscall;\n\
+         default auto), or COMMAND (run by bash, as root, in the workspace)."
     );
     std::process::exit(2)
 }
 
+/// The values `--backend all` stands for.
+const ALL_BACKENDS: &[&str] = &["fentry", "kprobe", "syscall"];
+
 pub fn main(args: &[String]) -> Result<()> {
     let mut which = "all".to_owned();
+    let mut backends = vec!["auto".to_owned()];
     let mut command = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--kernel" => which = it.next().cloned().unwrap_or_else(|| usage()),
+            "--backend" => {
+                let v = it.next().cloned().unwrap_or_else(|| usage());
+                backends = if v == "all" {
+                    ALL_BACKENDS.iter().map(|b| (*b).to_owned()).collect()
+                } else {
+                    v.split(',').map(str::to_owned).collect()
+                };
+                if !backends
+                    .iter()
+                    .all(|b| b == "auto" || ALL_BACKENDS.contains(&b.as_str()))
+                {
+                    usage()
+                }
+            }
             "--" => {
                 let rest: Vec<String> = it.by_ref().cloned().collect();
                 if rest.is_empty() {
@@ -170,7 +199,7 @@ pub fn main(args: &[String]) -> Result<()> {
     ensure_tools(&kernels)?;
     match command {
         Some(c) => run_command(&kernels, &c),
-        None => smoke(&kernels),
+        None => smoke(&kernels, &backends),
     }
 }
 
@@ -338,11 +367,21 @@ fn run_command(kernels: &[&Kernel], command: &str) -> Result<()> {
     }
 }
 
-/// Runs the smoke suite on each kernel and prints one line per kernel.
-fn smoke(kernels: &[&Kernel]) -> Result<()> {
+/// Runs the smoke suite on each kernel under each backend and prints one line per kernel and
+/// backend.
+fn smoke(kernels: &[&Kernel], backends: &[String]) -> Result<()> {
     let daemon = crate::build(true)?;
     let exes = test_executables()?;
     prepare_fixtures(&exes)?;
+    // The guests read the host's files while they run, for many minutes: run copies, so that
+    // a build in the meantime cannot swap a binary under a running suite.
+    let bin = workspace_root().join("target/vm/bin");
+    let daemon = snapshot(&daemon, &bin)?;
+    let exes = exes
+        .iter()
+        .map(|(f, e)| Ok((f.clone(), snapshot(e, &bin)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let me = snapshot(&std::env::current_exe()?, &bin)?;
     let tests = SMOKE
         .iter()
         .map(|(file, name)| {
@@ -363,8 +402,8 @@ fn smoke(kernels: &[&Kernel]) -> Result<()> {
         time_scale: TIME_SCALE,
         path: guest_path()?,
         cwd: workspace_root().join("tests"),
+        backends: backends.to_vec(),
     };
-    let me = std::env::current_exe()?;
     let mut lines = Vec::new();
     let mut ok = true;
     for k in kernels {
@@ -372,10 +411,11 @@ fn smoke(kernels: &[&Kernel]) -> Result<()> {
         let out = out_dir(k)?;
         std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
         println!(
-            "\n==> kernel {} ({}): smoke suite, {} tests, time scale {TIME_SCALE}",
+            "\n==> kernel {} ({}): smoke suite, {} tests, time scale {TIME_SCALE}, backends {}",
             k.label,
             vmlinuz.display(),
-            plan.tests.len()
+            plan.tests.len(),
+            backends.join(", ")
         );
         let started = Instant::now();
         let script = format!("{} vm-guest {}", me.display(), out.display());
@@ -384,10 +424,10 @@ fn smoke(kernels: &[&Kernel]) -> Result<()> {
         let results: Option<Results> = std::fs::read(out.join("results.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let (line, passed) = report(k, &out, booted, results, took);
+        let (report, passed) = report(k, &out, booted, results, backends, took);
         ok &= passed;
-        println!("{line}");
-        lines.push(line);
+        println!("{report}");
+        lines.push(report);
     }
     println!("\nkernel matrix:");
     for l in &lines {
@@ -400,12 +440,14 @@ fn smoke(kernels: &[&Kernel]) -> Result<()> {
     }
 }
 
-/// One line for the kernel (version, backend, result), plus the details of what failed.
+/// One line per backend run on the kernel (version, backend, result), plus the details of
+/// what failed.
 fn report(
     k: &Kernel,
     out: &Path,
     booted: Result<bool>,
     results: Option<Results>,
+    backends: &[String],
     took: Duration,
 ) -> (String, bool) {
     let minutes = format!("{}m{:02}s", took.as_secs() / 60, took.as_secs() % 60);
@@ -424,42 +466,49 @@ fn report(
             false,
         );
     };
-    if let Some(why) = &r.load_failure {
-        return (
-            format!(
-                "  {:<6} {:<24} programs do not load ({minutes}):\n{}",
+    let mut all = booted.is_ok() && r.runs.len() == backends.len();
+    let mut lines = Vec::new();
+    for run in &r.runs {
+        let asked = format!("{:<8}", run.requested);
+        if let Some(why) = &run.load_failure {
+            all = false;
+            lines.push(format!(
+                "  {:<6} {:<24} {asked} programs do not load:\n{}",
                 k.label,
                 r.kernel,
                 indent(why)
-            ),
-            false,
+            ));
+            continue;
+        }
+        let passed = run.tests.iter().filter(|t| t.passed).count();
+        all &= passed == run.tests.len() && run.tests.len() == SMOKE.len();
+        let backend = run
+            .backend
+            .as_deref()
+            .map(backend_name)
+            .unwrap_or("(no backend line)");
+        let seconds: f64 = run.tests.iter().map(|t| t.seconds).sum();
+        let mut line = format!(
+            "  {:<6} {:<24} {asked} backend: {backend:<38} smoke: {passed}/{} passed ({seconds:.0} s)",
+            k.label,
+            r.kernel,
+            run.tests.len(),
         );
+        for t in run.tests.iter().filter(|t| !t.passed) {
+            let log = std::fs::read_to_string(out.join(&t.log)).unwrap_or_default();
+            line.push_str(&format!(
+                "\n    FAILED {}::{} ({:.0} s), output tail ({}):\n{}",
+                t.file,
+                t.name,
+                t.seconds,
+                out.join(&t.log).display(),
+                indent(tail_lines(&log, 25))
+            ));
+        }
+        lines.push(line);
     }
-    let passed = r.tests.iter().filter(|t| t.passed).count();
-    let backend = r
-        .backend
-        .as_deref()
-        .map(backend_name)
-        .unwrap_or("(no backend line)");
-    let mut line = format!(
-        "  {:<6} {:<24} backend: {backend:<36} smoke: {passed}/{} passed ({minutes})",
-        k.label,
-        r.kernel,
-        r.tests.len()
-    );
-    for t in r.tests.iter().filter(|t| !t.passed) {
-        let log = std::fs::read_to_string(out.join(&t.log)).unwrap_or_default();
-        line.push_str(&format!(
-            "\n    FAILED {}::{} ({:.0} s), output tail ({}):\n{}",
-            t.file,
-            t.name,
-            t.seconds,
-            out.join(&t.log).display(),
-            indent(tail_lines(&log, 25))
-        ));
-    }
-    let all = passed == r.tests.len() && r.tests.len() == SMOKE.len() && booted.is_ok();
-    (line, all)
+    lines.push(format!("  {:<6} guest total {minutes}", k.label));
+    (lines.join("\n"), all)
 }
 
 /// `syscall raw tracepoints (sys_exit)` from the daemon's "capture backend: … (kernel …)" line.
@@ -486,6 +535,16 @@ fn indent(s: &str) -> String {
         .map(|l| format!("      {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Copies `file` into `dir` (under its own name) and returns the copy's path.
+fn snapshot(file: &Path, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let to = dir.join(file.file_name().context("a file name")?);
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(file, &tmp).with_context(|| format!("copying {}", file.display()))?;
+    std::fs::rename(&tmp, &to)?;
+    Ok(to)
 }
 
 /// The integration tests' executables, built in release (`target/release/deps/<file>-<hash>`).
@@ -571,47 +630,58 @@ pub fn guest(args: &[String]) -> Result<()> {
         std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(r)?)?;
         Ok(())
     };
-    match load_check(&plan, &home, &out) {
-        Ok(backend) => results.backend = Some(backend),
-        Err(why) => {
-            results.load_failure = Some(why);
-            return write(&results);
+    for backend in &plan.backends {
+        let mut run = BackendRun {
+            requested: backend.clone(),
+            ..Default::default()
+        };
+        match load_check(&plan, backend, &home, &out) {
+            Ok(line) => run.backend = Some(line),
+            Err(why) => {
+                run.load_failure = Some(why);
+                results.runs.push(run);
+                write(&results)?;
+                continue;
+            }
         }
-    }
-    write(&results)?;
-    for t in &plan.tests {
-        let log = format!("{}-{}.log", t.file, t.name);
-        let file = std::fs::File::create(out.join(&log))?;
-        let started = Instant::now();
-        let status = Command::new(&t.exe)
-            .args(["--exact", &t.name, "--test-threads=1", "--nocapture"])
-            .current_dir(&plan.cwd)
-            .env_clear()
-            .env("PATH", &plan.path)
-            .env("HOME", &home)
-            .env("BEYLA_RS_BIN", &plan.daemon)
-            .env("BEYLA_TEST_TIME_SCALE", plan.time_scale.to_string())
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .status()?;
-        results.tests.push(TestResult {
-            file: t.file.clone(),
-            name: t.name.clone(),
-            passed: status.success(),
-            seconds: started.elapsed().as_secs_f64(),
-            log,
-        });
+        results.runs.push(run);
         write(&results)?;
+        for t in &plan.tests {
+            let log = format!("{backend}-{}-{}.log", t.file, t.name);
+            let file = std::fs::File::create(out.join(&log))?;
+            let started = Instant::now();
+            let status = Command::new(&t.exe)
+                .args(["--exact", &t.name, "--test-threads=1", "--nocapture"])
+                .current_dir(&plan.cwd)
+                .env_clear()
+                .env("PATH", &plan.path)
+                .env("HOME", &home)
+                .env("BEYLA_RS_BIN", &plan.daemon)
+                .env("BEYLA_TEST_TIME_SCALE", plan.time_scale.to_string())
+                .env("BEYLA_TEST_CAPTURE_BACKEND", backend)
+                .env("RUST_BACKTRACE", "1")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .status()?;
+            let run = results.runs.last_mut().expect("pushed above");
+            run.tests.push(TestResult {
+                file: t.file.clone(),
+                name: t.name.clone(),
+                passed: status.success(),
+                seconds: started.elapsed().as_secs_f64(),
+                log,
+            });
+            write(&results)?;
+        }
     }
     Ok(())
 }
 
 /// Starts the daemon and waits for it to report ready. Returns its backend line, or why it
 /// did not load: its error and the verifier's last lines.
-fn load_check(plan: &Plan, home: &Path, out: &Path) -> Result<String, String> {
-    let log = out.join("load.log");
+fn load_check(plan: &Plan, backend: &str, home: &Path, out: &Path) -> Result<String, String> {
+    let log = out.join(format!("{backend}-load.log"));
     let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut child = Command::new(&plan.daemon)
         .env_clear()
@@ -620,6 +690,7 @@ fn load_check(plan: &Plan, home: &Path, out: &Path) -> Result<String, String> {
         // A port nothing listens on: load and attach, select nothing.
         .env("BEYLA_OPEN_PORT", "1")
         .env("BEYLA_LOG_LEVEL", "info")
+        .env("BEYLA_CAPTURE_BACKEND", backend)
         .stdin(Stdio::null())
         .stdout(file.try_clone().map_err(|e| e.to_string())?)
         .stderr(file)
