@@ -49,6 +49,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
+pub mod vm;
+
 /// Rounds per workload: even, so that each side runs first in half of them.
 const ROUNDS: usize = 4;
 
@@ -420,7 +422,13 @@ impl ExitCounters {
 
 impl Daemon {
     fn start(bin: &PathBuf, ports: &str, receiver: u16) -> Result<Self> {
+        Self::start_env(bin, ports, receiver, &[])
+    }
+
+    /// [`Self::start`] with more environment variables (the VM bench forces a backend).
+    fn start_env(bin: &PathBuf, ports: &str, receiver: u16, env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(bin)
+            .envs(env.iter().copied())
             .env("BEYLA_OPEN_PORT", ports)
             .env(
                 "OTEL_EXPORTER_OTLP_ENDPOINT",

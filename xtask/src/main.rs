@@ -23,13 +23,14 @@ fn usage() -> ! {
          commands:\n  \
            build [--release]    install missing toolchain parts, build the eBPF object and the daemon\n  \
            demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
-           bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)
-  \
+           bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)\n  \
+           bench --vm 6.1|6.12  the capture backends compared inside a Debian kernel in QEMU\n  \
            fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \
-           test                 every test: unit, integration (real kernel, needs root), the kernel\n  \
-                                matrix (vm), nix checks\n  \
-           vm [--kernel 6.1|6.12|all] [-- COMMAND...]\n  \
-                                boot Debian's kernels in QEMU, run the smoke suite (or COMMAND) in each\n  \
+           test                 every test: unit, integration (real kernel, needs root), the kernel\n                       \
+           matrix (vm), nix checks\n  \
+           vm [--kernel 6.1|6.12|all] [--backend B,...|all] [-- COMMAND...]\n                       \
+           boot Debian's kernels in QEMU, run the smoke suite (under each capture\n                       \
+           backend B; default auto) or COMMAND in each\n  \
            setup                only install what builds and tests need"
     );
     std::process::exit(2)
@@ -178,7 +179,12 @@ fn main() -> Result<()> {
             demo::run(seconds)
         }
         "test" => test(),
-        "bench" => bench::run(rest.iter().any(|a| a == "--quick")),
+        "bench" => match rest.iter().position(|a| a == "--vm") {
+            Some(i) => bench::vm::run(rest.get(i + 1).map_or("6.12", String::as_str)),
+            None => bench::run(rest.iter().any(|a| a == "--quick")),
+        },
+        // Inside a guest of `bench --vm`: not for direct use.
+        "bench-guest" => bench::vm::guest(rest),
         "fuzz" => fuzz::run(rest),
         "vm" => vm::main(rest),
         // Inside a guest of `vm`: not for direct use.

@@ -338,6 +338,19 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Boots the kernel labelled `label` (`6.1`, `6.12`) with `script`, for other commands (the
+/// VM bench); the guest may write `out`. Installs what is missing first.
+pub(crate) fn boot_label(label: &str, out: &Path, script: &str) -> Result<bool> {
+    let k = KERNELS
+        .iter()
+        .find(|k| k.label == label)
+        .with_context(|| format!("no kernel {label:?} in the matrix (6.1, 6.12)"))?;
+    ensure_tools(&[k])?;
+    let vmlinuz = find_kernel(k).expect("checked by ensure_tools");
+    println!("==> kernel {} ({})", k.label, vmlinuz.display());
+    boot(&vmlinuz, out, script)
+}
+
 fn out_dir(k: &Kernel) -> Result<PathBuf> {
     let out = workspace_root().join("target/vm").join(k.label);
     let _ = std::fs::remove_dir_all(&out);
@@ -538,7 +551,7 @@ fn indent(s: &str) -> String {
 }
 
 /// Copies `file` into `dir` (under its own name) and returns the copy's path.
-fn snapshot(file: &Path, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn snapshot(file: &Path, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let to = dir.join(file.file_name().context("a file name")?);
     let tmp = to.with_extension("tmp");
@@ -600,7 +613,7 @@ fn prepare_fixtures(exes: &[(String, PathBuf)]) -> Result<()> {
 
 /// The guest's `PATH`: the real directory of this machine's `python3` first (an interpreter
 /// manager's shims do not work on the read-only root), then the usual system directories.
-fn guest_path() -> Result<String> {
+pub(crate) fn guest_path() -> Result<String> {
     let out = Command::new("python3")
         .args([
             "-c",
