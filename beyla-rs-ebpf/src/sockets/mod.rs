@@ -228,8 +228,8 @@ fn moved(stash: Stash, ret: u64, pid_tgid: u64, call_done: bool) -> Res {
 /// blocked when they were attached (a thread-per-connection server waiting on a keep-alive
 /// connection opened before the daemon started). Neither fexit nor a kretprobe fires for a
 /// call entered before them; the copy happens after the thread wakes up, so its hook does.
-/// User buffers (`ITER_UBUF`) only; `advanced`: the iterator has already moved past the chunk
-/// (at its exit).
+/// User buffers (`ITER_UBUF`, or `ITER_IOVEC` with the chunk in one entry); `advanced`: the
+/// iterator has already moved past the chunk (at its exit).
 #[inline(always)]
 fn in_flight_chunk(skb: u64, to: u64, len: u64, advanced: bool, pid_tgid: u64) -> Option<Stash> {
     if !tracked((pid_tgid >> 32) as u32) {
@@ -245,15 +245,45 @@ fn in_flight_chunk(skb: u64, to: u64, len: u64, advanced: bool, pid_tgid: u64) -
     if sk == 0 || kernel_read::<u16>(sk + o.sk_protocol as u64).ok()? != IPPROTO_TCP {
         return None;
     }
-    if kernel_read::<u8>(to + o.iter_type as u64).ok()? as u32 != o.iter_ubuf {
-        return None;
-    }
-    let ubuf = kernel_u64(to + o.iter_ptr as u64).ok()?;
+    let kind = kernel_read::<u8>(to + o.iter_type as u64).ok()? as u32;
+    let ptr = kernel_u64(to + o.iter_ptr as u64).ok()?;
     let off = kernel_u64(to + o.iter_iov_offset as u64).ok()?;
-    let at = if advanced { off.wrapping_sub(len) } else { off };
+    let dest = if kind == o.iter_ubuf {
+        // One buffer: `iov_offset` is where the chunk goes, or ends once copied.
+        if advanced {
+            ptr + off.wrapping_sub(len)
+        } else {
+            ptr + off
+        }
+    } else if kind == o.iter_iovec {
+        // An iovec array (kernel memory; before 6.4 a plain `read`/`recvfrom` has one entry):
+        // the chunk must lie within one entry. Once copied, an entry it filled is behind the
+        // iterator: the chunk then ends where the previous entry ends.
+        if !advanced {
+            let base = kernel_u64(ptr).ok()?;
+            let room = kernel_u64(ptr + 8).ok()?;
+            if off + len > room {
+                return None;
+            }
+            base + off
+        } else if off >= len {
+            kernel_u64(ptr).ok()? + off - len
+        } else if off == 0 {
+            let base = kernel_u64(ptr - 16).ok()?;
+            let room = kernel_u64(ptr - 8).ok()?;
+            if room < len {
+                return None;
+            }
+            base + room - len
+        } else {
+            return None;
+        }
+    } else {
+        return None;
+    };
     Some(Stash {
         sk,
-        ptr: ubuf + at,
+        ptr: dest,
         nr_segs: 0,
         iov_offset: 0,
         iter_type: o.iter_ubuf,
