@@ -125,10 +125,20 @@ fn test() -> Result<()> {
             ])
             .env("BEYLA_RS_BIN", &bin),
     );
-    step(
-        "kernel matrix (Debian 6.1 and 6.12 in QEMU)",
-        Command::new(std::env::current_exe().expect("own path")).arg("vm"),
-    );
+    // Each kernel runs the suite with the default (`auto`: fentry there) and one forced
+    // backend, so every run covers all three backends and both kernels.
+    for (kernel, forced) in [("6.1", "kprobe"), ("6.12", "syscall")] {
+        step(
+            &format!("kernel matrix: Debian {kernel} in QEMU (auto, {forced})"),
+            Command::new(std::env::current_exe().expect("own path")).args([
+                "vm",
+                "--kernel",
+                kernel,
+                "--backend",
+                &format!("auto,{forced}"),
+            ]),
+        );
+    }
     let nix_check = workspace_root().join("nix/tests/check.sh");
     if nix_check.exists() {
         step("nix checks", Command::new("bash").arg(nix_check));

@@ -46,10 +46,10 @@ const KERNELS: &[Kernel] = &[
 ];
 
 /// The smoke suite: (integration test file, exact test name). Each is an integration test the
-/// host runs too; together they cover loading, HTTP/1 servers of four stacks with
-/// keep-alive and `proxy_pass` CLIENT spans, connections opened before start-up, servers
-/// started later, HTTP/2 and gRPC with the kernel's frame walk (1 MiB messages, 50 concurrent
-/// streams), and trace joining across processes.
+/// host runs too; together they cover loading and the choice of backend, HTTP/1 servers of
+/// three stacks with keep-alive and `proxy_pass` CLIENT spans, connections opened before
+/// start-up, servers started later, HTTP/2 and gRPC with the kernel's frame walk (1 MiB
+/// messages, 50 concurrent streams), and trace joining across processes.
 pub const SMOKE: &[(&str, &str)] = &[
     (
         "kernel",
@@ -59,6 +59,7 @@ pub const SMOKE: &[(&str, &str)] = &[
         "kernel",
         "a_missing_kernel_feature_exits_2_naming_it_before_loading_anything",
     ),
+    ("kernel", "auto_takes_the_first_backend_that_loads"),
     (
         "http1_nginx",
         "nginx_keepalive_proxy_pass_200_mixed_requests",
