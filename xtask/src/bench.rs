@@ -22,9 +22,11 @@
 //!   and fails the run. Spans are counted once the daemon has exited and the receiver has
 //!   closed its last connection, and must equal the spans the daemon reports as exported.
 //! - BPF time counts only the programs of the daemon under test (by the ids it holds). The
-//!   sys_exit program also runs for the load generator's syscalls (this process, not
-//!   selected): that share is reported apart, from an exact count of the generator's
-//!   syscalls and the measured cost of a program run for an unselected process.
+//!   programs also run for the load generator's own syscalls or socket calls (this process,
+//!   not selected) and for every other process of the machine: those shares are reported
+//!   apart, the generator's from its own count of what it did (requests, pauses,
+//!   connections) and the measured cost of each for an unselected process under the same
+//!   capture backend, the machine's from the programs' time per second without load.
 //! - The saturation rows report spans received per request: a daemon that dropped its work
 //!   cannot look cheap.
 //! - The daemon's log is read while it runs (a full pipe would stall it); its exit summary
@@ -589,71 +591,139 @@ fn bpf_time(ids: &[u32]) -> Result<(u64, u64)> {
     Ok(sum)
 }
 
-/// What one run of the daemon's programs costs for a syscall of a process it does not
-/// select, in ns: for a syscall returning non-zero (it leaves at the first test) and one
-/// returning 0 (it also reads the syscall number, for bind and exec). Measured on a million
-/// syscalls of each kind from this process, with a daemon that selects nothing here. Other
-/// processes' syscalls run the programs meanwhile too, a small part of the count.
-fn untracked_run_cost(bin: &PathBuf, recv: &Receiver) -> Result<(f64, f64)> {
-    const N: u64 = 1_000_000;
-    let d = Daemon::start(bin, &free_port()?.to_string(), recv.port)?;
-    let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-    let (t0, c0) = bpf_time(&d.prog_ids)?;
-    for _ in 0..N {
-        // One write(2), returning 1.
-        (&devnull).write_all(&[0])?;
-    }
-    let (t1, c1) = bpf_time(&d.prog_ids)?;
-    for _ in 0..N {
-        // One sched_yield(2), returning 0.
-        thread::yield_now();
-    }
-    let (t2, c2) = bpf_time(&d.prog_ids)?;
-    d.stop()?;
-    if c1 - c0 < N || c2 - c1 < N {
-        bail!(
-            "the daemon's programs ran {} and {} times for {N} syscalls each: are BPF \
-             statistics on?",
-            c1 - c0,
-            c2 - c1
-        );
-    }
-    Ok((
-        (t1 - t0) as f64 / (c1 - c0) as f64,
-        (t2 - t1) as f64 / (c2 - c1) as f64,
-    ))
-}
-
-/// The load generator's syscalls, by how the daemon's sys_exit program treats them for a
-/// process it does not select (see [`untracked_run_cost`]).
+/// What the load generator does that makes the daemon's programs run, counted exactly by the
+/// generator (its threads' own start and exit, a few dozen syscalls, are not counted).
 #[derive(Clone, Copy, Default)]
-struct Syscalls {
-    /// Returning non-zero: reads and writes that moved bytes, socket(2), failures.
-    nonzero: u64,
-    /// Returning 0: connect, setsockopt, close, clock_nanosleep, a read at end of stream.
-    zero: u64,
+struct GenOps {
+    /// Requests written, each followed by reading its response.
+    exchanges: u64,
+    /// Pauses to keep the schedule (one clock_nanosleep each).
+    sleeps: u64,
+    /// Connections opened (socket, connect, setsockopt) and later closed.
+    connections: u64,
 }
 
-impl Syscalls {
-    fn add(&mut self, o: Syscalls) {
-        self.nonzero += o.nonzero;
-        self.zero += o.zero;
+impl GenOps {
+    fn add(&mut self, o: GenOps) {
+        self.exchanges += o.exchanges;
+        self.sleeps += o.sleeps;
+        self.connections += o.connections;
     }
-    fn one(&mut self, ret_zero: bool) {
-        if ret_zero {
-            self.zero += 1;
-        } else {
-            self.nonzero += 1;
+}
+
+/// BPF nanoseconds the daemon's programs spend per operation of a process they do not select
+/// (the load generator), whatever the capture backend: the syscall backend runs for every
+/// syscall, the socket-level ones for socket calls only.
+#[derive(Clone, Copy, Default, serde::Serialize)]
+struct GenCosts {
+    /// One request written and its response read, on an open connection.
+    exchange_ns: f64,
+    /// One pause.
+    sleep_ns: f64,
+    /// One connection opened and closed.
+    connection_ns: f64,
+}
+
+impl GenCosts {
+    fn of(&self, ops: &GenOps) -> f64 {
+        ops.exchanges as f64 * self.exchange_ns
+            + ops.sleeps as f64 * self.sleep_ns
+            + ops.connections as f64 * self.connection_ns
+    }
+}
+
+/// BPF nanoseconds per second the daemon's programs spend while this benchmark does nothing
+/// (the other processes of the machine, and one bpftool run), over `window`.
+fn bpf_background(d: &Daemon, window: Duration) -> Result<f64> {
+    let (t0, _) = bpf_time(&d.prog_ids)?;
+    let t = Instant::now();
+    thread::sleep(window);
+    let (t1, _) = bpf_time(&d.prog_ids)?;
+    Ok((t1 - t0) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The BPF nanoseconds `f` causes: the daemon's programs' time over `f`, less the
+/// background rate over the same time.
+fn bpf_cost_of(d: &Daemon, background: f64, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let (t0, _) = bpf_time(&d.prog_ids)?;
+    let t = Instant::now();
+    f()?;
+    let elapsed = t.elapsed().as_secs_f64();
+    let (t1, _) = bpf_time(&d.prog_ids)?;
+    Ok(((t1 - t0) as f64 - background * elapsed).max(0.0))
+}
+
+/// Measures [`GenCosts`] with a daemon that selects nothing here, each operation done many
+/// times by this process, the background rate subtracted:
+/// - an exchange against a server thread of this process, whose side does the same socket
+///   calls (a read and a write), so half of it is the generator's;
+/// - a pause as sched_yield: like the generator's clock_nanosleep, a syscall that is no
+///   socket call and returns 0 (the syscall backend's programs read its number; the
+///   socket-level ones do not run);
+/// - a connection opened (socket, connect, setsockopt) and closed against a listener that
+///   never accepts (the kernel completes the handshake; no server process acts), renewed
+///   before its backlog fills.
+fn generator_costs(bin: &PathBuf, recv: &Receiver) -> Result<GenCosts> {
+    const EXCHANGES: u64 = 50_000;
+    const PAUSES: u64 = 200_000;
+    const CONNECTIONS: u64 = 5_000;
+    const BACKLOG_USE: u64 = 64;
+    // The server side of the exchanges: one connection, a read and a write per request.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                    .is_err()
+                {
+                    return;
+                }
+            }
         }
-    }
-    fn total(&self) -> u64 {
-        self.nonzero + self.zero
-    }
+    });
+    let d = Daemon::start(bin, &free_port()?.to_string(), recv.port)?;
+    let background = bpf_background(&d, Duration::from_secs(1))?;
+    let req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    c.set_nodelay(true)?;
+    let mut buf = Vec::new();
+    let exchanges = bpf_cost_of(&d, background, || {
+        for _ in 0..EXCHANGES {
+            c.write_all(req)?;
+            read_response(&mut c, &mut buf)?;
+        }
+        Ok(())
+    })?;
+    drop(c);
+    let pauses = bpf_cost_of(&d, background, || {
+        for _ in 0..PAUSES {
+            thread::yield_now();
+        }
+        Ok(())
+    })?;
+    let connections = bpf_cost_of(&d, background, || {
+        let mut listener = TcpListener::bind("127.0.0.1:0")?;
+        for i in 0..CONNECTIONS {
+            if i % BACKLOG_USE == 0 {
+                listener = TcpListener::bind("127.0.0.1:0")?;
+            }
+            let c = TcpStream::connect(listener.local_addr()?)?;
+            c.set_nodelay(true)?;
+        }
+        Ok(())
+    })?;
+    d.stop()?;
+    Ok(GenCosts {
+        exchange_ns: exchanges / 2.0 / EXCHANGES as f64,
+        sleep_ns: pauses / PAUSES as f64,
+        connection_ns: connections / CONNECTIONS as f64,
+    })
 }
 
-/// Read one HTTP/1.1 response with Content-Length from `s`, using `buf` as carry-over,
-/// counting each read(2) in `sys`.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, sys: &mut Syscalls) -> std::io::Result<()> {
+/// Read one HTTP/1.1 response with Content-Length from `s`, using `buf` as carry-over.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -674,9 +744,7 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, sys: &mut Syscalls) -> st
                 return Ok(());
             }
         }
-        let r = s.read(&mut chunk);
-        sys.one(matches!(r, Ok(0)));
-        let n = r?;
+        let n = s.read(&mut chunk)?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -691,9 +759,8 @@ struct Load {
     done: u64,
     /// From the first scheduled request until every connection stopped.
     elapsed: Duration,
-    /// Syscalls of the generator's connection threads (their start and exit, a few dozen,
-    /// not counted).
-    sys: Syscalls,
+    /// What the generator did, for its share of the BPF time.
+    ops: GenOps,
 }
 
 impl Load {
@@ -709,21 +776,21 @@ impl Load {
 fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool) -> Load {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let sys_total = Arc::new(Mutex::new(Syscalls::default()));
+    let ops_total = Arc::new(Mutex::new(GenOps::default()));
     let per_conn_interval = Duration::from_secs_f64(conns as f64 / rate as f64);
     let start = Instant::now() + Duration::from_millis(50);
     let handles: Vec<_> = (0..conns)
         .map(|i| {
             let done = done.clone();
             let stop = stop.clone();
-            let sys_total = sys_total.clone();
+            let ops_total = ops_total.clone();
             thread::spawn(move || {
                 let req: &[u8] = if keepalive {
                     b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
                 } else {
                     b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
                 };
-                let mut sys = Syscalls::default();
+                let mut ops = GenOps::default();
                 // Stagger the connections across one interval.
                 let mut next = start + per_conn_interval.mul_f64(i as f64 / conns as f64);
                 let mut conn: Option<TcpStream> = None;
@@ -732,46 +799,28 @@ fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool
                     let now = Instant::now();
                     if next > now {
                         thread::sleep(next - now);
-                        sys.one(true); // clock_nanosleep
+                        ops.sleeps += 1;
                     }
                     next += per_conn_interval;
                     if conn.is_none() {
-                        // socket(2) returns the fd, connect(2) 0 (or an error).
                         conn = TcpStream::connect(("127.0.0.1", port)).ok();
-                        sys.one(false);
-                        sys.one(conn.is_some());
                         buf.clear();
                         if let Some(c) = &conn {
                             let _ = c.set_nodelay(true);
-                            sys.one(true);
+                            ops.connections += 1;
                         }
                     }
                     let Some(c) = conn.as_mut() else { continue };
-                    let mut ok = true;
-                    let mut off = 0;
-                    while off < req.len() {
-                        sys.one(false);
-                        match c.write(&req[off..]) {
-                            Ok(n) if n > 0 => off += n,
-                            _ => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    ok = ok && read_response(c, &mut buf, &mut sys).is_ok();
+                    ops.exchanges += 1;
+                    let ok = c.write_all(req).is_ok() && read_response(c, &mut buf).is_ok();
                     if ok {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     if !ok || !keepalive {
                         conn = None;
-                        sys.one(true); // close(2)
                     }
                 }
-                if conn.take().is_some() {
-                    sys.one(true);
-                }
-                sys_total.lock().unwrap_or_else(|p| p.into_inner()).add(sys);
+                ops_total.lock().unwrap_or_else(|p| p.into_inner()).add(ops);
             })
         })
         .collect();
@@ -781,11 +830,11 @@ fn paced_load(port: u16, rate: u64, dur: Duration, conns: usize, keepalive: bool
         let _ = h.join();
     }
     let elapsed = start.elapsed();
-    let sys = *sys_total.lock().unwrap_or_else(|p| p.into_inner());
+    let ops = *ops_total.lock().unwrap_or_else(|p| p.into_inner());
     Load {
         done: done.load(Ordering::Relaxed),
         elapsed,
-        sys,
+        ops,
     }
 }
 
@@ -838,9 +887,13 @@ struct RateResult {
     bpf_ns_per_req: f64,
     bpf_ns_per_run: f64,
     bpf_runs_per_req: f64,
-    /// Of `bpf_ns_per_req`: the runs for the load generator's own syscalls (estimated).
+    /// Of `bpf_ns_per_req`: what the load generator's own operations cost (see
+    /// [`generator_costs`]), what the rest of the machine caused (the background rate
+    /// measured with the daemon loaded just before the load), and the rest: the traced
+    /// server's.
     bpf_generator_ns_per_req: f64,
-    generator_syscalls_per_req: f64,
+    bpf_background_ns_per_req: f64,
+    bpf_server_ns_per_req: f64,
     /// Peak RSS over the daemon's life: includes start-up, where parsing the kernel's BTF
     /// peaks.
     daemon_peak_rss_kb: u64,
@@ -848,7 +901,7 @@ struct RateResult {
     daemon_rss_kb: u64,
 }
 
-/// Fixed-rate A/B rounds against nginx. `untracked` is [`untracked_run_cost`].
+/// Fixed-rate A/B rounds against nginx. `generator` is [`generator_costs`].
 #[allow(clippy::too_many_arguments)]
 fn rate_workload(
     bin: &PathBuf,
@@ -857,7 +910,7 @@ fn rate_workload(
     dur: Duration,
     conns: usize,
     keepalive: bool,
-    untracked: (f64, f64),
+    generator: GenCosts,
 ) -> Result<RateResult> {
     let nginx = Nginx::start()?;
     let recv = Receiver::start()?;
@@ -868,7 +921,8 @@ fn rate_workload(
     };
     let (mut sb, mut si, mut dc, mut bpf_req, mut bpf_run, mut runs_req) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut ab, mut ai, mut gen_req, mut gen_sys) = (vec![], vec![], vec![], vec![]);
+    let (mut ab, mut ai, mut gen_req, mut bg_req, mut srv_req) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         eprintln!("  {label}: round {}/{ROUNDS}", round + 1);
         for side in order(round) {
@@ -883,6 +937,7 @@ fn rate_workload(
                 Side::With => {
                     let spans0 = recv.spans();
                     let d = Daemon::start(bin, &nginx.port.to_string(), recv.port)?;
+                    let background = bpf_background(&d, Duration::from_secs(1))?;
                     let (t0, k0) = bpf_time(&d.prog_ids)?;
                     let dc0 = cpu_seconds(d.pid());
                     let c0 = nginx.cpu();
@@ -899,12 +954,12 @@ fn rate_workload(
                     bpf_req.push((t1 - t0) as f64 / n);
                     bpf_run.push((t1 - t0) as f64 / (k1 - k0).max(1) as f64);
                     runs_req.push((k1 - k0) as f64 / n);
-                    gen_req.push(
-                        (load.sys.nonzero as f64 * untracked.0
-                            + load.sys.zero as f64 * untracked.1)
-                            / n,
-                    );
-                    gen_sys.push(load.sys.total() as f64 / n);
+                    let total = (t1 - t0) as f64 / n;
+                    let generator_share = generator.of(&load.ops) / n;
+                    let background_share = background * load.elapsed.as_secs_f64() / n;
+                    gen_req.push(generator_share);
+                    bg_req.push(background_share);
+                    srv_req.push(total - generator_share - background_share);
                     ai.push(load.rate());
                     r.requests_inst += load.done;
                 }
@@ -921,7 +976,8 @@ fn rate_workload(
     r.bpf_ns_per_run = median(&mut bpf_run);
     r.bpf_runs_per_req = median(&mut runs_req);
     r.bpf_generator_ns_per_req = median(&mut gen_req);
-    r.generator_syscalls_per_req = median(&mut gen_sys);
+    r.bpf_background_ns_per_req = median(&mut bg_req);
+    r.bpf_server_ns_per_req = median(&mut srv_req);
     Ok(r)
 }
 
@@ -1163,14 +1219,14 @@ pub fn run(quick: bool) -> Result<()> {
     let sat = saturation(&bin, dur)?;
     eprintln!("bench: fixed rates");
     bpf_stats(true)?;
-    let untracked = {
+    let generator = {
         let recv = Receiver::start()?;
-        let cost = untracked_run_cost(&bin, &recv)?;
+        let cost = generator_costs(&bin, &recv)?;
         recv.check()?;
         cost
     };
-    let r5k = rate_workload(&bin, "keep-alive", 5_000, dur, 16, true, untracked)?;
-    let r20k = rate_workload(&bin, "keep-alive", 20_000, dur, 32, true, untracked)?;
+    let r5k = rate_workload(&bin, "keep-alive", 5_000, dur, 16, true, generator)?;
+    let r20k = rate_workload(&bin, "keep-alive", 20_000, dur, 32, true, generator)?;
     let rconn = rate_workload(
         &bin,
         "new connection per request",
@@ -1178,7 +1234,7 @@ pub fn run(quick: bool) -> Result<()> {
         dur,
         8,
         false,
-        untracked,
+        generator,
     )?;
     bpf_stats(false)?;
     eprintln!("bench: unselected busy process");
@@ -1208,10 +1264,10 @@ pub fn run(quick: bool) -> Result<()> {
         sat.delivery.events_lost,
         ratio(sat.delivery.spans, sat.requests_inst),
     ));
-    md.push_str("| fixed rate (nginx) | req/s: target, achieved without / with | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | of which the load generator's syscalls | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| fixed rate (nginx) | req/s: target, achieved without / with | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | of which: traced server / load generator / rest of the machine | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in [&r5k, &r20k, &rconn] {
         md.push_str(&format!(
-            "| {} | {}: {:.0} / {:.0} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.0} ({:.1} syscalls) | {:.1} MB ({:.1} MB) |\n",
+            "| {} | {}: {:.0} / {:.0} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.0} / {:.0} / {:.0} | {:.1} MB ({:.1} MB) |\n",
             r.label,
             r.rate,
             r.achieved_rate_base,
@@ -1225,17 +1281,19 @@ pub fn run(quick: bool) -> Result<()> {
             r.bpf_ns_per_req,
             r.bpf_runs_per_req,
             r.bpf_ns_per_run,
+            r.bpf_server_ns_per_req,
             r.bpf_generator_ns_per_req,
-            r.generator_syscalls_per_req,
+            r.bpf_background_ns_per_req,
             r.daemon_rss_kb as f64 / 1024.0,
             r.daemon_peak_rss_kb as f64 / 1024.0,
         ));
     }
     md.push_str(&format!(
-        "\nPer request: per request completed. BPF: the daemon's programs only ({ROUNDS} rounds of {}s, medians); the load generator's share is its syscalls × the cost of a run for an unselected process ({:.0} ns returning non-zero, {:.0} ns returning 0).\n",
+        "\nPer request: per request completed ({ROUNDS} rounds of {}s, counterbalanced, medians). BPF: the daemon's own programs; the load generator's share is its operations (counted) × their measured cost for an unselected process ({:.0} ns per request and response, {:.0} ns per pause, {:.0} ns per connection), the rest of the machine's the programs' time per second without load (measured before each round) × the round's length; medians of each share.\n",
         dur.as_secs(),
-        untracked.0,
-        untracked.1
+        generator.exchange_ns,
+        generator.sleep_ns,
+        generator.connection_ns
     ));
     for r in [&r5k, &r20k, &rconn] {
         if r.delivery.spans_dropped > 0 || r.delivery.events_lost > 0 {
@@ -1278,7 +1336,7 @@ pub fn run(quick: bool) -> Result<()> {
         "rounds": ROUNDS,
         "round_seconds": dur.as_secs(),
         "saturation": sat,
-        "bpf_ns_per_untracked_run": { "returning_nonzero": untracked.0, "returning_zero": untracked.1 },
+        "bpf_ns_of_generator_operations": generator,
         "rates": [r5k, r20k, rconn],
         "unselected": uns,
         "markdown": md,
