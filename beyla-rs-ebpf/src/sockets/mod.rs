@@ -97,6 +97,31 @@ struct Stash {
     len: u64,
 }
 
+impl Stash {
+    /// A call whose bytes are not in user memory: only their count matters.
+    #[inline(always)]
+    fn not_user(sk: u64, direction: u8) -> Self {
+        Stash {
+            sk,
+            ptr: 0,
+            nr_segs: 0,
+            iov_offset: 0,
+            iter_type: NOT_USER,
+            direction: direction as u32,
+            len: 0,
+        }
+    }
+}
+
+/// Removes and returns the thread's entry of `map` (what its call's entry noted).
+#[inline(always)]
+fn take(map: &LruHashMap<u64, Stash>, pid_tgid: u64) -> Option<Stash> {
+    // SAFETY: map value read, copied out before the entry is removed.
+    let stash = unsafe { map.get(&pid_tgid) }.copied()?;
+    let _ = map.remove(&pid_tgid);
+    Some(stash)
+}
+
 #[inline(always)]
 fn offsets() -> Result<&'static KernelOffsets, i64> {
     OFFSETS.get(0).ok_or(-1)
@@ -135,28 +160,16 @@ pub fn not_user_entry(sk: u64, direction: u8, pid_tgid: u64) -> Res {
     if !tracked((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let stash = Stash {
-        sk,
-        ptr: 0,
-        nr_segs: 0,
-        iov_offset: 0,
-        iter_type: NOT_USER,
-        direction: direction as u32,
-        len: 0,
-    };
-    let _ = STASH.insert(&pid_tgid, &stash, 0);
+    let _ = STASH.insert(&pid_tgid, &Stash::not_user(sk, direction), 0);
     Ok(())
 }
 
 /// Exit of a call noted by [`msg_entry`] or [`not_user_entry`]: `ret` bytes moved.
 #[inline(always)]
 pub fn msg_exit(pid_tgid: u64, ret: i64) -> Res {
-    // SAFETY: map value read, copied out before the entry is removed.
-    let stash = match unsafe { STASH.get(&pid_tgid) } {
-        Some(s) => *s,
-        None => return Ok(()),
+    let Some(stash) = take(&STASH, pid_tgid) else {
+        return Ok(());
     };
-    let _ = STASH.remove(&pid_tgid);
     if ret <= 0 {
         return Ok(());
     }
@@ -169,16 +182,7 @@ pub fn not_user_exit(sk: u64, direction: u8, pid_tgid: u64, ret: i64) -> Res {
     if ret <= 0 || !tracked((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let stash = Stash {
-        sk,
-        ptr: 0,
-        nr_segs: 0,
-        iov_offset: 0,
-        iter_type: NOT_USER,
-        direction: direction as u32,
-        len: 0,
-    };
-    moved(stash, ret as u64, pid_tgid, true)
+    moved(Stash::not_user(sk, direction), ret as u64, pid_tgid, true)
 }
 
 /// `ret` bytes moved as `stash` says. `call_done`: the whole call is over (its exit), so a
@@ -319,12 +323,9 @@ pub fn chunk_entry(skb: u64, to: u64, len: u64, pid_tgid: u64) -> Res {
 /// Return of `skb_copy_datagram_iter` (kprobe flavour).
 #[inline(always)]
 pub fn chunk_return(pid_tgid: u64, ret: i64) -> Res {
-    // SAFETY: map value read, copied out before the entry is removed.
-    let stash = match unsafe { CHUNK.get(&pid_tgid) } {
-        Some(s) => *s,
-        None => return Ok(()),
+    let Some(stash) = take(&CHUNK, pid_tgid) else {
+        return Ok(());
     };
-    let _ = CHUNK.remove(&pid_tgid);
     if ret != 0 {
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use aya::{
     Btf, Ebpf,
     maps::Array,
-    programs::{FEntry, FExit, KProbe},
+    programs::{KProbe, Program},
 };
 use beyla_rs_common::KernelOffsets;
 
@@ -45,13 +45,12 @@ const fn hook(program: &'static str, function: &'static str) -> Hook {
 /// through `tcp_sendmsg`.
 const SENDPAGE: &str = "tcp_sendpage";
 
-const FENTRY: &[Hook] = &[
+/// fentry and fexit programs (aya tells them apart by their section).
+const TRAMPOLINES: &[Hook] = &[
     hook("beyla_fentry_tcp_sendmsg", "tcp_sendmsg"),
     hook("beyla_fentry_tcp_recvmsg", "tcp_recvmsg"),
     hook("beyla_fentry_tcp_close", "tcp_close"),
     hook("beyla_fentry_listen", "inet_csk_listen_start"),
-];
-const FEXIT: &[Hook] = &[
     hook("beyla_fexit_tcp_sendmsg", "tcp_sendmsg"),
     hook("beyla_fexit_tcp_recvmsg", "tcp_recvmsg"),
     hook("beyla_fexit_skb_copy", "skb_copy_datagram_iter"),
@@ -119,29 +118,22 @@ pub(super) fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             btf::VMLINUX_BTF
         )))
     })?;
-    for h in FENTRY {
+    for h in TRAMPOLINES {
         if h.optional && !kernel.has_function(h.function) {
             continue;
         }
-        let p: &mut FEntry = ebpf
-            .program_mut(h.program)
-            .ok_or(CaptureError::MissingProgram(h.program))?
-            .try_into()
-            .map_err(program_err(h.program))?;
-        p.load(h.function, &btf).map_err(program_err(h.program))?;
-        p.attach().map_err(program_err(h.program))?;
-    }
-    for h in FEXIT {
-        if h.optional && !kernel.has_function(h.function) {
-            continue;
+        let err = program_err(h.program);
+        match ebpf.program_mut(h.program) {
+            Some(Program::FEntry(p)) => {
+                p.load(h.function, &btf).map_err(&err)?;
+                p.attach().map_err(&err)?;
+            }
+            Some(Program::FExit(p)) => {
+                p.load(h.function, &btf).map_err(&err)?;
+                p.attach().map_err(&err)?;
+            }
+            _ => return Err(CaptureError::MissingProgram(h.program)),
         }
-        let p: &mut FExit = ebpf
-            .program_mut(h.program)
-            .ok_or(CaptureError::MissingProgram(h.program))?
-            .try_into()
-            .map_err(program_err(h.program))?;
-        p.load(h.function, &btf).map_err(program_err(h.program))?;
-        p.attach().map_err(program_err(h.program))?;
     }
     attach_raw_tracepoints(ebpf, PROCESS_HOOKS)
 }
