@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use beyla_rs_common::KernelOffsets;
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use thiserror::Error;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -35,8 +35,11 @@ pub enum BtfError {
 pub struct KernelBtf(Btf);
 
 impl KernelBtf {
+    /// Maps the file where the kernel allows it (the parsed form of a whole kernel's BTF
+    /// takes tens of MB of heap), else parses it.
     pub fn load(path: &Path) -> Result<Self, BtfError> {
-        Btf::from_file(path)
+        Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(path, Backend::Cache))
             .map(KernelBtf)
             .map_err(|source| BtfError::Read {
                 path: path.display().to_string(),

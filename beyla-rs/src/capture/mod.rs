@@ -86,8 +86,11 @@ pub fn active_backend() -> Option<Backend> {
     ACTIVE.get().copied()
 }
 
+/// Attaches a backend's programs to a loaded object.
+type Attach = fn(&mut Ebpf) -> Result<(), CaptureError>;
+
 /// The backends `auto` tries, in order, with the function that attaches each.
-const ATTEMPTS: &[(Backend, fn(&mut Ebpf) -> Result<(), CaptureError>)] = &[
+const ATTEMPTS: &[(Backend, Attach)] = &[
     (Backend::Fentry, sockets::attach_fentry),
     (Backend::Kprobe, sockets::attach_kprobe),
     (Backend::SyscallTracepoints, syscalls::attach),
@@ -199,6 +202,11 @@ impl Capture {
             match Self::start_with(config, backend, attach) {
                 Ok(c) => {
                     let _ = ACTIVE.set(backend);
+                    // The heap that start-up's BTF parsing used (the loader's, fentry's
+                    // attach points, the structure offsets: one at a time) is free now, but
+                    // the allocator keeps it: hand it back (tens of MB of RSS otherwise).
+                    // SAFETY: no preconditions; it only releases free memory.
+                    unsafe { libc::malloc_trim(0) };
                     return Ok(c);
                 }
                 Err(e) if wanted.is_some() => {
@@ -222,11 +230,8 @@ impl Capture {
 
     /// Load the object afresh (a failed attempt's programs and maps go with it) and attach
     /// `backend`.
-    fn start_with(
-        config: &Config,
-        backend: Backend,
-        attach: fn(&mut Ebpf) -> Result<(), CaptureError>,
-    ) -> Result<Self, CaptureError> {
+    fn start_with(config: &Config, backend: Backend, attach: Attach) -> Result<Self, CaptureError> {
+        // The loader parses the kernel's BTF for itself; it is dropped with the statement.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ringbuf_bytes)
             .load(EBPF_OBJECT)?;

@@ -109,8 +109,26 @@ fn write_offsets(ebpf: &mut Ebpf) -> Result<KernelBtf, CaptureError> {
     Ok(kernel)
 }
 
+/// Loads (verifies) the fentry or fexit program of `h`.
+fn load_trampoline(ebpf: &mut Ebpf, h: &Hook, btf: &Btf) -> Result<(), CaptureError> {
+    let err = program_err(h.program);
+    match ebpf.program_mut(h.program) {
+        Some(Program::FEntry(p)) => p.load(h.function, btf).map_err(err),
+        Some(Program::FExit(p)) => p.load(h.function, btf).map_err(err),
+        _ => Err(CaptureError::MissingProgram(h.program)),
+    }
+}
+
+fn attach_trampoline(ebpf: &mut Ebpf, h: &Hook) -> Result<(), CaptureError> {
+    let err = program_err(h.program);
+    match ebpf.program_mut(h.program) {
+        Some(Program::FEntry(p)) => p.attach().map(drop).map_err(err),
+        Some(Program::FExit(p)) => p.attach().map(drop).map_err(err),
+        _ => Err(CaptureError::MissingProgram(h.program)),
+    }
+}
+
 pub(super) fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-    let kernel = write_offsets(ebpf)?;
     // aya resolves the functions' BTF ids from its own parse.
     let btf = Btf::from_sys_fs().map_err(|e| {
         CaptureError::Btf(btf::BtfError::Missing(format!(
@@ -118,22 +136,23 @@ pub(super) fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             btf::VMLINUX_BTF
         )))
     })?;
-    for h in TRAMPOLINES {
-        if h.optional && !kernel.has_function(h.function) {
-            continue;
-        }
-        let err = program_err(h.program);
-        match ebpf.program_mut(h.program) {
-            Some(Program::FEntry(p)) => {
-                p.load(h.function, &btf).map_err(&err)?;
-                p.attach().map_err(&err)?;
-            }
-            Some(Program::FExit(p)) => {
-                p.load(h.function, &btf).map_err(&err)?;
-                p.attach().map_err(&err)?;
-            }
-            _ => return Err(CaptureError::MissingProgram(h.program)),
-        }
+    let btf = &btf;
+    // Load first: a kernel that refuses trampolines (EPERM) says so here, before the
+    // structure offsets are looked up (parsing the BTF for them costs memory and time).
+    for h in TRAMPOLINES.iter().filter(|h| !h.optional) {
+        load_trampoline(ebpf, h, btf)?;
+    }
+    let kernel = write_offsets(ebpf)?;
+    let present: Vec<&Hook> = TRAMPOLINES
+        .iter()
+        .filter(|h| !h.optional || kernel.has_function(h.function))
+        .collect();
+    drop(kernel);
+    for h in present.iter().filter(|h| h.optional) {
+        load_trampoline(ebpf, h, btf)?;
+    }
+    for h in present {
+        attach_trampoline(ebpf, h)?;
     }
     attach_raw_tracepoints(ebpf, PROCESS_HOOKS)
 }
@@ -146,7 +165,13 @@ pub(super) fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
     }
     let kernel = write_offsets(ebpf)?;
     let present = |h: &Hook| !h.optional || kernel.has_function(h.function);
-    for h in KPROBES.iter().filter(|h| present(h)) {
+    let present: Vec<&Hook> = KPROBES
+        .iter()
+        .chain(KRETPROBE_ON)
+        .filter(|h| present(h))
+        .collect();
+    drop(kernel);
+    for h in present.iter().filter(|h| h.program != KRETPROBE) {
         let p: &mut KProbe = ebpf
             .program_mut(h.program)
             .ok_or(CaptureError::MissingProgram(h.program))?
@@ -161,7 +186,7 @@ pub(super) fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         .try_into()
         .map_err(program_err(KRETPROBE))?;
     p.load().map_err(program_err(KRETPROBE))?;
-    for h in KRETPROBE_ON.iter().filter(|h| present(h)) {
+    for h in present.iter().filter(|h| h.program == KRETPROBE) {
         p.attach(h.function, 0).map_err(program_err(KRETPROBE))?;
     }
     let p: &mut KProbe = ebpf
