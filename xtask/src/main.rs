@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod seeds;
 mod toolchain;
 mod vm;
 
@@ -26,6 +27,8 @@ fn usage() -> ! {
            bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)\n  \
            bench --vm 6.1|6.12  the capture backends compared inside a Debian kernel in QEMU\n  \
            fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \
+           fuzz-seeds [--check] write the HTTP/2 and HPACK fuzz seeds (--check: fail if the\n                       \
+           checked-in ones differ)\n  \
            test                 every test: unit, integration (real kernel, needs root), the kernel\n                       \
            matrix (vm), nix checks\n  \
            vm [--kernel 6.1|6.12|all] [--backend B,...|all] [-- COMMAND...]\n                       \
@@ -102,6 +105,20 @@ fn test() -> Result<()> {
         cargo().args([
             "test",
             "--release",
+            "-p",
+            "beyla-rs",
+            "-p",
+            "beyla-rs-common",
+            "-p",
+            "xtask",
+        ]),
+    );
+    // Again in the dev profile: overflow checks on, so arithmetic on captured lengths that
+    // wraps in release panics here.
+    step(
+        "unit tests (dev profile, overflow checks)",
+        cargo().args([
+            "test",
             "-p",
             "beyla-rs",
             "-p",
@@ -196,6 +213,7 @@ fn main() -> Result<()> {
         // Inside a guest of `bench --vm`: not for direct use.
         "bench-guest" => bench::vm::guest(rest),
         "fuzz" => fuzz::run(rest),
+        "fuzz-seeds" => seeds::run(rest),
         "vm" => vm::main(rest),
         // Inside a guest of `vm`: not for direct use.
         "vm-guest" => vm::guest(rest),
