@@ -13,38 +13,9 @@ use beyla_rs_common::{
 use crate::{
     h2walk,
     maps::{CONNS, config},
-    record::{
-        Res, copy_user, fill_header, header, iov_get, iov_put, opaque, put_extent_header, scratch,
-        submit,
-    },
+    record::{Res, copy_user, fill_header, header, opaque, put_extent_header, submit},
+    scratch::{iov_get, iov_put, scratch},
 };
-
-/// State of the iovec walk (see [`iov_step`]): its inputs and running totals. The walk runs
-/// under `bpf_loop`, which has the verifier check one step once instead of every unrolled
-/// combination of partial totals (64 iterations with a head and a tail copy each exceeded its
-/// one-million-instruction budget); the step reads everything from here.
-#[repr(C)]
-pub struct IovTotals {
-    /// Address of the `struct iovec` array and its length.
-    iov: u64,
-    iovcnt: u64,
-    /// 1: the array is in kernel memory (its buffers are user memory either way).
-    iov_kernel: u64,
-    /// Bytes the syscall moved.
-    ret: u64,
-    /// Bytes of head to capture.
-    want: u64,
-    /// Head bytes captured so far.
-    captured: u64,
-    /// Syscall bytes walked so far.
-    seen: u64,
-    /// Offset in the syscall's data where the tail copy starts (`ret`: no tail copy).
-    tail_start: u64,
-    /// A tail segment could not be read: send no tail.
-    tail_failed: u64,
-    /// The head could not be read: send nothing.
-    failed: u64,
-}
 
 /// Vectored I/O with at most this many entries is walked without bpf_loop.
 pub const INLINE_IOV: u64 = 2;

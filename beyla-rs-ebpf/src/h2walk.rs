@@ -19,7 +19,10 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::LruHashMap};
 use beyla_rs_common::{EXTENT_HEADER_LEN, H2_PAYLOAD_PREFIX, H2Walk, MAX_CAPTURE, MAX_EXTENTS_LEN};
 
-use crate::record::{Scratch, copy_user, iov_get, iov_put, iovec_u64, put_extent_header, scratch};
+use crate::{
+    record::{copy_user, iovec_u64, put_extent_header},
+    scratch::{Scratch, iov_get, iov_put, scratch},
+};
 
 /// Per connection and direction: where the next frame header is. LRU: entries of connections
 /// whose close was never seen age out.
@@ -56,40 +59,6 @@ const PHASE_DECIDE: u64 = 4;
 const STATUS_RUNNING: u64 = 0;
 const STATUS_SYNCED: u64 = 1;
 const STATUS_LOST: u64 = 2;
-
-/// The walk's state, in the per-CPU scratch buffer (see [`crate::data::IovTotals`] for why).
-#[repr(C)]
-pub struct WalkState {
-    /// `LAYOUT_*`: where the data is.
-    layout: u64,
-    base: u64,
-    iovcnt: u64,
-    ret: u64,
-    /// Captured head length: extents start there in the payload.
-    want: u64,
-    phase: u64,
-    status: u64,
-    /// Syscall offset of the current frame's header (normal case).
-    pos: u64,
-    /// Copy in progress: syscall bytes `[from, to)` to payload offset `dst`.
-    from: u64,
-    to: u64,
-    dst: u64,
-    /// The header straddles the end of this syscall.
-    straddle: u64,
-    /// Current frame: first octet to send, end of its copied prefix, end of the frame.
-    emit_from: u64,
-    prefix_end: u64,
-    frame_end: u64,
-    /// Extent bytes written after the head.
-    ext_len: u64,
-    /// Iovec cursor: entry index, its start offset in the syscall's data, base and length.
-    idx: u64,
-    cur_start: u64,
-    cur_base: u64,
-    cur_len: u64,
-    cur_valid: u64,
-}
 
 #[inline(always)]
 fn max(a: u64, b: u64) -> u64 {

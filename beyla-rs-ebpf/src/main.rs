@@ -1,8 +1,9 @@
 //! Kernel side of beyla-rs: capture of tracked processes' connections into a ring buffer.
 //!
 //! - `maps`: the maps shared with the daemon and their accessors;
-//! - `record`: building records in the per-CPU scratch buffer, bounded user-memory copies,
-//!   submitting to the ring buffer;
+//! - `scratch`: the per-CPU workspace (the record being built, the loops' state);
+//! - `record`: building records in it, bounded user-memory copies, submitting to the ring
+//!   buffer;
 //! - `data`: the backend-neutral data path (head, tail copy or HTTP/2 frame extents), with
 //!   `h2walk` following HTTP/2 frame boundaries;
 //! - `process`: process life cycle hooks;
@@ -29,6 +30,7 @@ mod h2walk;
 mod maps;
 mod process;
 mod record;
+mod scratch;
 mod sockets;
 mod syscalls;
 

@@ -8,9 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use beyla_rs_common::{Config, ConnInfo, STAT_COUNT, TRACKED_PIDS, TRACKED_WORDS};
-
-use crate::record::Scratch;
+use beyla_rs_common::{Config, ConnInfo, KernelOffsets, STAT_COUNT, TRACKED_PIDS, TRACKED_WORDS};
 
 /// Events to user space. The daemon sets the real size at load time.
 #[map]
@@ -41,8 +39,10 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 #[map]
 pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// This kernel's structure layouts, written by the daemon before attaching (socket-level
+/// backends and the fork hook).
 #[map]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {

@@ -6,9 +6,8 @@ use aya_ebpf::{
 use beyla_rs_common::{CONFIG_WATCH_EXEC, EventKind, STAT_PID_MAP_FULL};
 
 use crate::{
-    maps::{config, count, set_tracked, tracked},
+    maps::{OFFSETS, config, count, set_tracked, tracked},
     record::{Res, emit_simple, kernel_read},
-    sockets::OFFSETS,
 };
 
 /// The main thread of a process exits: forget it if it was tracked.

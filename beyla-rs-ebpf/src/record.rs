@@ -14,32 +14,9 @@ use beyla_rs_common::{
 };
 
 use crate::{
-    data::IovTotals,
-    h2walk,
-    maps::{EVENTS, SCRATCH, config, count},
+    maps::{EVENTS, config, count},
+    scratch::{Scratch, scratch},
 };
-
-/// Room for one record: header, then payload (head, then tail copy). The payload area is four
-/// times the largest capture so that the verifier can prove that any copy with
-/// `offset < 2 * MAX_CAPTURE && len <= MAX_CAPTURE` stays inside it (see `copy_user`).
-#[repr(C)]
-pub struct Scratch {
-    pub buf: [u8; EVENT_HEADER_LEN + 4 * MAX_CAPTURE],
-    pub iov: IovTotals,
-    pub walk: h2walk::WalkState,
-}
-
-#[inline(always)]
-pub fn iov_get(v: &u64) -> u64 {
-    // SAFETY: volatile read of our own per-CPU memory.
-    unsafe { core::ptr::read_volatile(v) }
-}
-
-#[inline(always)]
-pub fn iov_put(v: &mut u64, x: u64) {
-    // SAFETY: volatile write of our own per-CPU memory.
-    unsafe { core::ptr::write_volatile(v, x) }
-}
 
 pub type Res = Result<(), i64>;
 
@@ -84,14 +61,6 @@ pub fn user_u64(addr: u64) -> Result<u64, i64> {
     // SAFETY: reading from the traced process's memory; the helper faults safely.
     let r = unsafe { bpf_probe_read_user((&raw mut v).cast(), 8, addr as *const _) };
     if r < 0 { Err(r) } else { Ok(v) }
-}
-
-pub fn scratch() -> Result<&'static mut Scratch, i64> {
-    match SCRATCH.get_ptr_mut(0) {
-        // SAFETY: per-CPU buffer; a program runs to completion on its CPU before the next.
-        Some(p) => Ok(unsafe { &mut *p }),
-        None => Err(-1),
-    }
 }
 
 #[inline(always)]

@@ -183,7 +183,7 @@ pub struct Config {
     /// Metrics: OTLP, Prometheus, internal metrics.
     pub metrics: MetricsConfig,
     /// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
-    pub sampler: crate::span::sampler::Sampler,
+    pub sampler: crate::sampler::Sampler,
     /// `BEYLA_ROUTES_PATTERNS`.
     pub routes: Vec<crate::route::Pattern>,
     /// `BEYLA_ROUTES_MAX`: distinct heuristic routes per service.
@@ -606,7 +606,7 @@ impl Config {
         let sampler = match get("OTEL_TRACES_SAMPLER") {
             Some(v) => {
                 let arg = get("OTEL_TRACES_SAMPLER_ARG");
-                crate::span::sampler::Sampler::parse(&v, arg.as_deref()).map_err(|reason| {
+                crate::sampler::Sampler::parse(&v, arg.as_deref()).map_err(|reason| {
                     if reason.starts_with("OTEL_TRACES_SAMPLER_ARG") {
                         invalid(
                             "OTEL_TRACES_SAMPLER_ARG",

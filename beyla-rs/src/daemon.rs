@@ -11,11 +11,12 @@ use crate::{
     config::Config,
     export::{
         Queue, Sink,
-        otlp::{self, ExportError, GlobalResource},
+        otlp::{self, ExportError},
         printer::Printer,
     },
     pipeline::{KernelAction, Pipeline},
     process::{HostInfo, Processes},
+    resource::GlobalResource,
     span::SpanBuilder,
     stats::Stats,
 };

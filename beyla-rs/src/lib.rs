@@ -5,7 +5,8 @@
 //! (semantic conventions) → [`export`] (OTLP, trace printer); [`metrics`] records RED
 //! metrics from every finished exchange (OTLP, Prometheus).
 //!
-//! [`process`] decides which processes are instrumented and what they are called;
+//! [`process`] decides which processes are instrumented and what they are called, and
+//! [`resource`] what their spans and metrics say about them;
 //! [`config`] reads the environment; [`daemon`] wires it all together.
 
 pub mod capture;
@@ -19,7 +20,9 @@ pub mod pipeline;
 pub mod privileges;
 pub mod process;
 pub mod protocol;
+pub mod resource;
 pub mod route;
+pub mod sampler;
 pub mod sockets;
 pub mod span;
 pub mod stats;

@@ -20,10 +20,10 @@ use crate::{
     metrics::Metrics,
     process::{Processes, ScannedProcess},
     protocol::{Role, Segment},
+    sampler::Sampler,
     span::{
         SpanBuilder,
         context::{Decided, Tracker},
-        sampler::Sampler,
     },
     stats::Stats,
 };

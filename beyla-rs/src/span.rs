@@ -5,7 +5,6 @@
 //! ones named here are never copied, and query values of sensitive keys are replaced.
 
 pub mod context;
-pub mod sampler;
 
 use std::{
     net::IpAddr,

@@ -22,10 +22,7 @@
 pub mod fentry;
 pub mod kprobe;
 
-use aya_ebpf::{
-    macros::map,
-    maps::{Array, LruHashMap},
-};
+use aya_ebpf::{macros::map, maps::LruHashMap};
 use beyla_rs_common::{
     CONN_DROPPED, ConnInfo, DIR_INGRESS, EVENT_FLAG_MIDWAY, EVENT_HEADER_LEN, EventKind,
     KernelOffsets, ROLE_CLIENT, ROLE_SERVER, SOCKADDR_LEN, SOCKADDR_PAIR_LEN, STAT_CONN_MAP_FULL,
@@ -34,8 +31,9 @@ use beyla_rs_common::{
 
 use crate::{
     data::{self, Source},
-    maps::{CONNS, config, count, next_conn_id, port_selected, set_tracked, tracked},
-    record::{Res, Scratch, fill_header, header, kernel_read, kernel_u64, scratch, submit},
+    maps::{CONNS, OFFSETS, config, count, next_conn_id, port_selected, set_tracked, tracked},
+    record::{Res, fill_header, header, kernel_read, kernel_u64, submit},
+    scratch::{Scratch, scratch},
 };
 
 const AF_INET: u16 = 2;
@@ -55,10 +53,6 @@ pub fn recvmsg_flags(arg3: u64, arg4: u64) -> u64 {
 
 /// [`Stash::iter_type`] of calls whose bytes are not in user memory (`tcp_sendpage`).
 const NOT_USER: u32 = u32::MAX;
-
-/// This kernel's structure layouts, written by the daemon before attaching.
-#[map]
-pub static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
 /// What a call's entry noted for its exit, per thread (`pid_tgid`): socket functions may sleep
 /// and resume on another CPU. LRU: an entry whose exit never ran cannot pin a slot.

@@ -33,9 +33,8 @@ use nr::*;
 use crate::{
     data::{self, Source},
     maps::{CONNS, config, count, next_conn_id, port_selected, set_tracked, tracked},
-    record::{
-        Res, copy_sockaddr, emit_simple, fill_header, header, scratch, submit, submit_now, user_u64,
-    },
+    record::{Res, copy_sockaddr, emit_simple, fill_header, header, submit, submit_now, user_u64},
+    scratch::scratch,
 };
 
 #[raw_tracepoint(tracepoint = "sys_exit")]

@@ -9,7 +9,7 @@ use opentelemetry::{KeyValue, metrics::MeterProvider as _};
 use opentelemetry_sdk::metrics::{SdkMeterProvider, data::ResourceMetrics, reader::MetricReader};
 
 use super::{SharedReader, manual_provider, prom};
-use crate::{export::otlp::GlobalResource, stats::Stats};
+use crate::{resource::GlobalResource, stats::Stats};
 
 /// Family (without `_total`), labels and help of a [`Stats`] counter.
 fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static str) {

@@ -40,8 +40,8 @@ use opentelemetry_sdk::{
 };
 
 use crate::{
-    export::otlp::{GlobalResource, resource_for},
     process::ProcessInfo,
+    resource::{GlobalResource, resource_for},
     stats::Stats,
 };
 

@@ -32,8 +32,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
-use super::{SpanRecord, TraceParent, sampler::Sampler};
+use super::{SpanRecord, TraceParent};
 use crate::protocol::Role;
+use crate::sampler::Sampler;
 
 /// Requests in flight longer than this lose their slot (held children go out as roots).
 pub const MAX_HELD_AGE_NS: u64 = 60_000_000_000;

@@ -26,6 +26,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use prost::Message as _;
 
 use super::*;
+use crate::resource::resource_for;
 
 fn process(pid: u32, name: &str, extra: &[(&str, &str)]) -> Arc<ProcessInfo> {
     Arc::new(ProcessInfo {
