@@ -194,35 +194,53 @@ pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
     pub conn_id: u64,
-    /// The connection this one displaced from the fd (see `displaced`), until a `close` exit
-    /// has been reported for it; 0 otherwise.
+    /// The connection this one displaced from the fd (see [`ConnInfo::fd_state`]), until a
+    /// `close` exit has been reported for it; 0 otherwise.
     pub prev_conn_id: u64,
     /// `ROLE_*`.
     pub role: u8,
     /// `CONN_*` bits.
     pub flags: u8,
-    /// Closes of earlier connections on this fd that have not returned yet: the next that
-    /// many `close` exits on the fd are theirs, not this connection's. A syscall's exit is the
-    /// only point the capture sees, and `close` releases the fd before it returns, so another
-    /// thread's `accept` can get the same number first; under load that can happen again
-    /// before the first `close` returns, hence a count (a single mark let the second late
-    /// `close` remove the newest connection, losing its requests). The first such exit
-    /// reports `prev_conn_id` closed.
-    pub displaced: u8,
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 6],
+    /// The syscall backend's account of the fd, changed by atomic compare-and-exchange only:
+    /// [`FD_CLOSED`] or [`FD_DISPLACED`], or else the number of closes of earlier connections
+    /// on this fd that have not returned yet. A syscall's exit is the only point that backend
+    /// sees, and `close` releases the fd before it returns, so another thread's `accept` can
+    /// get the same number first (again and again under load, hence a count): the next that
+    /// many `close` exits on the fd are theirs, not this connection's; the last of them
+    /// reports `prev_conn_id` closed. Entries are retired in place rather than deleted, so
+    /// that a `close` exit and an `accept` exit of the same fd number running at the same
+    /// moment on two CPUs cannot delete the connection just accepted: exactly one of them
+    /// wins the exchange on the old entry.
+    pub fd_state: u64,
 }
 
+/// [`ConnInfo::fd_state`]: the connection's own `close` returned; the entry is dead until an
+/// `accept`/`connect`/`dup` of the same fd number replaces it (or the LRU map evicts it).
+pub const FD_CLOSED: u64 = 1 << 63;
+/// [`ConnInfo::fd_state`]: an `accept`/`connect`/`dup` that got the fd number before this
+/// connection's `close` returned is replacing the entry (for the few instructions between the
+/// exchange and the map update).
+pub const FD_DISPLACED: u64 = 1 << 62;
+/// [`ConnInfo::fd_state`] bits that mean the entry no longer stands for an open connection.
+pub const FD_RETIRED: u64 = FD_CLOSED | FD_DISPLACED;
+
 impl ConnInfo {
-    /// A connection with no flags that displaced nothing (see [`ConnInfo::displaced`]).
+    /// A connection with no flags that displaced nothing (see [`ConnInfo::fd_state`]).
     pub const fn new(conn_id: u64, role: u8) -> Self {
         ConnInfo {
             conn_id,
             prev_conn_id: 0,
             role,
             flags: 0,
-            displaced: 0,
-            _pad: [0; 5],
+            _pad: [0; 6],
+            fd_state: 0,
         }
+    }
+
+    /// The entry stands for an open connection (see [`ConnInfo::fd_state`]).
+    pub const fn is_live(&self) -> bool {
+        self.fd_state & FD_RETIRED == 0
     }
 }
 
@@ -236,7 +254,7 @@ pub const CONN_WIDE_CAPTURE: u8 = 1;
 /// entry so that the socket is not registered again at its next I/O; its close removes it.
 pub const CONN_DROPPED: u8 = 2;
 
-const _: () = assert!(size_of::<ConnInfo>() == 24);
+const _: () = assert!(size_of::<ConnInfo>() == 32);
 
 /// Where the fields the socket-level backends read are in this kernel's structures, and the
 /// values of `enum iter_type` they compare with. The daemon reads them from the kernel's BTF
@@ -315,6 +333,9 @@ pub const STAT_RINGBUF_FULL: u32 = 0;
 pub const STAT_CAPTURE_FAULT: u32 = 1;
 pub const STAT_CONN_MAP_FULL: u32 = 2;
 pub const STAT_PID_MAP_FULL: u32 = 3;
+/// An `accept`/`close` of one fd number kept losing the exchange on its entry to other CPUs
+/// (see [`ConnInfo::fd_state`]) and gave up after a bounded number of tries.
+pub const STAT_CONN_CONTENDED: u32 = 4;
 pub const STAT_COUNT: u32 = 8;
 
 /// Words of the tracked-process bitmap (`TRACKED`, an `Array<u64>`): one bit per process id

@@ -178,11 +178,12 @@ pub fn data(
     // from now on capture the widest bound for it, and follow its frame boundaries: the
     // preface's direction from the preface's end, the other from its next syscall.
     if captured >= 4 && !wide && s.buf[EVENT_HEADER_LEN..EVENT_HEADER_LEN + 4] == *b"PRI " {
-        let wide = ConnInfo {
-            flags: conn.flags | CONN_WIDE_CAPTURE,
-            ..conn
-        };
-        let _ = CONNS.insert(&key, &wide, 0);
+        // In place: a whole-entry update would write back this call's copy of the entry's
+        // state, which another CPU may have changed since (see `ConnInfo::fd_state`).
+        if let Some(p) = CONNS.get_ptr_mut(&key) {
+            // SAFETY: map value byte write; no program writes this byte in place elsewhere.
+            unsafe { (*p).flags |= CONN_WIDE_CAPTURE };
+        }
         h2walk::start_next(&h2walk_key(conn.conn_id, direction ^ 1));
         walking = Some(h2walk::at(PREFACE_LEN));
         tail_len = 0;

@@ -281,12 +281,11 @@ impl Connections {
     ///
     /// The kernel counts, on a connection accepted on an fd whose previous `close` had not
     /// returned yet, the closes still to come for earlier connections
-    /// (`ConnInfo::displaced`) so that they are not taken for it. When the `close` exit
-    /// and the `accept` exit run at the same moment on two CPUs, the count can be raised after the
-    /// previous close was already handled; the new connection's own close is then reported
-    /// as the previous connection's, a second time, and its kernel entry stays. A second close
-    /// of a connection closed moments ago can only be that: it belongs to the connection now
-    /// open on the same fd.
+    /// (`ConnInfo::fd_state`) so that they are not taken for it, and settles a `close` exit
+    /// and an `accept` exit racing on two CPUs by atomic exchange. A second close of a
+    /// connection closed moments ago would mean a close reported under the wrong id (a
+    /// connection-map entry updated by the daemon in between, see `Capture::remove_conn`):
+    /// it belongs to the connection now open on the same fd.
     pub fn close_owner(&self, conn_id: u64, tgid: u32, fd: u32) -> (u64, bool) {
         if self.conns.contains_key(&conn_id) || !self.closed.contains(&conn_id) {
             return (conn_id, false);

@@ -70,6 +70,7 @@ fn kernel_stats(capture: &Capture, stats: &Stats) -> crate::capture::KernelStats
     Stats::set(&stats.events_lost_kernel, k.ringbuf_full);
     Stats::set(&stats.kernel_capture_faults, k.capture_faults);
     Stats::set(&stats.kernel_conn_map_full, k.conn_map_full);
+    Stats::set(&stats.kernel_conn_contended, k.conn_contended);
     Stats::set(&stats.kernel_pid_map_full, k.pid_map_full);
     k
 }

@@ -64,6 +64,8 @@ counters! {
     kernel_capture_faults,
     /// Kernel: connections not followed because the connection map was full.
     kernel_conn_map_full,
+    /// Kernel: connection-map updates given up because other CPUs kept changing the entry.
+    kernel_conn_contended,
     /// Kernel: processes not tracked because the process map was full.
     kernel_pid_map_full,
     /// OTLP metrics export requests.

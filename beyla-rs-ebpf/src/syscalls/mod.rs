@@ -12,7 +12,8 @@
 //! once), syscall number and arguments (one read of the saved registers), tracked socket fd
 //! (one LRU lookup). Only then is anything copied.
 //!
-//! Connections are keyed by `conn_key(tgid, fd)`.
+//! Connections are keyed by `conn_key(tgid, fd)`. Their entries are retired in place, never
+//! deleted by a `close` (see `ConnInfo::fd_state`).
 
 mod nr;
 
@@ -24,9 +25,13 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
+use aya_ebpf::bindings::BPF_NOEXIST;
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventKind, ROLE_CLIENT,
-    ROLE_SERVER, STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, conn_key,
+    CONFIG_WATCH_EXEC, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventKind, FD_CLOSED,
+    FD_DISPLACED, ROLE_CLIENT, ROLE_SERVER, STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL,
+    STAT_PID_MAP_FULL, conn_key,
 };
 use nr::*;
 
@@ -130,10 +135,8 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;
     let key = conn_key(tgid, fd);
-    // SAFETY: map value read.
-    let conn = match unsafe { CONNS.get(&key) } {
-        Some(c) => *c,
-        None => return Ok(()),
+    let Some(conn) = live_conn(key) else {
+        return Ok(());
     };
     let direction = match a.nr {
         SYS_READ | SYS_RECVFROM | SYS_READV | SYS_RECVMSG => DIR_INGRESS,
@@ -221,50 +224,123 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;
     let key = conn_key(tgid, fd);
-    // SAFETY: map value read.
-    let conn = match unsafe { CONNS.get(&key) } {
-        Some(c) => *c,
-        None => return Ok(()),
-    };
-    let closed = if conn.displaced > 0 {
-        // The close of a connection this one displaced (see `ConnInfo::displaced`): keep this
-        // one. Only the first reports a connection closed: the others' ids are not kept.
-        let current = ConnInfo {
-            displaced: conn.displaced - 1,
-            prev_conn_id: 0,
-            ..conn
+    for _ in 0..EXCHANGE_TRIES {
+        let Some(p) = CONNS.get_ptr_mut(&key) else {
+            return Ok(());
         };
-        let _ = CONNS.insert(&key, &current, 0);
-        if conn.prev_conn_id == 0 {
+        let state = fd_state(p);
+        let seen = load(state);
+        if seen & FD_CLOSED != 0 {
             return Ok(());
         }
-        ConnInfo {
-            conn_id: conn.prev_conn_id,
-            ..conn
+        if seen & FD_DISPLACED != 0 {
+            // An accept of this fd number is replacing the entry: read the new one.
+            continue;
         }
-    } else {
-        let _ = CONNS.remove(&key);
-        conn
-    };
-    let s = scratch()?;
-    fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
-    submit(s, 0)
+        // A pending close of an earlier connection on this fd, or this connection's own.
+        let next = if seen > 0 { seen - 1 } else { FD_CLOSED };
+        if !exchange(state, seen, next) {
+            continue;
+        }
+        // SAFETY: map value read; the ids do not change while the entry is in the map.
+        let conn = unsafe { *p };
+        let closed = match seen {
+            0 => conn.conn_id,
+            // The last pending close reports the connection this one displaced; the ids of
+            // any displaced before it are not kept.
+            1 if conn.prev_conn_id != 0 => conn.prev_conn_id,
+            _ => return Ok(()),
+        };
+        let closed = ConnInfo {
+            conn_id: closed,
+            ..conn
+        };
+        let s = scratch()?;
+        fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
+        return submit(s, 0);
+    }
+    count(STAT_CONN_CONTENDED);
+    Ok(())
 }
 
-/// Register a connection under `key`. An entry already there means the fd was released by a
-/// `close` that has not returned yet (another thread got the number first), and so were the
+/// Attempts at an entry's exchange before giving up (counted): another CPU wins only by
+/// changing the entry, which for one fd number happens a handful of times at most.
+const EXCHANGE_TRIES: u32 = 4;
+
+/// The entry's [`ConnInfo::fd_state`], which every writer changes by atomic exchange only.
+#[inline(always)]
+fn fd_state(p: *mut ConnInfo) -> *mut u64 {
+    // SAFETY: a field of a map value; no reference is made, only its address.
+    unsafe { &raw mut (*p).fd_state }
+}
+
+#[inline(always)]
+fn load(state: *mut u64) -> u64 {
+    // SAFETY: an aligned field of a map value that outlives the program's run (RCU). An
+    // aligned 8-byte load is single-copy atomic on BPF (the backend has no atomic-load node);
+    // volatile keeps it one load, re-read on every try.
+    unsafe { state.read_volatile() }
+}
+
+/// Compare-and-exchange (BPF_CMPXCHG); true when this CPU's exchange took place.
+#[inline(always)]
+fn exchange(state: *mut u64, seen: u64, next: u64) -> bool {
+    // SAFETY: as in `load`; the map's `BPF_ANY` updates replace the element, never write into
+    // it, so every in-place writer of the word is an exchange.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::AcqRel }, { AtomicOrdering::Relaxed }>(
+            state, seen, next,
+        )
+        .1
+    }
+}
+
+/// The entry of `key` when it stands for an open connection.
+#[inline(always)]
+fn live_conn(key: u64) -> Option<ConnInfo> {
+    // SAFETY: map value read.
+    let c = unsafe { CONNS.get(&key) }?;
+    c.is_live().then_some(*c)
+}
+
+/// Register a connection under `key`. A live entry already there means the fd was released by
+/// a `close` that has not returned yet (another thread got the number first), and so were the
 /// fds of the connections that entry displaced in turn: count them all, so that none of those
-/// closes is taken for this connection's.
+/// closes is taken for this connection's. The old entry is claimed by exchange first, so a
+/// `close` exit racing on another CPU either finishes with it or moves on to the new one.
 #[inline(always)]
 fn insert_conn(key: u64, mut conn: ConnInfo) {
-    // SAFETY: map value read.
-    if let Some(old) = unsafe { CONNS.get(&key) } {
-        conn.prev_conn_id = old.conn_id;
-        conn.displaced = old.displaced.saturating_add(1);
+    for _ in 0..EXCHANGE_TRIES {
+        let Some(p) = CONNS.get_ptr_mut(&key) else {
+            match CONNS.insert(&key, &conn, BPF_NOEXIST as u64) {
+                Ok(()) => return,
+                // Inserted by another CPU since the lookup: claim that one.
+                Err(e) if i64::from(e) == -EEXIST => continue,
+                Err(_) => {
+                    count(STAT_CONN_MAP_FULL);
+                    return;
+                }
+            }
+        };
+        let state = fd_state(p);
+        let seen = load(state);
+        if seen & FD_DISPLACED != 0 {
+            continue;
+        }
+        if seen & FD_CLOSED == 0 {
+            if !exchange(state, seen, FD_DISPLACED) {
+                continue;
+            }
+            // SAFETY: map value read.
+            conn.prev_conn_id = unsafe { (*p).conn_id };
+            conn.fd_state = (seen + 1).min(FD_DISPLACED - 1);
+        }
+        if CONNS.insert(&key, &conn, 0).is_err() {
+            count(STAT_CONN_MAP_FULL);
+        }
+        return;
     }
-    if CONNS.insert(&key, &conn, 0).is_err() {
-        count(STAT_CONN_MAP_FULL);
-    }
+    count(STAT_CONN_CONTENDED);
 }
 
 fn on_bind(a: &Args, pid_tgid: u64) -> Res {
@@ -329,15 +405,13 @@ fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
     if oldfd == newfd {
         return Ok(());
     }
-    // SAFETY: map value read.
-    let conn = match unsafe { CONNS.get(&conn_key(tgid, oldfd)) } {
-        Some(c) => *c,
-        None => return Ok(()),
+    let Some(conn) = live_conn(conn_key(tgid, oldfd)) else {
+        return Ok(());
     };
     insert_conn(
         conn_key(tgid, newfd),
         ConnInfo {
-            displaced: 0,
+            fd_state: 0,
             prev_conn_id: 0,
             ..conn
         },

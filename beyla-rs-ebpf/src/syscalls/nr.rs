@@ -40,6 +40,8 @@ pub const SYS_EXECVEAT: u64 = 322;
 pub const SYS_CLONE3: u64 = 435;
 
 pub const EINPROGRESS: i64 = 115;
+/// The map helpers' error for a `BPF_NOEXIST` update of a present key.
+pub const EEXIST: i64 = 17;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const CLONE_THREAD: u64 = 0x0001_0000;

@@ -28,7 +28,7 @@ use aya::{
 };
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, CONN_DROPPED, Config as KernelConfig, ConnInfo, STAT_CAPTURE_FAULT,
-    STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
+    STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -165,6 +165,8 @@ pub struct KernelStats {
     pub capture_faults: u64,
     /// Connections that could not be added to the connection map.
     pub conn_map_full: u64,
+    /// Connection-map updates given up after losing the entry's exchange to other CPUs.
+    pub conn_contended: u64,
     /// Processes that could not be tracked (a process id above the kernel's limit: never).
     pub pid_map_full: u64,
 }
@@ -422,6 +424,7 @@ impl Capture {
             ringbuf_full: sum(STAT_RINGBUF_FULL),
             capture_faults: sum(STAT_CAPTURE_FAULT),
             conn_map_full: sum(STAT_CONN_MAP_FULL),
+            conn_contended: sum(STAT_CONN_CONTENDED),
             pid_map_full: sum(STAT_PID_MAP_FULL),
         }
     }

@@ -32,6 +32,11 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
             vec![],
             "Connections the kernel could not follow because its connection map was full",
         ),
+        "kernel_conn_contended" => (
+            fam("kernel_conn_contended"),
+            vec![],
+            "Connection-map updates the kernel gave up because other CPUs kept changing the entry",
+        ),
         "kernel_pid_map_full" => (
             fam("kernel_pid_map_full"),
             vec![],
@@ -101,6 +106,7 @@ fn labels_of(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static
             | "events_lost_kernel"
             | "kernel_capture_faults"
             | "kernel_conn_map_full"
+            | "kernel_conn_contended"
             | "kernel_pid_map_full"
     );
     if let (true, Some(b)) = (from_kernel, crate::capture::active_backend()) {
