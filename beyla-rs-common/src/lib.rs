@@ -194,29 +194,26 @@ pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
     pub conn_id: u64,
-    /// The connection this one displaced from the fd (see [`ConnInfo::fd_state`]), until a
-    /// `close` exit has been reported for it; 0 otherwise.
-    pub prev_conn_id: u64,
     /// `ROLE_*`.
     pub role: u8,
     /// `CONN_*` bits.
     pub flags: u8,
     pub _pad: [u8; 6],
-    /// The syscall backend's account of the fd, changed by atomic compare-and-exchange only:
-    /// [`FD_CLOSED`] or [`FD_DISPLACED`], or else the number of closes of earlier connections
-    /// on this fd that have not returned yet. A syscall's exit is the only point that backend
-    /// sees, and `close` releases the fd before it returns, so another thread's `accept` can
-    /// get the same number first (again and again under load, hence a count): the next that
-    /// many `close` exits on the fd are theirs, not this connection's; the last of them
-    /// reports `prev_conn_id` closed. Entries are retired in place rather than deleted, so
-    /// that a `close` exit and an `accept` exit of the same fd number running at the same
-    /// moment on two CPUs cannot delete the connection just accepted: exactly one of them
-    /// wins the exchange on the old entry.
+    /// The syscall backend's account of the fd, changed in place by atomic compare-and-exchange
+    /// only: [`FD_CLOSED`] or [`FD_DISPLACED`], or else the number of closes of earlier
+    /// connections on this fd that have not returned yet. A syscall's exit is the only point
+    /// that backend sees, and `close` releases the fd before it returns, so another thread's
+    /// `accept` can get the same number first (again and again under load, hence a count): the
+    /// next that many `close` exits on the fd are theirs, not this connection's (the `accept`
+    /// reports the connection it displaced closed, since its fd was released). When a `close` exit and an `accept` exit of the same
+    /// fd number run at the same moment on two CPUs, exactly one wins the exchange on the old
+    /// entry: the close retires it and deletes it (the accept waits for the delete), or the
+    /// accept claims it and the close moves on to the new entry. A plain lookup-then-delete
+    /// let the close delete the connection just accepted.
     pub fd_state: u64,
 }
 
-/// [`ConnInfo::fd_state`]: the connection's own `close` returned; the entry is dead until an
-/// `accept`/`connect`/`dup` of the same fd number replaces it (or the LRU map evicts it).
+/// [`ConnInfo::fd_state`]: the connection's own `close` returned; its entry is being deleted.
 pub const FD_CLOSED: u64 = 1 << 63;
 /// [`ConnInfo::fd_state`]: an `accept`/`connect`/`dup` that got the fd number before this
 /// connection's `close` returned is replacing the entry (for the few instructions between the
@@ -230,7 +227,6 @@ impl ConnInfo {
     pub const fn new(conn_id: u64, role: u8) -> Self {
         ConnInfo {
             conn_id,
-            prev_conn_id: 0,
             role,
             flags: 0,
             _pad: [0; 6],
@@ -254,7 +250,7 @@ pub const CONN_WIDE_CAPTURE: u8 = 1;
 /// entry so that the socket is not registered again at its next I/O; its close removes it.
 pub const CONN_DROPPED: u8 = 2;
 
-const _: () = assert!(size_of::<ConnInfo>() == 32);
+const _: () = assert!(size_of::<ConnInfo>() == 24);
 
 /// Where the fields the socket-level backends read are in this kernel's structures, and the
 /// values of `enum iter_type` they compare with. The daemon reads them from the kernel's BTF

@@ -129,6 +129,31 @@ pub fn fill_header(
     h.total_len = 0;
 }
 
+/// A record without payload about `conn`, built on the stack: for callers whose scratch
+/// already holds another record in the making.
+pub fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, conn: &ConnInfo) -> Res {
+    let h = EventHeader {
+        kind: kind as u8,
+        direction: 0,
+        role: conn.role,
+        flags: 0,
+        captured_len: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        aux: 0,
+        conn_id: conn.conn_id,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        total_len: 0,
+    };
+    if EVENTS.output::<EventHeader>(&h, BPF_RB_NO_WAKEUP as u64).is_err() {
+        count(STAT_RINGBUF_FULL);
+        return Err(-1);
+    }
+    Ok(())
+}
+
 pub fn emit_simple(kind: EventKind, pid_tgid: u64, fd: i32, aux: u32) -> Res {
     let s = scratch()?;
     fill_header(s, kind, pid_tgid, fd, aux, None);

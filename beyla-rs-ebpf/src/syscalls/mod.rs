@@ -12,8 +12,8 @@
 //! once), syscall number and arguments (one read of the saved registers), tracked socket fd
 //! (one LRU lookup). Only then is anything copied.
 //!
-//! Connections are keyed by `conn_key(tgid, fd)`. Their entries are retired in place, never
-//! deleted by a `close` (see `ConnInfo::fd_state`).
+//! Connections are keyed by `conn_key(tgid, fd)`; a `close` and an `accept` of the same fd
+//! number settle the entry by atomic exchange (see `ConnInfo::fd_state`).
 
 mod nr;
 
@@ -30,7 +30,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use beyla_rs_common::{
     CONFIG_WATCH_EXEC, ConnInfo, DIR_EGRESS, DIR_INGRESS, EVENT_HEADER_LEN, EventKind, FD_CLOSED,
-    FD_DISPLACED, ROLE_CLIENT, ROLE_SERVER, STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL,
+    FD_DISPLACED, FD_RETIRED, ROLE_CLIENT, ROLE_SERVER, STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL,
     STAT_PID_MAP_FULL, conn_key,
 };
 use nr::*;
@@ -38,7 +38,10 @@ use nr::*;
 use crate::{
     data::{self, Source},
     maps::{CONNS, config, count, next_conn_id, port_selected, set_tracked, tracked},
-    record::{Res, copy_sockaddr, emit_simple, fill_header, header, submit, submit_now, user_u64},
+    record::{
+        Res, copy_sockaddr, emit_conn, emit_simple, fill_header, header, submit, submit_now,
+        user_u64,
+    },
     scratch::scratch,
 };
 
@@ -165,9 +168,8 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
 }
 
 fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
-    let tgid = (pid_tgid >> 32) as u32;
     let conn = ConnInfo::new(next_conn_id(), ROLE_SERVER);
-    insert_conn(conn_key(tgid, newfd as u32), conn);
+    insert_conn(pid_tgid, newfd as u32, conn, true);
     let listen_fd = a.di as u32;
     let addr = a.si;
     let addrlen_ptr = a.dx;
@@ -200,7 +202,6 @@ fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
 }
 
 fn on_connect(a: &Args, pid_tgid: u64) -> Res {
-    let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;
     let addr = a.si;
     let addrlen = a.dx;
@@ -214,7 +215,7 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
         return Ok(());
     }
     let conn = ConnInfo::new(next_conn_id(), ROLE_CLIENT);
-    insert_conn(conn_key(tgid, fd), conn);
+    insert_conn(pid_tgid, fd, conn, true);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
     header(s).captured_len = n as u32;
     submit(s, n)
@@ -231,6 +232,7 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
         let state = fd_state(p);
         let seen = load(state);
         if seen & FD_CLOSED != 0 {
+            // Another close of this fd won (it is deleting the entry).
             return Ok(());
         }
         if seen & FD_DISPLACED != 0 {
@@ -242,19 +244,18 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
         if !exchange(state, seen, next) {
             continue;
         }
-        // SAFETY: map value read; the ids do not change while the entry is in the map.
-        let conn = unsafe { *p };
-        let closed = match seen {
-            0 => conn.conn_id,
-            // The last pending close reports the connection this one displaced; the ids of
-            // any displaced before it are not kept.
-            1 if conn.prev_conn_id != 0 => conn.prev_conn_id,
-            _ => return Ok(()),
-        };
-        let closed = ConnInfo {
-            conn_id: closed,
-            ..conn
-        };
+        if seen > 0 {
+            // The connection it closed was reported closed when its fd number was taken
+            // (see `insert_conn`).
+            return Ok(());
+        }
+        // SAFETY: map value read, before the delete below hands the element back to the LRU
+        // map's free list.
+        let closed = unsafe { *p };
+        // This CPU retired the entry: nothing else replaces or deletes it (an accept of the
+        // fd number waits for the delete, see `insert_conn`), so the delete removes this
+        // connection and nothing newer.
+        let _ = CONNS.remove(&key);
         let s = scratch()?;
         fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
         return submit(s, 0);
@@ -303,18 +304,22 @@ fn live_conn(key: u64) -> Option<ConnInfo> {
     c.is_live().then_some(*c)
 }
 
-/// Register a connection under `key`. A live entry already there means the fd was released by
-/// a `close` that has not returned yet (another thread got the number first), and so were the
-/// fds of the connections that entry displaced in turn: count them all, so that none of those
-/// closes is taken for this connection's. The old entry is claimed by exchange first, so a
-/// `close` exit racing on another CPU either finishes with it or moves on to the new one.
+/// Register a connection on `fd`. A live entry already there means the fd was released by a
+/// `close` that has not returned yet (another thread got the number first: `close_pending`),
+/// and so were the fds of the connections that entry displaced in turn: count them all, so
+/// that none of those closes is taken for this connection's, and report the displaced
+/// connection closed. The old entry is claimed by exchange first, so a
+/// `close` exit racing on another CPU either retires it first (and deletes it: this waits for
+/// that) or moves on to the new one.
 #[inline(always)]
-fn insert_conn(key: u64, mut conn: ConnInfo) {
+fn insert_conn(pid_tgid: u64, fd: u32, mut conn: ConnInfo, close_pending: bool) {
+    let key = conn_key((pid_tgid >> 32) as u32, fd);
     for _ in 0..EXCHANGE_TRIES {
         let Some(p) = CONNS.get_ptr_mut(&key) else {
             match CONNS.insert(&key, &conn, BPF_NOEXIST as u64) {
                 Ok(()) => return,
-                // Inserted by another CPU since the lookup: claim that one.
+                // Inserted by another CPU since the lookup, or a retired entry whose delete
+                // has not happened yet: look again.
                 Err(e) if i64::from(e) == -EEXIST => continue,
                 Err(_) => {
                     count(STAT_CONN_MAP_FULL);
@@ -324,23 +329,31 @@ fn insert_conn(key: u64, mut conn: ConnInfo) {
         };
         let state = fd_state(p);
         let seen = load(state);
-        if seen & FD_DISPLACED != 0 {
+        if seen & FD_RETIRED != 0 {
+            // Its close is deleting it (or another CPU is replacing it): replacing it now
+            // would let that delete remove this connection.
             continue;
         }
-        if seen & FD_CLOSED == 0 {
-            if !exchange(state, seen, FD_DISPLACED) {
-                continue;
-            }
-            // SAFETY: map value read.
-            conn.prev_conn_id = unsafe { (*p).conn_id };
-            conn.fd_state = (seen + 1).min(FD_DISPLACED - 1);
+        if !exchange(state, seen, FD_DISPLACED) {
+            continue;
         }
+        // SAFETY: map value read of an entry this CPU claimed.
+        let displaced = unsafe { *p };
+        conn.fd_state = (seen + close_pending as u64).min(FD_DISPLACED - 1);
         if CONNS.insert(&key, &conn, 0).is_err() {
             count(STAT_CONN_MAP_FULL);
         }
+        // Its fd number was released, so the displaced connection is closed on this fd: say
+        // so now, ahead of this one's record, as its own close exit will not.
+        let _ = emit_conn(EventKind::Close, pid_tgid, fd as i32, &displaced);
         return;
     }
+    // The entry never settled (a close delayed between its exchange and its delete): register
+    // the connection anyway, counted, rather than lose it for certain.
     count(STAT_CONN_CONTENDED);
+    if CONNS.insert(&key, &conn, 0).is_err() {
+        count(STAT_CONN_MAP_FULL);
+    }
 }
 
 fn on_bind(a: &Args, pid_tgid: u64) -> Res {
@@ -409,12 +422,15 @@ fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
         return Ok(());
     };
     insert_conn(
-        conn_key(tgid, newfd),
+        pid_tgid,
+        newfd,
         ConnInfo {
             fd_state: 0,
-            prev_conn_id: 0,
             ..conn
         },
+        // dup2/dup3 onto an open fd close it themselves, with no `close` to come; dup and
+        // F_DUPFD take the lowest free number, which a `close` not yet returned may have freed.
+        !matches!(a.nr, SYS_DUP2 | SYS_DUP3),
     );
     let s = scratch()?;
     fill_header(
