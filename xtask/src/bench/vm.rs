@@ -232,14 +232,15 @@ pub fn guest(args: &[String]) -> Result<()> {
                 delivered[k].0 += acc.spans;
                 delivered[k].1 += n;
             }
-            // Fixed rate, BPF statistics on.
+            // Fixed rate, BPF statistics on. The receiver's count before the daemon starts:
+            // it exports while the load runs.
+            let spans0 = recv.spans();
             if let Some(d) = start(s, &port)? {
                 stats(true)?;
                 let (t0, c0) = bpf_time(&d.prog_ids)?;
                 let load = paced_load(nginx.port, RATE, Duration::from_secs(RATE_SECONDS), 4, true);
                 let (t1, c1) = bpf_time(&d.prog_ids)?;
                 stats(false)?;
-                let spans0 = recv.spans();
                 let mut acc = super::Delivery::default();
                 finish_round(d, &recv, spans0, &mut acc)?;
                 let n = load.done.max(1) as f64;
