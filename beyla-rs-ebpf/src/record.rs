@@ -147,7 +147,10 @@ pub fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, conn: &ConnInfo) -> Re
         ts_ns: unsafe { bpf_ktime_get_ns() },
         total_len: 0,
     };
-    if EVENTS.output::<EventHeader>(&h, BPF_RB_NO_WAKEUP as u64).is_err() {
+    if EVENTS
+        .output::<EventHeader>(&h, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
         count(STAT_RINGBUF_FULL);
         return Err(-1);
     }
