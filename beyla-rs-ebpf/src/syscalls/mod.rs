@@ -264,9 +264,12 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
     Ok(())
 }
 
-/// Attempts at an entry's exchange before giving up (counted): another CPU wins only by
-/// changing the entry, which for one fd number happens a handful of times at most.
-const EXCHANGE_TRIES: u32 = 4;
+/// Attempts at an entry's exchange before giving up (counted). Another CPU makes this side
+/// try again only while it holds the entry between its exchange and its map update or
+/// delete, a few hundred nanoseconds with preemption off; one try is a lookup and a load,
+/// tens of nanoseconds, so the bound covers that window several times over. A close that gave
+/// up would leave its pending count on the next connection, whose own close it then swallows.
+const EXCHANGE_TRIES: u32 = 32;
 
 /// The entry's [`ConnInfo::fd_state`], which every writer changes by atomic exchange only.
 #[inline(always)]

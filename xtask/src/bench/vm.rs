@@ -48,6 +48,11 @@ struct SideResult {
     /// Saturation: spans received and requests wrk completed (daemon sides).
     spans: u64,
     requests: u64,
+    /// Saturation: spans the daemon's export queue dropped, kernel records lost (ring full).
+    #[serde(default)]
+    spans_dropped: u64,
+    #[serde(default)]
+    events_lost: u64,
     /// Fixed rate: the daemon's program runs and BPF ns per request completed.
     runs_per_req: f64,
     bpf_ns_per_req: f64,
@@ -128,16 +133,18 @@ fn table(r: &GuestResults) -> String {
         .find(|s| s.side == "syscall")
         .map_or(0.0, |s| s.bpf_ns_per_req);
     let mut md = String::from(
-        "| backend | unselected `dd bs=64`: time / without | nginx saturation: throughput / without | spans / requests | BPF program runs / request | BPF ns / request | BPF time / syscall backend's |\n|---|---|---|---|---|---|---|\n",
+        "| backend | unselected `dd bs=64`: time / without | nginx saturation: throughput / without | spans received / requests (spans dropped, kernel records lost) | BPF program runs / request | BPF ns / request | BPF time / syscall backend's |\n|---|---|---|---|---|---|---|\n",
     );
     for s in r.sides.iter().filter(|s| s.side != "none") {
         md.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {} / {} | {:.2} | {:.0} | {:.2} |\n",
+            "| {} | {:.3} | {:.3} | {} / {} ({}, {}) | {:.2} | {:.0} | {:.2} |\n",
             s.side,
             s.dd_seconds / none.dd_seconds,
             s.wrk_rps / none.wrk_rps,
             s.spans,
             s.requests,
+            s.spans_dropped,
+            s.events_lost,
             s.runs_per_req,
             s.bpf_ns_per_req,
             s.bpf_ns_per_req / syscall_ns,
@@ -194,6 +201,7 @@ pub fn guest(args: &[String]) -> Result<()> {
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); SIDES.len()];
     let mut rate: Vec<Vec<f64>> = vec![Vec::new(); SIDES.len()];
     let mut delivered = vec![(0u64, 0u64); SIDES.len()];
+    let mut losses = vec![(0u64, 0u64); SIDES.len()];
     let recv = Receiver::start()?;
     let nginx = Nginx::start()?;
     let unused = super::free_port()?.to_string();
@@ -231,6 +239,8 @@ pub fn guest(args: &[String]) -> Result<()> {
                 finish_round(d, &recv, spans0, &mut acc)?;
                 delivered[k].0 += acc.spans;
                 delivered[k].1 += n;
+                losses[k].0 += acc.spans_dropped;
+                losses[k].1 += acc.events_lost;
             }
             // Fixed rate, BPF statistics on. The receiver's count before the daemon starts:
             // it exports while the load runs.
@@ -260,6 +270,8 @@ pub fn guest(args: &[String]) -> Result<()> {
             wrk_rps: median(&mut rps[k]),
             spans: delivered[k].0,
             requests: delivered[k].1,
+            spans_dropped: losses[k].0,
+            events_lost: losses[k].1,
             runs_per_req: if runs[k].is_empty() {
                 0.0
             } else {
