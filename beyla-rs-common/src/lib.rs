@@ -205,11 +205,11 @@ pub struct ConnInfo {
     /// that backend sees, and `close` releases the fd before it returns, so another thread's
     /// `accept` can get the same number first (again and again under load, hence a count): the
     /// next that many `close` exits on the fd are theirs, not this connection's (the `accept`
-    /// reports the connection it displaced closed, since its fd was released). When a `close` exit and an `accept` exit of the same
-    /// fd number run at the same moment on two CPUs, exactly one wins the exchange on the old
-    /// entry: the close retires it and deletes it (the accept waits for the delete), or the
-    /// accept claims it and the close moves on to the new entry. A plain lookup-then-delete
-    /// let the close delete the connection just accepted.
+    /// reports the connection it displaced closed, since its fd was released). When a `close`
+    /// exit and an `accept` exit of the same fd number run at the same moment on two CPUs,
+    /// exactly one wins the exchange on the old entry: the close retires it and deletes it (the
+    /// accept waits for the delete), or the accept claims it and the close moves on to the new
+    /// entry. A plain lookup-then-delete let the close delete the connection just accepted.
     pub fd_state: u64,
 }
 

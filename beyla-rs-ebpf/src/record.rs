@@ -104,6 +104,32 @@ pub fn output(s: &Scratch, payload_len: usize, wakeup: bool) -> Res {
     Ok(())
 }
 
+/// The header of a record about `conn` (or about no connection), payload length 0.
+#[inline(always)]
+fn new_header(
+    kind: EventKind,
+    pid_tgid: u64,
+    fd: i32,
+    aux: u32,
+    conn: Option<&ConnInfo>,
+) -> EventHeader {
+    EventHeader {
+        kind: kind as u8,
+        direction: 0,
+        role: conn.map(|c| c.role).unwrap_or(0),
+        flags: 0,
+        captured_len: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        aux,
+        conn_id: conn.map(|c| c.conn_id).unwrap_or(0),
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        total_len: 0,
+    }
+}
+
 #[inline(always)]
 pub fn fill_header(
     s: &mut Scratch,
@@ -113,40 +139,13 @@ pub fn fill_header(
     aux: u32,
     conn: Option<&ConnInfo>,
 ) {
-    let h = header(s);
-    h.kind = kind as u8;
-    h.direction = 0;
-    h.role = conn.map(|c| c.role).unwrap_or(0);
-    h.flags = 0;
-    h.captured_len = 0;
-    h.tgid = (pid_tgid >> 32) as u32;
-    h.tid = pid_tgid as u32;
-    h.fd = fd;
-    h.aux = aux;
-    h.conn_id = conn.map(|c| c.conn_id).unwrap_or(0);
-    // SAFETY: helper without preconditions.
-    h.ts_ns = unsafe { bpf_ktime_get_ns() };
-    h.total_len = 0;
+    *header(s) = new_header(kind, pid_tgid, fd, aux, conn);
 }
 
 /// A record without payload about `conn`, built on the stack: for callers whose scratch
 /// already holds another record in the making.
 pub fn emit_conn(kind: EventKind, pid_tgid: u64, fd: i32, conn: &ConnInfo) -> Res {
-    let h = EventHeader {
-        kind: kind as u8,
-        direction: 0,
-        role: conn.role,
-        flags: 0,
-        captured_len: 0,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        fd,
-        aux: 0,
-        conn_id: conn.conn_id,
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        total_len: 0,
-    };
+    let h = new_header(kind, pid_tgid, fd, 0, Some(conn));
     if EVENTS
         .output::<EventHeader>(&h, BPF_RB_NO_WAKEUP as u64)
         .is_err()

@@ -100,32 +100,14 @@ fn test() -> Result<()> {
             failures.push(name.to_owned());
         }
     };
-    step(
-        "unit tests",
-        cargo().args([
-            "test",
-            "--release",
-            "-p",
-            "beyla-rs",
-            "-p",
-            "beyla-rs-common",
-            "-p",
-            "xtask",
-        ]),
-    );
+    // The crates whose tests need no kernel.
+    const UNIT: [&str; 6] = ["-p", "beyla-rs", "-p", "beyla-rs-common", "-p", "xtask"];
+    step("unit tests", cargo().args(["test", "--release"]).args(UNIT));
     // Again in the dev profile: overflow checks on, so arithmetic on captured lengths that
     // wraps in release panics here.
     step(
         "unit tests (dev profile, overflow checks)",
-        cargo().args([
-            "test",
-            "-p",
-            "beyla-rs",
-            "-p",
-            "beyla-rs-common",
-            "-p",
-            "xtask",
-        ]),
+        cargo().arg("test").args(UNIT),
     );
     step(
         "integration tests (real kernel)",

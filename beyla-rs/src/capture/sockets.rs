@@ -164,11 +164,10 @@ pub(super) fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         ));
     }
     let kernel = write_offsets(ebpf)?;
-    let present = |h: &Hook| !h.optional || kernel.has_function(h.function);
     let present: Vec<&Hook> = KPROBES
         .iter()
         .chain(KRETPROBE_ON)
-        .filter(|h| present(h))
+        .filter(|h| !h.optional || kernel.has_function(h.function))
         .collect();
     drop(kernel);
     for h in present.iter().filter(|h| h.program != KRETPROBE) {
