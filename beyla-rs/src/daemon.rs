@@ -303,8 +303,8 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
         let mut handled = 0u32;
-        capture.drain(|ev| {
-            pipeline.handle(ev);
+        capture.drain(|ev, lookup| {
+            pipeline.handle(ev, lookup);
             handled = handled.wrapping_add(1);
             if handled.is_multiple_of(YIELD_EVERY) {
                 std::thread::yield_now();
@@ -315,7 +315,7 @@ pub async fn run(
     }
 
     // Last records, then detach (dropping `capture` detaches every program).
-    capture.drain(|ev| pipeline.handle(ev));
+    capture.drain(|ev, lookup| pipeline.handle(ev, lookup));
     // Spans still waiting for a caller go out as they are.
     pipeline.poll(u64::MAX);
     kernel_stats(&capture, &stats);

@@ -1,9 +1,10 @@
 //! Kernel events in, spans out: the one-way flow
 //! event → decode → per-connection protocol state → span → sink.
 //!
-//! The pipeline never touches the kernel maps itself; it records [`KernelAction`]s that the
+//! The pipeline never changes the kernel maps itself; it records [`KernelAction`]s that the
 //! daemon applies after each drain, so that the ring buffer can be read while the maps are
-//! updated from the same thread.
+//! updated from the same thread. Sockets named by fd are read through the capture's
+//! [`SocketLookup`], which knows whether the fd still holds the connection.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,7 +15,7 @@ use std::{
 use beyla_rs_common::{EVENT_FLAG_MIDWAY, EventKind};
 
 use crate::{
-    capture::{DecodeError, Event},
+    capture::{DecodeError, Event, SocketLookup},
     connection::{ConnMeta, Connections, DataOutcome, Finished},
     export::Sink,
     metrics::Metrics,
@@ -221,7 +222,7 @@ impl Pipeline {
         self.emit_decided();
     }
 
-    pub fn handle(&mut self, ev: Result<Event<'_>, DecodeError>) {
+    pub fn handle(&mut self, ev: Result<Event<'_>, DecodeError>, sockets: &dyn SocketLookup) {
         Stats::inc(&self.stats.events_read);
         let ev = match ev {
             Ok(ev) => ev,
@@ -245,9 +246,9 @@ impl Pipeline {
             return;
         }
         match ev.kind {
-            EventKind::Data => self.on_data(&ev),
-            EventKind::Accept => self.on_open(&ev, Role::Server),
-            EventKind::Connect => self.on_open(&ev, Role::Client),
+            EventKind::Data => self.on_data(&ev, sockets),
+            EventKind::Accept => self.on_open(&ev, Role::Server, sockets),
+            EventKind::Connect => self.on_open(&ev, Role::Client, sockets),
             EventKind::Close => {
                 let fd = h.fd as u32;
                 let (id, stale) = self.connections.close_owner(h.conn_id, h.tgid, fd);
@@ -329,7 +330,7 @@ impl Pipeline {
         }
     }
 
-    fn on_open(&mut self, ev: &Event<'_>, role: Role) {
+    fn on_open(&mut self, ev: &Event<'_>, role: Role, sockets: &dyn SocketLookup) {
         let h = ev.header;
         Stats::inc(&self.stats.connections_opened);
         let mut meta = ConnMeta {
@@ -352,7 +353,7 @@ impl Pipeline {
                 Some(a) => Some(*a),
                 None => {
                     // A listener we never saw bound (inherited, or bound before start-up).
-                    let a = crate::process::socket_addrs(h.tgid, listen_fd).map(|(l, _)| l);
+                    let a = sockets.listen_addr(h.tgid, listen_fd);
                     if let Some(a) = a {
                         self.listeners.insert((h.tgid, listen_fd), a);
                     }
@@ -362,10 +363,11 @@ impl Pipeline {
             meta.local_port = local.map(|a| a.port());
             if meta.peer.is_none() {
                 // accept(fd, NULL, NULL): ask the socket itself. By now the connection may be
-                // gone: a socket with no peer (closed, or the fd already reused by something
-                // else) or on another port tells nothing; absent beats wrong.
+                // gone: a socket with no peer (closed, the fd reused) or on another port tells
+                // nothing; absent beats wrong.
                 let port = meta.local_port;
-                meta.peer = crate::process::socket_addrs(h.tgid, h.fd as u32)
+                meta.peer = sockets
+                    .conn_addrs(h.tgid, h.fd as u32, h.conn_id)
                     .filter(|(l, p)| {
                         !p.ip().is_unspecified() && port.is_none_or(|port| l.port() == port)
                     })
@@ -385,7 +387,7 @@ impl Pipeline {
         }
     }
 
-    fn on_data(&mut self, ev: &Event<'_>) {
+    fn on_data(&mut self, ev: &Event<'_>, sockets: &dyn SocketLookup) {
         let h = ev.header;
         let seg = Segment {
             direction: ev.direction(),
@@ -401,7 +403,7 @@ impl Pipeline {
             let known = self.connections.addrs(h.conn_id);
             self.tracker
                 .on_request_segment(h.conn_id, tgid, h.tid, role, h.ts_ns, || {
-                    known.or_else(|| crate::process::socket_addrs(tgid, fd))
+                    known.or_else(|| sockets.conn_addrs(tgid, fd, h.conn_id))
                 });
         }
         let outcome = self.connections.data(

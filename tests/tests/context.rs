@@ -6,6 +6,11 @@
 //! (caller found by socket address: both ends of the loopback connection are instrumented).
 //! Nothing is injected into the traffic.
 //!
+//! The chain through a slow callee keeps each round's connection from A to B open for a
+//! while, on the fd number the previous round closed: the daemon handles records up to one
+//! drain interval late, and a socket read by then may be a later round's. Each round must
+//! still join its own caller.
+//!
 //! Needs root and the daemon binary; run serially:
 //! `cargo test -p beyla-rs-tests --test context -- --test-threads=1`.
 
@@ -42,6 +47,17 @@ fn one<'a>(
 
 /// `sampled`: the flag the client sends. `with_header`: send a traceparent at all.
 fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
+    chain_through(kind, with_header, sampled, "/hello", ROUNDS);
+}
+
+/// [`chain`] with A calling `callee_path` on B, for `rounds` rounds.
+fn chain_through(
+    kind: ServerKind,
+    with_header: bool,
+    sampled: bool,
+    callee_path: &str,
+    rounds: usize,
+) {
     let _guard = require_root();
     daemon::daemon_bin();
     let rx = OtlpReceiver::start();
@@ -52,8 +68,8 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
     let d = Daemon::start(&[a_port, b_port], &rx);
     std::thread::sleep(settle());
 
-    for round in 0..ROUNDS {
-        let mut req = Request::get(&format!("/proxy/hello?round={round}"));
+    for round in 0..rounds {
+        let mut req = Request::get(&format!("/proxy{callee_path}?round={round}"));
         if with_header {
             let flags = if sampled { "01" } else { "00" };
             req = req.header(
@@ -72,8 +88,8 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
         // control in the same run: one more round through the same chain with a sampled
         // caller gives exactly its three spans, and nothing else arrives (the not-sampled
         // rounds went first).
-        let control = ROUNDS;
-        let req = Request::get(&format!("/proxy/hello?round={control}")).header(
+        let control = rounds;
+        let req = Request::get(&format!("/proxy{callee_path}?round={control}")).header(
             "traceparent",
             &format!("00-{}-{}-01", trace_hex(control), parent_hex(control)),
         );
@@ -89,15 +105,19 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
         d.stop_ok();
         return;
     }
-    let spans = rx.wait_for_exact_spans(chain_spans, 3 * ROUNDS, span_timeout(), quiet());
+    let spans = rx.wait_for_exact_spans(chain_spans, 3 * rounds, span_timeout(), quiet());
     let a_servers: Vec<&ReceivedSpan> = spans
         .iter()
         .filter(|s| s.is_server() && s.pid() == Some(a.pid()))
         .collect();
-    assert_eq!(a_servers.len(), ROUNDS, "{}", otlp::dump_spans(&spans));
+    assert_eq!(a_servers.len(), rounds, "{}", otlp::dump_spans(&spans));
     let mut traces = std::collections::BTreeSet::new();
     for a_srv in a_servers {
-        assert_eq!(a_srv.name, "GET /proxy/hello");
+        assert!(a_srv.name.starts_with("GET /proxy/"), "{}", a_srv.summary());
+        assert_eq!(
+            a_srv.attr_str("url.path"),
+            Some(format!("/proxy{callee_path}").as_str())
+        );
         let trace = a_srv.trace_id.clone();
         let in_trace: Vec<ReceivedSpan> = spans
             .iter()
@@ -117,7 +137,7 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
             s.is_server() && s.pid() == Some(b.pid())
         });
         if with_header {
-            let round = (0..ROUNDS)
+            let round = (0..rounds)
                 .find(|r| trace_hex(*r) == trace)
                 .unwrap_or_else(|| panic!("unknown trace id {trace}: {}", a_srv.summary()));
             assert_eq!(
@@ -138,7 +158,7 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
         }
         assert_eq!(a_cli.parent_span_id, a_srv.span_id, "A CLIENT <- A SERVER");
         assert_eq!(b_srv.parent_span_id, a_cli.span_id, "B SERVER <- A CLIENT");
-        assert_eq!(b_srv.attr_str("url.path"), Some("/hello"));
+        assert_eq!(b_srv.attr_str("url.path"), Some(callee_path));
         assert!(
             a_cli.start_ns >= a_srv.start_ns && a_cli.end_ns <= a_srv.end_ns,
             "child inside parent"
@@ -152,7 +172,7 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
         );
         traces.insert(trace);
     }
-    assert_eq!(traces.len(), ROUNDS, "each round its own trace");
+    assert_eq!(traces.len(), rounds, "each round its own trace");
     rx.assert_no_errors();
     d.stop_ok();
 }
@@ -160,6 +180,13 @@ fn chain(kind: ServerKind, with_header: bool, sampled: bool) {
 #[test]
 fn python_chain_joins_the_callers_trace() {
     chain(ServerKind::Python, true, true);
+}
+
+/// B answers after 100 ms: six rounds span two or three drain intervals, and when a record
+/// of one round is handled, a later round's connection holds the same fd.
+#[test]
+fn python_chain_through_a_slow_callee_joins_each_round() {
+    chain_through(ServerKind::Python, true, true, "/sleep/100", 6);
 }
 
 #[test]

@@ -49,7 +49,8 @@ const KERNELS: &[Kernel] = &[
 /// host runs too; together they cover loading and the choice of backend, HTTP/1 servers of
 /// three stacks with keep-alive and `proxy_pass` CLIENT spans, connections opened before
 /// start-up, servers started later, HTTP/2 and gRPC with the kernel's frame walk (1 MiB
-/// messages, 50 concurrent streams), and trace joining across processes.
+/// messages, 50 concurrent streams), and trace joining across processes (also while the fd of
+/// a finished call already holds the next one).
 pub const SMOKE: &[(&str, &str)] = &[
     (
         "kernel",
@@ -79,6 +80,10 @@ pub const SMOKE: &[(&str, &str)] = &[
     ("grpc", "grpcio_64k_and_1m_messages"),
     ("http2", "nginx_h2c_server_spans_from_curl_prior_knowledge"),
     ("context", "python_chain_joins_the_callers_trace"),
+    (
+        "context",
+        "python_chain_through_a_slow_callee_joins_each_round",
+    ),
 ];
 
 /// `BEYLA_TEST_TIME_SCALE` inside the guests. Whole tests took 5–11× their host time in the

@@ -15,6 +15,7 @@
 
 mod btf;
 pub mod event;
+mod lookup;
 pub mod probe;
 mod sockets;
 mod syscalls;
@@ -35,6 +36,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::config::{CaptureBackend, Config, PortSet};
 pub use event::{DecodeError, Event};
+pub use lookup::SocketLookup;
 
 /// The eBPF object, built by `build.rs` (aya-build) and embedded: one binary, no runtime files.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/beyla-rs-ebpf"));
@@ -335,14 +337,22 @@ impl Capture {
         Ok(())
     }
 
-    /// Hand every record now in the ring buffer to `f`; returns how many were read. Records
-    /// that do not decode are passed as errors so the caller can count them.
-    pub fn drain(&mut self, mut f: impl FnMut(Result<Event<'_>, DecodeError>)) -> usize {
+    /// Hand every record now in the ring buffer to `f`, with a lookup of the sockets its
+    /// fds name; returns how many were read. Records that do not decode are passed as errors
+    /// so the caller can count them.
+    pub fn drain(
+        &mut self,
+        mut f: impl FnMut(Result<Event<'_>, DecodeError>, &dyn SocketLookup),
+    ) -> usize {
+        let lookup = lookup::ConnMapLookup {
+            conns: &self.conns,
+            fd_keyed: !self.backend.sees_sockets(),
+        };
         let ring = self.events.get_mut();
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            f(Event::decode(&item));
+            f(Event::decode(&item), &lookup);
         }
         n
     }
