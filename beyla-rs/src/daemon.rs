@@ -93,11 +93,12 @@ async fn start_metrics(
     if !mc.enabled() && mc.internal == InternalMetrics::Disabled {
         return Ok((None, Vec::new()));
     }
-    let m = Arc::new(metrics::Metrics::new(
+    let m = Arc::new(metrics::Metrics::with_shape(
         GlobalResource {
             attributes: config.resource_attributes.clone(),
         },
         internal_otel.then(|| stats.clone()),
+        metrics_shape(config),
     ));
     let mut tasks = Vec::new();
     if let Some(o) = &mc.otlp {
@@ -124,7 +125,7 @@ async fn start_metrics(
         listeners.push((
             a,
             metrics::server::Endpoints {
-                app: Some(m.clone()),
+                app: Some((mc.prometheus_path.clone(), m.clone())),
                 internal: None,
             },
         ));
@@ -238,6 +239,7 @@ pub async fn run(
     };
     let sink = Sink::new(Printer::new(config.printer), queue, stats.clone());
     let (metrics, metrics_tasks) = start_metrics(&config, &stats, &stop_rx).await?;
+    let shape = metrics_shape(&config);
 
     let mut capture = Capture::start(&config)?;
     log::info!(
@@ -246,29 +248,25 @@ pub async fn run(
         crate::capture::probe::kernel_release()
     );
 
-    let processes = Processes::new(
-        config.selection.clone(),
-        config.service_name.clone(),
-        HostInfo::read(),
-    );
-    let spans = SpanBuilder::with_router(
-        clock,
-        crate::route::Router::new(config.routes.clone(), config.max_routes),
-    );
+    let processes = Processes::new(config.selection.clone(), HostInfo::read());
+    let router = crate::route::Router::new(config.routes.clone(), config.max_routes)
+        .ignoring(config.routes_ignored.clone(), config.routes_ignore_mode)
+        .unmatched(config.routes_unmatched);
+    let spans = SpanBuilder::with_router(clock, router).with_extras(shape.extras());
     let mut pipeline = Pipeline::new(processes, spans, sink, stats.clone())
         .with_metrics(metrics, config.sampler)
         .with_kernel_registered_connections(capture.backend().sees_sockets());
 
     // Processes that were running before we attached. Anything that binds from now on is
     // caught by the kernel, so there is no gap between the scan and the programs.
-    let scan_processes = Processes::new(config.selection.clone(), None, HostInfo::read());
+    let scan_processes = Processes::new(config.selection.clone(), HostInfo::read());
     let scan = scan_processes.scan(pipeline.tracked());
     pipeline.apply_scan(scan, Clock::monotonic_ns());
     apply(&mut capture, pipeline.take_actions());
     log::info!(
         "beyla-rs ready: {} process(es) instrumented, selecting {}",
         pipeline.tracked().len(),
-        describe_selection(&config)
+        config.selection.describe()
     );
 
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -331,21 +329,12 @@ pub async fn run(
     Ok(stats.snapshot())
 }
 
-fn describe_selection(c: &Config) -> String {
-    let s = &c.selection;
-    let mut parts = Vec::new();
-    if !s.open_ports.is_empty() {
-        let ports = s.open_ports.ports();
-        parts.push(format!("{} port(s)", ports.len()));
-    }
-    if let Some(g) = &s.exe_glob {
-        parts.push(format!("exe glob {}", g.as_str()));
-    }
-    if let Some(r) = &s.exe_regex {
-        parts.push(format!("exe regex {}", r.as_str()));
-    }
-    if let Some(p) = s.target_pid {
-        parts.push(format!("pid {p}"));
-    }
-    parts.join(", ")
+/// Buckets and attribute selection of the RED metrics.
+fn metrics_shape(config: &Config) -> crate::metrics::Shape {
+    let mc = &config.metrics;
+    crate::metrics::Shape::new(
+        mc.duration_buckets.clone(),
+        mc.size_buckets.clone(),
+        &mc.select,
+    )
 }

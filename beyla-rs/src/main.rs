@@ -52,18 +52,64 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("beyla-rs {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+/// What the command line asks for.
+struct Args {
+    config: Option<String>,
+    print_config: bool,
+}
+
+const USAGE: &str = "usage: beyla-rs [--config FILE] [--print-config] [--version]";
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        print_config: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--version" | "-V" => {
+                println!("beyla-rs {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "--print-config" => args.print_config = true,
+            // `-config` is Beyla's spelling.
+            "--config" | "-config" => {
+                args.config = Some(it.next().ok_or("--config needs a file")?);
+            }
+            _ => match a.strip_prefix("--config=").or(a.strip_prefix("-config=")) {
+                Some(f) => args.config = Some(f.to_owned()),
+                None => return Err(format!("unknown argument {a:?}")),
+            },
+        }
     }
-    let config = match Config::from_env() {
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("beyla-rs: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("beyla-rs: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return ExitCode::SUCCESS;
+    }
     init_logging(config.log_level);
 
     let missing = privileges::missing();

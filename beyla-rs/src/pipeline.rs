@@ -140,7 +140,7 @@ impl Pipeline {
         if self.tracked.remove(&pid) {
             log::info!("pid {pid} is gone; no longer instrumented");
         }
-        self.processes.forget(pid);
+        self.processes.gone(pid);
         for (tgid, fd, conn_id) in self.connections.remove_process(pid) {
             self.actions
                 .push(KernelAction::RemoveConn { tgid, fd, conn_id });
@@ -161,6 +161,7 @@ impl Pipeline {
             for (fd, addr) in &sp.listeners {
                 self.listeners.insert((sp.pid, *fd), *addr);
             }
+            self.processes.assign(sp.pid, sp.entry);
             if self.tracked.contains(&sp.pid) {
                 continue;
             }
@@ -267,7 +268,7 @@ impl Pipeline {
             }
             EventKind::Bind => {
                 let pid = h.tgid;
-                if !self.processes.passes_other_selectors(pid) {
+                if !self.processes.select_bound(pid, h.aux as u16) {
                     self.actions.push(KernelAction::UntrackPid(pid));
                     return;
                 }
@@ -291,6 +292,7 @@ impl Pipeline {
                 for (fd, a) in inherited {
                     self.listeners.insert((child, fd), a);
                 }
+                self.processes.inherit(parent, child);
                 self.start_tracking(child, &format!("child of instrumented pid {parent}"));
                 // The kernel reported the child's pid in the parent's pid namespace; for
                 // processes in a container that differs from ours. /proc lists the children
@@ -303,6 +305,7 @@ impl Pipeline {
                         .filter_map(|k| k.parse::<u32>().ok())
                     {
                         if kid != child && kid != me && !self.tracked.contains(&kid) {
+                            self.processes.inherit(parent, kid);
                             self.start_tracking(
                                 kid,
                                 &format!("child of instrumented pid {parent}"),
@@ -316,11 +319,11 @@ impl Pipeline {
                 let pid = h.tgid;
                 self.processes.forget(pid);
                 if self.tracked.contains(&pid) {
-                    if !self.processes.passes_other_selectors(pid) {
+                    if !self.processes.still_selected(pid) {
                         self.stop_tracking(pid);
                         self.actions.push(KernelAction::UntrackPid(pid));
                     }
-                } else if self.processes.selected_without_port(pid) {
+                } else if self.processes.select_exec(pid) {
                     self.start_tracking(pid, "executable matches the selector");
                     self.actions.push(KernelAction::TrackPid(pid));
                 }
@@ -436,8 +439,14 @@ impl Pipeline {
         for f in self.finished.drain(..) {
             let process = self.processes.info(f.meta.tgid);
             let p = self.spans.prepare(f.role, &f.meta, process, &f.exchange);
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &self.metrics
+                && !p.ignore.metrics
+            {
                 m.record(&p.span.process, &p.measurement);
+            }
+            if p.ignore.span {
+                Stats::inc(&self.stats.spans_ignored);
+                continue;
             }
             self.tracker.on_finished(
                 conn_id,

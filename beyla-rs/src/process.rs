@@ -27,6 +27,8 @@ pub struct ProcessInfo {
     pub exe_path: String,
     pub exe_name: String,
     pub service_name: String,
+    /// `service.namespace` of the discovery entry that selected it.
+    pub service_namespace: Option<String>,
     /// `service.instance.id`: unique per process instance.
     pub instance_id: String,
     pub host_name: String,
@@ -48,6 +50,8 @@ pub struct ExistingConn {
 #[derive(Clone, Debug, Default)]
 pub struct ScannedProcess {
     pub pid: u32,
+    /// The discovery entry that selects it.
+    pub entry: usize,
     /// Listening sockets: fd → local address.
     pub listeners: Vec<(u32, SocketAddr)>,
     pub conns: Vec<ExistingConn>,
@@ -71,10 +75,12 @@ impl HostInfo {
 /// Resolves and caches [`ProcessInfo`], and decides selection.
 pub struct Processes {
     selection: Selection,
-    global_service_name: Option<String>,
     host: HostInfo,
     self_pid: u32,
     infos: HashMap<u32, Arc<ProcessInfo>>,
+    /// The discovery entry each selected process belongs to (its service name and
+    /// namespace); children inherit it.
+    entries: HashMap<u32, usize>,
 }
 
 fn exe_of(pid: u32) -> Option<String> {
@@ -88,13 +94,13 @@ fn exe_of(pid: u32) -> Option<String> {
 }
 
 impl Processes {
-    pub fn new(selection: Selection, global_service_name: Option<String>, host: HostInfo) -> Self {
+    pub fn new(selection: Selection, host: HostInfo) -> Self {
         Self {
             selection,
-            global_service_name,
             host,
             self_pid: std::process::id(),
             infos: HashMap::new(),
+            entries: HashMap::new(),
         }
     }
 
@@ -102,43 +108,78 @@ impl Processes {
         &self.host
     }
 
-    /// Whether the non-port selectors (executable, pid) accept this process. With none set,
-    /// every process passes.
-    pub fn passes_other_selectors(&self, pid: u32) -> bool {
+    /// The entry that selects `pid` (listening on `ports`, or `None`: ports unknown).
+    fn choose(&self, pid: u32, ports: Option<&[u16]>) -> Option<usize> {
+        if pid == self.self_pid {
+            return None;
+        }
+        self.selection.choose(pid, ports, &mut || exe_of(pid))
+    }
+
+    /// `pid` belongs to `entry` from now on (its name is read afresh).
+    pub fn assign(&mut self, pid: u32, entry: usize) {
+        if self.entries.insert(pid, entry) != Some(entry) {
+            self.infos.remove(&pid);
+        }
+    }
+
+    /// `pid` bound `port`, which some entry selects: whether it is instrumented.
+    pub fn select_bound(&mut self, pid: u32, port: u16) -> bool {
+        match self.choose(pid, Some(&[port])) {
+            Some(e) => {
+                self.assign(pid, e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An untracked process exec'd: whether an entry without ports selects it now.
+    pub fn select_exec(&mut self, pid: u32) -> bool {
+        match self.choose(pid, None) {
+            Some(e) => {
+                self.assign(pid, e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A tracked process exec'd: whether it still matches an entry by its executable (it
+    /// keeps its entry when that one still matches) and no exclusion.
+    pub fn still_selected(&mut self, pid: u32) -> bool {
         if pid == self.self_pid {
             return false;
         }
-        if let Some(target) = self.selection.target_pid
-            && target != pid
-        {
+        let mut exe = None;
+        let mut read = || exe.get_or_insert_with(|| exe_of(pid)).clone();
+        if self.selection.excluded(pid, &[], &mut read) {
             return false;
         }
-        if !self.selection.uses_exe() {
+        let current = self.entries.get(&pid).copied();
+        let matching = |i: usize, read: &mut dyn FnMut() -> Option<String>| {
+            self.selection
+                .instrument
+                .get(i)
+                .is_some_and(|s| s.matches_process(pid, &mut || read()))
+        };
+        if current.is_some_and(|i| matching(i, &mut read)) {
             return true;
         }
-        let Some(exe) = exe_of(pid) else {
-            return false;
-        };
-        if let Some(g) = &self.selection.exe_glob
-            && !g.matches(&exe)
-        {
-            return false;
+        match (0..self.selection.instrument.len()).find(|&i| matching(i, &mut read)) {
+            Some(e) => {
+                self.assign(pid, e);
+                true
+            }
+            None => false,
         }
-        if let Some(r) = &self.selection.exe_regex
-            && !r.is_match(&exe)
-        {
-            return false;
-        }
-        true
     }
 
-    /// Whether a process is selected without any port (only exe/pid selectors configured).
-    pub fn selected_without_port(&self, pid: u32) -> bool {
-        self.selection.open_ports.is_empty() && self.passes_other_selectors(pid)
-    }
-
-    pub fn port_selected(&self, port: u16) -> bool {
-        self.selection.open_ports.contains(port)
+    /// A tracked process forked: the child belongs to the parent's entry.
+    pub fn inherit(&mut self, parent: u32, child: u32) {
+        if let Some(&e) = self.entries.get(&parent) {
+            self.assign(child, e);
+        }
     }
 
     /// Resource facts for a process, read from /proc on first use.
@@ -151,9 +192,15 @@ impl Processes {
         info
     }
 
-    /// Forget a process (it exited).
+    /// Forget what was read of a process (it exec'd).
     pub fn forget(&mut self, pid: u32) {
         self.infos.remove(&pid);
+    }
+
+    /// A process exited.
+    pub fn gone(&mut self, pid: u32) {
+        self.infos.remove(&pid);
+        self.entries.remove(&pid);
     }
 
     fn read_info(&self, pid: u32) -> ProcessInfo {
@@ -191,12 +238,16 @@ impl Processes {
                 }
             }
         }
-        let service_name = self
-            .global_service_name
-            .clone()
+        let entry = self
+            .entries
+            .get(&pid)
+            .and_then(|&e| self.selection.instrument.get(e));
+        let service_name = entry
+            .and_then(|e| e.name.clone())
             .or(own_name)
             .unwrap_or_else(|| exe_name.clone());
         ProcessInfo {
+            service_namespace: entry.and_then(|e| e.namespace.clone()),
             pid,
             instance_id: format!("{}-{pid}", self.host.host_name),
             host_name: self.host.host_name.clone(),
@@ -231,29 +282,20 @@ impl Processes {
                 ..Default::default()
             };
             let mut sockets = Vec::new();
-            let mut port_match = false;
             for fd in fds.flatten() {
                 let FDTarget::Socket(inode) = fd.target else {
                     continue;
                 };
                 match listening.get(&inode) {
-                    Some((local, _, _)) => {
-                        if self.port_selected(local.port()) {
-                            port_match = true;
-                        }
-                        sp.listeners.push((fd.fd as u32, *local));
-                    }
+                    Some((local, _, _)) => sp.listeners.push((fd.fd as u32, *local)),
                     None => sockets.push((fd.fd as u32, inode)),
                 }
             }
-            let selected = if self.selection.open_ports.is_empty() {
-                self.passes_other_selectors(pid)
-            } else {
-                port_match && self.passes_other_selectors(pid)
-            };
-            if !selected {
+            let ports: Vec<u16> = sp.listeners.iter().map(|(_, a)| a.port()).collect();
+            let Some(entry) = self.choose(pid, Some(&ports)) else {
                 continue;
-            }
+            };
+            sp.entry = entry;
             if !known.contains(&pid) {
                 others.extend(sockets.into_iter().map(|(fd, ino)| (out.len(), fd, ino)));
             }
@@ -329,7 +371,7 @@ fn sock_name(fd: i32, f: SockNameFn) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PortSet;
+    use crate::config::{PortSet, Selector};
 
     #[test]
     fn finds_own_sockets_via_pidfd() {
@@ -368,24 +410,40 @@ mod tests {
 
     #[test]
     fn selection_excludes_self_and_respects_pid() {
-        let sel = Selection {
+        let sel = Selection::single(Selector {
             open_ports: PortSet::parse("X", "80").unwrap(),
             target_pid: Some(1),
             ..Default::default()
-        };
-        let p = Processes::new(sel, None, HostInfo::read());
-        assert!(!p.passes_other_selectors(std::process::id()));
-        assert!(!p.passes_other_selectors(2));
+        });
+        let mut p = Processes::new(sel, HostInfo::read());
+        assert!(!p.select_bound(std::process::id(), 80));
+        assert!(!p.select_bound(2, 80));
+        assert!(p.select_bound(1, 80));
+        assert!(!p.select_bound(1, 81));
     }
 
     #[test]
-    fn service_name_falls_back_to_exe() {
-        let mut p = Processes::new(Selection::default(), None, HostInfo::read());
+    fn the_entry_names_the_process_and_its_children() {
         let pid = std::process::id();
+        let mut p = Processes::new(Selection::default(), HostInfo::read());
         let info = p.info(pid);
         assert!(!info.exe_name.is_empty());
         assert_eq!(info.pid, pid);
-        let mut p = Processes::new(Selection::default(), Some("svc".into()), HostInfo::read());
+        assert_eq!(info.service_name, info.exe_name);
+        let sel = Selection::single(Selector {
+            open_ports: PortSet::parse("X", "80").unwrap(),
+            name: Some("svc".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        });
+        let mut p = Processes::new(sel, HostInfo::read());
+        // pid 1 stands for any selected process: the daemon never selects itself.
+        assert!(p.select_bound(1, 80));
+        assert_eq!(p.info(1).service_name, "svc");
+        assert_eq!(p.info(1).service_namespace.as_deref(), Some("ns"));
+        p.inherit(1, pid);
         assert_eq!(p.info(pid).service_name, "svc");
+        p.gone(pid);
+        assert_ne!(p.info(pid).service_name, "svc");
     }
 }

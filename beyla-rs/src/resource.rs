@@ -28,6 +28,9 @@ pub fn resource_attributes(p: &ProcessInfo, global: &GlobalResource) -> Vec<KeyV
         KeyValue::new("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("telemetry.distro.name", "beyla-rs"),
     ];
+    if let Some(ns) = &p.service_namespace {
+        attrs.insert(1, KeyValue::new("service.namespace", ns.clone()));
+    }
     for (k, v) in global.attributes.iter().chain(p.extra_resource.iter()) {
         if k == "service.name" {
             continue;

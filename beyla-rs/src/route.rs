@@ -154,11 +154,88 @@ pub struct Route {
     pub configured: bool,
 }
 
+/// `routes.unmatched` (`BEYLA_ROUTES_UNMATCHED`): the route of a path no pattern matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Ids, UUIDs and tokens become `{id}` (the default).
+    #[default]
+    Heuristic,
+    /// The path as it is (still capped per service).
+    Path,
+    /// `/**` for every unmatched path.
+    Wildcard,
+    /// No route: spans are named by the method alone, metrics carry no `http.route`.
+    Unset,
+}
+
+impl Unmatched {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim() {
+            "heuristic" => Self::Heuristic,
+            "path" => Self::Path,
+            "wildcard" => Self::Wildcard,
+            "unset" => Self::Unset,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Heuristic => "heuristic",
+            Self::Path => "path",
+            Self::Wildcard => "wildcard",
+            Self::Unset => "unset",
+        }
+    }
+}
+
+/// `routes.ignore_mode` (`BEYLA_ROUTES_IGNORE_MODE`): what a request on an ignored route does
+/// not produce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IgnoreMode {
+    /// Neither span nor metric.
+    #[default]
+    All,
+    /// No span; still counted in the metrics.
+    Traces,
+    /// No metric; still a span.
+    Metrics,
+}
+
+impl IgnoreMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim() {
+            "all" => Self::All,
+            "traces" => Self::Traces,
+            "metrics" => Self::Metrics,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Traces => "traces",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+/// What to leave out for one request (`routes.ignored_patterns`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ignore {
+    pub span: bool,
+    pub metrics: bool,
+}
+
 /// Routes for paths: configured patterns first, then the built-in heuristic, with a cap on the
 /// distinct heuristic routes each service may produce.
 #[derive(Debug)]
 pub struct Router {
     patterns: Vec<Pattern>,
+    ignored: Vec<Pattern>,
+    ignore_mode: IgnoreMode,
+    unmatched: Unmatched,
     max_routes: usize,
     /// foldhash: looked up on every server request.
     seen: std::collections::HashMap<
@@ -181,6 +258,9 @@ impl Router {
     pub fn new(patterns: Vec<Pattern>, max_routes: usize) -> Self {
         Self {
             patterns,
+            ignored: Vec::new(),
+            ignore_mode: IgnoreMode::All,
+            unmatched: Unmatched::Heuristic,
             max_routes,
             seen: Default::default(),
             scratch: String::new(),
@@ -188,11 +268,36 @@ impl Router {
         }
     }
 
+    /// Requests on `patterns` are not reported (as `mode` says).
+    pub fn ignoring(mut self, patterns: Vec<Pattern>, mode: IgnoreMode) -> Self {
+        self.ignored = patterns;
+        self.ignore_mode = mode;
+        self
+    }
+
+    /// What paths no pattern matches are routed as.
+    pub fn unmatched(mut self, unmatched: Unmatched) -> Self {
+        self.unmatched = unmatched;
+        self
+    }
+
     pub fn max_routes(&self) -> usize {
         self.max_routes
     }
 
-    /// The route of `path` (no query) for `service`.
+    /// What a request on `path` leaves out.
+    pub fn ignore(&self, path: &str) -> Ignore {
+        if !self.ignored.iter().any(|p| p.matches(path)) {
+            return Ignore::default();
+        }
+        Ignore {
+            span: self.ignore_mode != IgnoreMode::Metrics,
+            metrics: self.ignore_mode != IgnoreMode::Traces,
+        }
+    }
+
+    /// The route of `path` (no query) for `service`; empty with [`Unmatched::Unset`] when no
+    /// pattern matches.
     pub fn route(&mut self, service: &str, path: &str) -> Route {
         if let Some(p) = self.patterns.iter().find(|p| p.matches(path)) {
             return Route {
@@ -200,7 +305,26 @@ impl Router {
                 configured: true,
             };
         }
-        heuristic(path, &mut self.scratch);
+        match self.unmatched {
+            Unmatched::Heuristic => heuristic(path, &mut self.scratch),
+            Unmatched::Path => {
+                self.scratch.clear();
+                self.scratch
+                    .push_str(if path.is_empty() { "/" } else { path });
+            }
+            Unmatched::Wildcard => {
+                return Route {
+                    route: self.overflow.clone(),
+                    configured: false,
+                };
+            }
+            Unmatched::Unset => {
+                return Route {
+                    route: "".into(),
+                    configured: false,
+                };
+            }
+        }
         let h = self.scratch.as_str();
         let seen = match self.seen.get_mut(service) {
             Some(s) => s,

@@ -21,7 +21,7 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use crate::{
     clock::Clock,
     connection::ConnMeta,
-    metrics::{Measurement, Series},
+    metrics::{Extras, Measurement, Series},
     process::ProcessInfo,
     protocol::{Exchange, Protocol, Role},
     route::Router,
@@ -184,6 +184,8 @@ pub struct Prepared {
     pub header: Option<TraceParent>,
     /// What the RED metrics record of the exchange.
     pub measurement: Measurement,
+    /// `routes.ignored_patterns`: what this request leaves out.
+    pub ignore: crate::route::Ignore,
 }
 
 /// Entries an [`Interner`] keeps before it starts over.
@@ -273,6 +275,8 @@ pub struct SpanBuilder {
     ids: RandomIdGenerator,
     router: Mutex<Router>,
     interner: Mutex<Interner>,
+    /// Optional metric attributes `attributes.select` asks for.
+    extras: Extras,
 }
 
 impl SpanBuilder {
@@ -286,7 +290,14 @@ impl SpanBuilder {
             ids: RandomIdGenerator::default(),
             router: Mutex::new(router),
             interner: Mutex::new(Interner::default()),
+            extras: Extras::default(),
         }
+    }
+
+    /// Fill the optional metric attributes `extras` names.
+    pub fn with_extras(mut self, extras: Extras) -> Self {
+        self.extras = extras;
+        self
     }
 
     /// [`Self::prepare`] plus the default sampler on the request's own `traceparent`
@@ -323,7 +334,9 @@ impl SpanBuilder {
         let scheme = ex.scheme.as_deref().unwrap_or("http");
         let mut intern = self.interner.lock().unwrap_or_else(|e| e.into_inner());
         let mut attrs = Vec::with_capacity(12);
-        let (kind, name, error, series);
+        let (kind, name, error, mut series);
+        let mut ignore = crate::route::Ignore::default();
+        let extras = self.extras;
         match role {
             Role::Server => {
                 kind = SpanKind::Server;
@@ -338,23 +351,32 @@ impl SpanBuilder {
                     // Server errors per the semantic conventions' list.
                     error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
                 } else {
-                    let r = self
-                        .router
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .route(&process.service_name, path);
-                    name = intern.name(&ex.method, &r.route);
+                    let r = {
+                        let mut router = self.router.lock().unwrap_or_else(|e| e.into_inner());
+                        ignore = router.ignore(path);
+                        router.route(&process.service_name, path)
+                    };
                     let method = http_attrs(&mut attrs, &mut intern, ex);
-                    if r.configured {
-                        attrs.push(sv_kv("http.route", r.route.clone().into()));
+                    // `routes.unmatched: unset`: no route at all.
+                    let route = (!r.route.is_empty()).then_some(r.route);
+                    name = match &route {
+                        Some(r) => intern.name(&ex.method, r),
+                        None => method.clone(),
+                    };
+                    if r.configured
+                        && let Some(r) = &route
+                    {
+                        attrs.push(sv_kv("http.route", r.clone().into()));
                     }
                     series = Series::Http {
                         server: true,
                         method,
                         status: ex.status,
-                        route: Some(r.route),
+                        route,
                         address: None,
                         port: None,
+                        url_path: extras.url_path.then(|| shared_str(path)),
+                        client_address: None,
                     };
                     attrs.push(str_kv("url.path", path));
                     attrs.push(sv_kv("url.scheme", intern.word(scheme)));
@@ -368,12 +390,21 @@ impl SpanBuilder {
                     ));
                     error = ex.status.is_none_or(|s| s >= 500);
                 }
+                let server_port = conn.local_port.or(authority.and_then(|a| a.1));
+                let client_address = conn.peer.map(|peer| intern.ip(peer.ip()));
+                if extras.server || extras.client_address {
+                    series.set_peers(
+                        extras.server.then(|| server_address.clone()),
+                        server_port.filter(|_| extras.server),
+                        client_address.clone().filter(|_| extras.client_address),
+                    );
+                }
                 attrs.push(sv_kv("server.address", server_address));
-                if let Some(p) = conn.local_port.or(authority.and_then(|a| a.1)) {
+                if let Some(p) = server_port {
                     attrs.push(KeyValue::new("server.port", p as i64));
                 }
-                if let Some(peer) = conn.peer {
-                    attrs.push(sv_kv("client.address", intern.ip(peer.ip())));
+                if let Some(c) = client_address {
+                    attrs.push(sv_kv("client.address", c));
                 }
             }
             Role::Client => {
@@ -389,8 +420,16 @@ impl SpanBuilder {
                 if grpc {
                     name = intern.str(path);
                     series = rpc_attrs(&mut attrs, &mut intern, path, ex, false);
+                    if extras.server {
+                        series.set_peers(Some(host.clone()), port, None);
+                    }
                     error = ex.grpc_status.is_none_or(|c| c != 0);
                 } else {
+                    ignore = self
+                        .router
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .ignore(path);
                     let method = http_attrs(&mut attrs, &mut intern, ex);
                     name = method.clone();
                     series = Series::Http {
@@ -400,6 +439,8 @@ impl SpanBuilder {
                         route: None,
                         address: Some(host.clone()),
                         port,
+                        url_path: extras.url_path.then(|| shared_str(path)),
+                        client_address: None,
                     };
                     let h = host.as_str();
                     let hostport = match port {
@@ -460,6 +501,7 @@ impl SpanBuilder {
             span,
             header: parent,
             measurement,
+            ignore,
         }
     }
 }
@@ -505,6 +547,9 @@ fn rpc_attrs(
         service,
         method,
         status: ex.grpc_status,
+        address: None,
+        port: None,
+        client_address: None,
     }
 }
 
@@ -519,6 +564,7 @@ mod tests {
             exe_path: "/usr/sbin/nginx".into(),
             exe_name: "nginx".into(),
             service_name: "nginx".into(),
+            service_namespace: None,
             instance_id: "host1-42".into(),
             host_name: "host1".into(),
             extra_resource: vec![],

@@ -54,6 +54,8 @@ counters! {
     spans_created,
     /// Spans not built because the caller's trace context was not sampled.
     spans_not_sampled,
+    /// Spans not built because the request's route is ignored (`routes.ignored_patterns`).
+    spans_ignored,
     /// Spans the exporter delivered.
     spans_exported,
     /// Spans dropped because the export queue was full (collector down or slow).

@@ -2,11 +2,11 @@
 # systemd.services.beyla-rs, and nix/tests/check.sh renders it (nix/lib/systemd-unit.nix)
 # to run `systemd-analyze verify` and to compare its hardening with
 # packaging/beyla-rs.service. builtins only (no nixpkgs).
+#
+# The daemon's settings live in configFile (YAML, `--config`); environment variables
+# override it (the daemon reads both, the environment last).
 { execStart
-, openPorts ? [ ]
-, serviceName ? null
-, otlpEndpoint ? "http://127.0.0.1:4318"
-, tracePrinter ? "disabled"
+, configFile ? null
 , environment ? { }
 , environmentFile ? null
 , extraCapabilities ? [ ]
@@ -35,15 +35,10 @@ in
   wants = alloy;
   wantedBy = [ "multi-user.target" ];
 
-  environment =
-    (if openPorts == [ ] then { } else { BEYLA_OPEN_PORT = builtins.concatStringsSep "," (map toString openPorts); })
-    // (if serviceName == null then { } else { BEYLA_SERVICE_NAME = serviceName; })
-    // (if otlpEndpoint == null then { } else { OTEL_EXPORTER_OTLP_ENDPOINT = otlpEndpoint; })
-    // { BEYLA_TRACE_PRINTER = tracePrinter; }
-    // environment;
+  inherit environment;
 
   serviceConfig = {
-    ExecStart = execStart;
+    ExecStart = if configFile == null then execStart else "${execStart} --config ${configFile}";
     Restart = "on-failure";
     RestartSec = "5s";
     TimeoutStopSec = "30s";

@@ -9,7 +9,8 @@
 # crates.io), then: every .nix file parses; deadnix finds nothing; nixpkgs-fmt would
 # change nothing; nix/lib/url.nix cases; the golden Alloy configs; systemd-analyze verify
 # of packaging/beyla-rs.service and of the unit rendered from nix/lib/beyla-rs-service.nix,
-# and that both carry the same hardening; with NIXPKGS_LIB, nix/tests/eval-modules.nix.
+# and that both carry the same hardening; with NIXPKGS_LIB, nix/tests/eval-modules.nix
+# (including the rendered beyla-rs configuration files against golden YAML, as data).
 # Ends with "nix checks: N passed, M failed" and exits non-zero when M > 0.
 set -euo pipefail
 
@@ -39,6 +40,8 @@ apt_packages=()
 command -v nix-instantiate >/dev/null || apt_packages+=(nix-bin)
 command -v systemd-analyze >/dev/null || apt_packages+=(systemd)
 command -v python3 >/dev/null || apt_packages+=(python3)
+# PyYAML reads the golden configuration files (nix/tests/golden/*/*.yaml).
+python3 -c 'import yaml' 2>/dev/null || apt_packages+=(python3-yaml)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} (apt)"
   apt-get update -qq
@@ -117,7 +120,7 @@ fi
 if rendered=$(nix-instantiate --eval --strict --json -E '
     import ./nix/lib/systemd-unit.nix (import ./nix/lib/beyla-rs-service.nix {
       execStart = "/run/current-system/sw/bin/beyla-rs";
-      openPorts = [ 80 443 "8000-8999" ];
+      configFile = "/etc/beyla-rs/config.yaml";
       environmentFile = "/run/secrets/beyla-rs.env";
       environment.OTEL_RESOURCE_ATTRIBUTES = "deployment.environment=prod,note=100%";
       withAlloy = true;
@@ -157,13 +160,38 @@ import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     print("1" if r["ok"] else "0", r["name"], r["detail"].replace("\t", " ").replace("\n", " "), sep="\t")
 ' "$work/harness.json")
-  python3 -c 'import json, sys; sys.stdout.write(json.load(open(sys.argv[1]))["unit"])' \
-    "$work/harness.json" >"$work/evaluated.service"
-  if out=$(verify_unit "$work/evaluated.service") && [ -z "$out" ]; then
-    pass "modules: systemd-analyze verify of the evaluated beyla-rs unit"
-  else
-    fail "modules: systemd-analyze verify of the evaluated beyla-rs unit" "$out"
-  fi
+  for unit in unit settingsUnit; do
+    python3 -c 'import json, sys; sys.stdout.write(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+      "$work/harness.json" "$unit" >"$work/evaluated-$unit.service"
+    if out=$(verify_unit "$work/evaluated-$unit.service") && [ -z "$out" ]; then
+      pass "modules: systemd-analyze verify of the evaluated beyla-rs unit ($unit)"
+    else
+      fail "modules: systemd-analyze verify of the evaluated beyla-rs unit ($unit)" "$out"
+    fi
+  done
+  # Each rendered configuration file (JSON from the harness' stand-in generator, which
+  # is YAML) must hold the same data as its golden YAML file. Details come with \n for
+  # line breaks.
+  while IFS=$'\t' read -r ok name detail; do
+    if [ "$ok" = 1 ]; then pass "modules: $name"; else fail "modules: $name" "$(printf '%b' "$detail")"; fi
+  done < <(python3 -c '
+import difflib, json, os, sys, yaml
+for name, text in sorted(json.load(open(sys.argv[1]))["rendered"].items()):
+    golden = os.path.join("nix/tests/golden", name + ".yaml")
+    title = "configuration file %s matches %s (as YAML data)" % (name, golden)
+    try:
+        expected = yaml.safe_load(open(golden))
+    except (OSError, yaml.YAMLError) as e:
+        print("0", title, str(e).replace("\t", " ").replace("\n", " "), sep="\t")
+        continue
+    actual = yaml.safe_load(text)
+    if actual == expected:
+        print("1", title, "", sep="\t")
+    else:
+        dump = lambda d: json.dumps(d, indent=1, sort_keys=True).splitlines()
+        diff = "\\n".join(difflib.unified_diff(dump(expected), dump(actual), "golden", "rendered", lineterm=""))
+        print("0", title, diff, sep="\t")
+' "$work/harness.json")
 fi
 
 echo "nix checks: $passed passed, $failed failed"

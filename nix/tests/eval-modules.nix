@@ -4,8 +4,10 @@
 #   nix-instantiate --eval --strict --json nix/tests/eval-modules.nix \
 #     --arg nixpkgsLib /path/to/nixpkgs/lib
 #
-# Returns { results = [ { name; ok; detail; } ]; unit = "<beyla-rs unit file>"; }.
-# nix/tests/check.sh runs it when NIXPKGS_LIB is set.
+# Returns { results = [ { name; ok; detail; } ]; unit = "<beyla-rs unit file>";
+# settingsUnit = "<unit of golden/beyla-rs/settings.nix>"; rendered = { <golden name> =
+# "<configuration file>"; }; }. nix/tests/check.sh runs it when NIXPKGS_LIB is set and
+# compares each rendered file with nix/tests/golden/<golden name>.yaml as YAML data.
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
@@ -17,6 +19,40 @@ let
     types.str
     types.path
   ];
+
+  # Stand-in for nixpkgs' `pkgs.formats.yaml { }`: the same value type (as in
+  # pkgs/pkgs-lib/formats.nix); `generate` writes JSON, which is YAML with the same data,
+  # with builtins.toFile (the path is computed, nothing is written under --eval) and
+  # keeps the text for the golden comparison.
+  yamlFormat = {
+    type =
+      let
+        valueType =
+          types.nullOr
+            (types.oneOf [
+              types.bool
+              types.int
+              types.float
+              types.str
+              types.path
+              (types.attrsOf valueType)
+              (types.listOf valueType)
+            ])
+          // {
+            description = "YAML value";
+          };
+      in
+      valueType;
+    generate =
+      name: value:
+      let
+        text = builtins.toJSON value;
+      in
+      {
+        inherit name text;
+        outPath = builtins.toFile name text;
+      };
+  };
 
   # Stand-ins for the NixOS options the modules read or write. services.alloy mirrors
   # the interface of nixpkgs' nixos/modules/services/monitoring/alloy.nix (the
@@ -100,6 +136,44 @@ let
             default = [ ];
           };
         };
+        # The part of nixpkgs' nixos/modules/services/monitoring/grafana.nix the
+        # beyla-rs module writes (provision.dashboards.settings, its providers).
+        services.grafana = {
+          enable = lib.mkEnableOption "Grafana (stub)";
+          provision = {
+            enable = lib.mkEnableOption "provisioning (stub)";
+            dashboards.settings = mkOption {
+              type = types.nullOr (
+                types.submodule {
+                  options.apiVersion = mkOption {
+                    type = types.int;
+                    default = 1;
+                  };
+                  options.providers = mkOption {
+                    type = types.listOf (
+                      types.submodule {
+                        freeformType = yamlFormat.type;
+                        options = {
+                          name = mkOption {
+                            type = types.str;
+                            default = "default";
+                          };
+                          type = mkOption {
+                            type = types.str;
+                            default = "file";
+                          };
+                          options.path = mkOption { type = types.path; };
+                        };
+                      }
+                    );
+                    default = [ ];
+                  };
+                }
+              );
+              default = null;
+            };
+          };
+        };
       };
 
       # What nixpkgs' module sets on the unit (the part the modules interact with).
@@ -129,6 +203,7 @@ let
         {
           _module.args.pkgs = {
             callPackage = _: _: throw "the harness has no nixpkgs: set services.beyla-rs.package";
+            formats.yaml = {}: yamlFormat;
           };
         }
       ]
@@ -161,11 +236,7 @@ let
   beylaUnit = bc.systemd.services.beyla-rs;
   expectedService = import ../lib/beyla-rs-service.nix {
     execStart = "${fakePackage.outPath}/bin/beyla-rs";
-    openPorts = [
-      80
-      443
-      "8000-8999"
-    ];
+    inherit (bc.services.beyla-rs) configFile;
     environmentFile = "/run/secrets/beyla-rs.env";
   };
 
@@ -189,6 +260,59 @@ let
   wc = withAlloy.config;
 
   alloyDefaults = eval [{ services.observability.alloy.enable = true; }];
+
+  # ---- settings (the configuration file) ---------------------------------------------
+  settingsCase = eval [
+    ./golden/beyla-rs/settings.nix
+    { services.beyla-rs.package = fakePackage; }
+  ];
+  sc = settingsCase.config;
+  settingsUnit = import ../lib/systemd-unit.nix sc.systemd.services.beyla-rs;
+
+  # A value set in settings wins over the option mapped onto it.
+  overridden =
+    (eval [
+      {
+        services.beyla-rs = {
+          enable = true;
+          package = fakePackage;
+          openPorts = [ 80 ];
+          serviceName = "web";
+          tracePrinter = "json";
+          settings = {
+            open_port = "8080";
+            trace_printer = "text";
+            otel_traces_export.endpoint = "http://tempo.example:4318";
+          };
+        };
+      }
+    ]).config.services.beyla-rs.settings;
+
+  # Process selection: the warning when nothing is selected, none otherwise.
+  warningsWith =
+    beyla:
+    (eval [
+      {
+        services.beyla-rs = {
+          enable = true;
+          package = fakePackage;
+        }
+        // beyla;
+      }
+    ]).config.warnings;
+
+  # ---- Grafana dashboards -------------------------------------------------------------
+  dashboardsOf = modules: (eval modules).config.services.grafana.provision.dashboards.settings;
+  grafanaOn = eval [{ services.grafana.enable = true; }];
+  grafanaProviders = grafanaOn.config.services.grafana.provision.dashboards.settings.providers;
+  grafanaProvider = builtins.head grafanaProviders;
+  # dashboards/ is written alongside; the default path copies it (its *.json) to the store.
+  dashboardsPresent =
+    builtins.pathExists ../../dashboards
+    && lib.all (f: (builtins.readDir ../../dashboards) ? ${f}) [
+      "beyla-rs-red.json"
+      "beyla-rs-daemon.json"
+    ];
 
   thinkpad = eval [
     {
@@ -216,6 +340,7 @@ let
         package = fakePackage;
         openPorts = [ "9000-8000" ];
         otlpEndpoint = "localhost 4318";
+        settings.otel_metrics_export.endpoint = "mimir:4318";
       };
       services.observability.alloy = {
         enable = true;
@@ -312,8 +437,13 @@ let
       serviceName = null;
       otlpEndpoint = "http://127.0.0.1:4318";
       tracePrinter = "disabled";
+      settings = { };
       environment = { };
       environmentFile = null;
+    };
+    "services.beyla-rs.grafanaDashboards" = {
+      enable = false;
+      folder = "beyla-rs";
     };
     "services.observability.alloy" = {
       enable = false;
@@ -371,7 +501,7 @@ let
             }
             // beyla;
           }
-        ]).config.systemd.services.beyla-rs.environment);
+        ]).config.services.beyla-rs.configFile.text);
   goodTypes = typeError {
     openPorts = [
       80
@@ -381,6 +511,15 @@ let
   };
   badPortType = typeError { openPorts = [ "http" ]; };
   badPrinter = typeError { tracePrinter = "yaml"; };
+  badLogLevel = typeError { settings.log_level = "verbose"; };
+  goodSettings = typeError {
+    settings = {
+      log_level = "warn";
+      trace_printer = "json_indent";
+      discovery.instrument = [{ exe_path = "*/nginx"; }];
+      ebpf.capture_backend = "kprobe";
+    };
+  };
 in
 {
   results =
@@ -402,11 +541,30 @@ in
       (check "a valid openPorts/tracePrinter evaluates" goodTypes.success "")
       (check "openPorts type rejects a non-port string" (!badPortType.success) "")
       (check "tracePrinter type rejects unknown printers" (!badPrinter.success) "")
+      (check "settings.log_level type rejects unknown levels" (!badLogLevel.success) "")
+      (check "settings: typed and free-form keys evaluate" goodSettings.success "")
 
       # beyla-rs alone
-      (checkEq "beyla-rs: BEYLA_OPEN_PORT" "80,443,8000-8999" beylaUnit.environment.BEYLA_OPEN_PORT)
-      (checkEq "beyla-rs: default OTLP endpoint is the local Alloy receiver" "http://127.0.0.1:4318" beylaUnit.environment.OTEL_EXPORTER_OTLP_ENDPOINT)
-      (check "beyla-rs: no global service name by default" (!(beylaUnit.environment ? BEYLA_SERVICE_NAME)) "")
+      (checkEq "beyla-rs: openPorts becomes settings.open_port" "80,443,8000-8999" bc.services.beyla-rs.settings.open_port)
+      (checkEq "beyla-rs: default OTLP endpoint (traces and metrics) is the local Alloy receiver"
+        {
+          traces = "http://127.0.0.1:4318";
+          metrics = "http://127.0.0.1:4318";
+        }
+        {
+          traces = bc.services.beyla-rs.settings.otel_traces_export.endpoint;
+          metrics = bc.services.beyla-rs.settings.otel_metrics_export.endpoint;
+        })
+      (check "beyla-rs: no global service name by default" (!(bc.services.beyla-rs.settings ? service_name)) "")
+      (checkEq "beyla-rs: typed settings defaults"
+        {
+          log_level = "info";
+          trace_printer = "disabled";
+        }
+        (lib.getAttrs [ "log_level" "trace_printer" ] bc.services.beyla-rs.settings))
+      (checkEq "beyla-rs: the options set no environment (one source: the file)" { } beylaUnit.environment)
+      (checkEq "beyla-rs: ExecStart passes the rendered file with --config" "${fakePackage.outPath}/bin/beyla-rs --config ${bc.services.beyla-rs.configFile}"
+        beylaUnit.serviceConfig.ExecStart)
       (checkEq "beyla-rs: ambient capabilities are exactly the four" [
         "CAP_BPF"
         "CAP_PERFMON"
@@ -439,14 +597,102 @@ in
           wants = [ "alloy.service" ];
         }
         { inherit (wc.systemd.services.beyla-rs) after wants; })
-      (checkEq "beyla-rs + alloy: endpoint follows otlpPort" "http://127.0.0.1:4319" wc.systemd.services.beyla-rs.environment.OTEL_EXPORTER_OTLP_ENDPOINT)
-      (checkEq "beyla-rs + alloy: service name, printer, extra env"
+      (checkEq "beyla-rs + alloy: endpoint follows otlpPort" "http://127.0.0.1:4319" wc.services.beyla-rs.settings.otel_traces_export.endpoint)
+      (checkEq "beyla-rs + alloy: service name and printer in settings"
         {
-          BEYLA_SERVICE_NAME = "shop";
-          BEYLA_TRACE_PRINTER = "json";
-          BEYLA_LOG_LEVEL = "debug";
+          service_name = "shop";
+          trace_printer = "json";
+          open_port = "8080";
         }
-        (lib.getAttrs [ "BEYLA_SERVICE_NAME" "BEYLA_TRACE_PRINTER" "BEYLA_LOG_LEVEL" ] wc.systemd.services.beyla-rs.environment))
+        (lib.getAttrs [ "service_name" "trace_printer" "open_port" ] wc.services.beyla-rs.settings))
+      (checkEq "beyla-rs + alloy: environment holds only the overrides" { BEYLA_LOG_LEVEL = "debug"; } wc.systemd.services.beyla-rs.environment)
+
+      # settings
+      (checkEq "settings: golden/beyla-rs/settings.nix renders golden/beyla-rs/settings.service" (builtins.readFile ./golden/beyla-rs/settings.service) settingsUnit)
+      (checkEq "settings: mapped defaults merge into nested settings"
+        {
+          endpoint = "http://127.0.0.1:4318";
+          sampler = {
+            name = "parentbased_traceidratio";
+            arg = "0.1";
+          };
+        }
+        sc.services.beyla-rs.settings.otel_traces_export)
+      (checkEq "settings: discovery.instrument selects, no warning" [ ] sc.warnings)
+      (checkEq "settings: assertions pass" [ ] (failedAssertions sc))
+      (checkEq "settings: a value set in settings wins over the mapped option"
+        {
+          open_port = "8080";
+          trace_printer = "text";
+          service_name = "web";
+          traces = "http://tempo.example:4318";
+          metrics = "http://127.0.0.1:4318";
+        }
+        {
+          inherit (overridden) open_port trace_printer service_name;
+          traces = overridden.otel_traces_export.endpoint;
+          metrics = overridden.otel_metrics_export.endpoint;
+        })
+      (check "settings: warning when no process is selected"
+        (lib.any (lib.hasInfix "no process selector is set") (warningsWith { })) "")
+      (checkEq "settings: auto_target_exe, executable_name, BEYLA_TARGET_PID each select"
+        [
+          [ ]
+          [ ]
+          [ ]
+        ]
+        [
+          (warningsWith { settings.auto_target_exe = "*/nginx"; })
+          (warningsWith { settings.executable_name = "nginx"; })
+          (warningsWith { environment.BEYLA_TARGET_PID = "1"; })
+        ])
+
+      # Grafana dashboards
+      (check "dashboards: no provider without Grafana" (alloyDefaults.config.services.grafana.provision.dashboards.settings == null) "")
+      (checkEq "dashboards: Grafana on -> one beyla-rs file provider"
+        {
+          count = 1;
+          name = "beyla-rs";
+          type = "file";
+          folder = "beyla-rs";
+          provision = true;
+        }
+        {
+          count = builtins.length grafanaProviders;
+          inherit (grafanaProvider) name type folder;
+          provision = grafanaOn.config.services.grafana.provision.enable;
+        })
+      (check "dashboards: repository has dashboards/beyla-rs-red.json and beyla-rs-daemon.json" dashboardsPresent "")
+      (check "dashboards: the provider serves the dashboards directory from the store"
+        (dashboardsPresent && lib.hasSuffix "-beyla-rs-dashboards" (toString grafanaProvider.options.path))
+        (if dashboardsPresent then toString grafanaProvider.options.path else "dashboards/ missing"))
+      (check "dashboards: grafanaDashboards.enable = false -> no provider"
+        (
+          dashboardsOf [
+            {
+              services.grafana.enable = true;
+              services.beyla-rs.grafanaDashboards.enable = false;
+            }
+          ] == null
+        ) "")
+      (checkEq "dashboards: grafanaDashboards.path and folder"
+        [
+          {
+            name = "beyla-rs";
+            type = "file";
+            folder = "Observability";
+            options.path = "/srv/grafana/beyla-rs";
+          }
+        ]
+        (dashboardsOf [
+          {
+            services.grafana.enable = true;
+            services.beyla-rs.grafanaDashboards = {
+              path = "/srv/grafana/beyla-rs";
+              folder = "Observability";
+            };
+          }
+        ]).providers)
       (check "alloy module enables nixpkgs' services.alloy" wc.services.alloy.enable "")
       (check "alloy: otlpPort reaches the receiver" (lib.hasInfix "endpoint = \"127.0.0.1:4319\"" wc.environment.etc."alloy/config.alloy".text) "")
       (checkEq "alloy: all defaults render golden/defaults.alloy" (golden "defaults") alloyDefaults.config.environment.etc."alloy/config.alloy".text)
@@ -456,13 +702,14 @@ in
       # invalid values
       (check "assertion: beyla-rs otlpEndpoint URL" (hasMessage "services.beyla-rs.otlpEndpoint must be an http:// or https:// URL") (builtins.toJSON invalidMessages))
       (check "assertion: openPorts range order" (hasMessage "services.beyla-rs.openPorts: a range must be FROM-TO") "")
+      (check "assertion: endpoint set in settings" (hasMessage "services.beyla-rs.settings.otel_metrics_export.endpoint must be") "")
       (check "assertion: k8sEndpoint URL" (hasMessage "services.observability.alloy.k8sEndpoint must be") "")
       (check "assertion: mimirEndpoint URL" (hasMessage "services.observability.alloy.mimirEndpoint must be") "")
       (check "assertion: valid lokiEndpoint accepted" (!hasMessage "lokiEndpoint") "")
       (check "assertion: pyroscope serverAddress URL" (hasMessage "services.observability.pyroscope.serverAddress must be") "")
       (check "assertion: application without a matcher" (hasMessage "applications.nothing: set matchExe and/or matchService") "")
       (check "assertion: sdk application without matchService" (hasMessage "applications.sdkapp: sdk = true needs matchService") "")
-      (checkEq "assertions: exactly the 7 expected failures" 7 (builtins.length invalidMessages))
+      (checkEq "assertions: exactly the 8 expected failures" 8 (builtins.length invalidMessages))
 
       # Pyroscope
       (checkEq "pyroscope: eBPF applications render golden/pyroscope.alloy" (golden "pyroscope") pc.environment.etc."alloy/pyroscope.alloy".text)
@@ -494,4 +741,8 @@ in
 
   # The unit NixOS would run for the module (ExecStart points into a fake store path).
   unit = import ../lib/systemd-unit.nix bc.systemd.services.beyla-rs;
+  inherit settingsUnit;
+
+  # Configuration files to compare with nix/tests/golden/<name>.yaml as YAML data.
+  rendered."beyla-rs/settings" = sc.services.beyla-rs.configFile.text;
 }

@@ -34,7 +34,8 @@ impl Counters {
     pub fn parse(text: &str) -> Result<Counters, String> {
         let mut m = BTreeMap::new();
         for line in text.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') {
+            // The daemon's counters; its RSS and CPU time (`process_*`) are not counts.
+            if line.is_empty() || line.starts_with('#') || line.starts_with("process_") {
                 continue;
             }
             let (series, value) = line

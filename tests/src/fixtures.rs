@@ -533,3 +533,23 @@ pub fn nginx_conf(prefix: &Path, port: u16, opts: &NginxOpts) -> String {
     s.push_str("    location / { return 404 \"not found\\n\"; }\n  }\n}\n");
     s
 }
+
+/// `beyla-grpc-tonic`, built by cargo next to the test executable (or `$BEYLA_GRPC_TONIC_BIN`).
+pub fn tonic_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BEYLA_GRPC_TONIC_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|a| a.join("beyla-grpc-tonic"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "beyla-grpc-tonic not found near {}; run the tests with `cargo test -p \
+                 beyla-rs-tests`, which builds it, or set BEYLA_GRPC_TONIC_BIN",
+                exe.display()
+            )
+        })
+}

@@ -43,26 +43,6 @@ fn grpcio_script() -> PathBuf {
     beyla_rs_tests::tests_dir().join("servers/grpc/grpcio_fixture.py")
 }
 
-/// `beyla-grpc-tonic`, built by cargo next to the test executable (or `$BEYLA_GRPC_TONIC_BIN`).
-fn tonic_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BEYLA_GRPC_TONIC_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|a| a.join("beyla-grpc-tonic"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "beyla-grpc-tonic not found near {}; run the tests with `cargo test -p \
-                 beyla-rs-tests`, which builds it, or set BEYLA_GRPC_TONIC_BIN",
-                exe.display()
-            )
-        })
-}
-
 fn command(stack: Stack) -> Command {
     match stack {
         Stack::Grpcio => {
@@ -70,7 +50,7 @@ fn command(stack: Stack) -> Command {
             c.arg("-u").arg(grpcio_script());
             c
         }
-        Stack::Tonic => Command::new(tonic_bin()),
+        Stack::Tonic => Command::new(fixtures::tonic_bin()),
     }
 }
 
@@ -514,7 +494,7 @@ fn tonic_500_connections_memory() {
     let before = d.rss_kib().unwrap();
     let n = 500;
     let hold = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(tonic_bin());
+    let mut cmd = Command::new(fixtures::tonic_bin());
     cmd.args([
         "client",
         "--target",

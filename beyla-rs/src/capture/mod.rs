@@ -265,7 +265,7 @@ impl Capture {
             )
             .map_err(map_err("CONFIG"))?;
 
-        write_ports(&mut ebpf, &config.selection.open_ports)?;
+        write_ports(&mut ebpf, &config.selection.ports())?;
 
         attach(&mut ebpf)?;
 

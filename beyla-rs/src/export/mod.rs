@@ -125,6 +125,7 @@ mod tests {
                 exe_path: String::new(),
                 exe_name: "x".into(),
                 service_name: "x".into(),
+                service_namespace: None,
                 instance_id: "h-1".into(),
                 host_name: "h".into(),
                 extra_resource: vec![],

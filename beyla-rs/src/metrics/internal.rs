@@ -74,6 +74,11 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
             vec![],
             "Spans not exported because of the sampler or the caller's not-sampled flag",
         ),
+        "spans_ignored" => (
+            fam(name),
+            vec![],
+            "Spans not built because the request's route is ignored (routes.ignored_patterns)",
+        ),
         "spans_exported" => (fam(name), vec![], "Spans the OTLP exporter delivered"),
         "spans_dropped" => (
             fam(name),
@@ -148,7 +153,38 @@ pub fn render_prometheus(stats: &Stats) -> String {
             out.push('\n');
         }
     }
+    if let Some(u) = SelfUsage::read() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory of the daemon, in bytes\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {}\n\
+             # HELP process_cpu_seconds Total user and system CPU time of the daemon, in seconds\n\
+             # TYPE process_cpu_seconds counter\n\
+             process_cpu_seconds_total {}",
+            u.rss_bytes, u.cpu_seconds
+        );
+    }
     out
+}
+
+/// The daemon's own resident memory and CPU time, from /proc/self. The names are the
+/// Prometheus client libraries' (`process_resident_memory_bytes`, `process_cpu_seconds_total`);
+/// the OTLP instruments are named so that Mimir's translation gives the same names.
+struct SelfUsage {
+    rss_bytes: u64,
+    cpu_seconds: f64,
+}
+
+impl SelfUsage {
+    fn read() -> Option<Self> {
+        let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+        let ticks = procfs::ticks_per_second() as f64;
+        Some(Self {
+            rss_bytes: stat.rss * procfs::page_size(),
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks.max(1.0),
+        })
+    }
 }
 
 /// The internal counters as OpenTelemetry observable counters, resource `service.name=beyla-rs`.
@@ -207,6 +243,26 @@ impl InternalOtel {
                 })
                 .build();
         }
+        meter
+            .u64_observable_gauge("process.resident_memory")
+            .with_unit("By")
+            .with_description("Resident memory of the daemon, in bytes")
+            .with_callback(|obs| {
+                if let Some(u) = SelfUsage::read() {
+                    obs.observe(u.rss_bytes, &[]);
+                }
+            })
+            .build();
+        meter
+            .f64_observable_counter("process.cpu")
+            .with_unit("s")
+            .with_description("Total user and system CPU time of the daemon, in seconds")
+            .with_callback(|obs| {
+                if let Some(u) = SelfUsage::read() {
+                    obs.observe(u.cpu_seconds, &[]);
+                }
+            })
+            .build();
         Self {
             _provider: provider,
             reader,

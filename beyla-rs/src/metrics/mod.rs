@@ -40,6 +40,7 @@ use opentelemetry_sdk::{
 };
 
 use crate::{
+    config::AttributeSelect,
     process::ProcessInfo,
     resource::{GlobalResource, resource_for},
     stats::Stats,
@@ -109,7 +110,7 @@ struct Instruments {
 }
 
 impl Instruments {
-    fn new(provider: &SdkMeterProvider) -> Self {
+    fn new(provider: &SdkMeterProvider, shape: &Shape) -> Self {
         let meter = provider.meter_with_scope(
             opentelemetry::InstrumentationScope::builder("beyla-rs")
                 .with_version(env!("CARGO_PKG_VERSION"))
@@ -120,7 +121,7 @@ impl Instruments {
                 .f64_histogram(name)
                 .with_unit("s")
                 .with_description(desc)
-                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .with_boundaries(shape.duration_buckets.clone())
                 .build()
         };
         let size = |name: &'static str, desc: &'static str| {
@@ -128,7 +129,7 @@ impl Instruments {
                 .f64_histogram(name)
                 .with_unit("By")
                 .with_description(desc)
-                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .with_boundaries(shape.size_buckets.clone())
                 .build()
         };
         Self {
@@ -191,28 +192,172 @@ impl Instruments {
         }
     }
 
-    fn bind(&self, rpc: bool, server: bool, attrs: &[KeyValue]) -> Bound {
+    fn bind(&self, rpc: bool, server: bool, attrs: &[KeyValue], shape: &Shape) -> Bound {
+        let fam = families(rpc, server);
         if rpc {
-            return Bound::Rpc(self.rpc(server).bind(attrs));
+            return Bound::Rpc(self.rpc(server).bind(&shape.filter(fam[0], attrs)));
         }
         let [d, rq, rs] = self.http(server);
         Bound::Http {
-            duration: d.bind(attrs),
-            request_size: rq.bind(attrs),
-            response_size: rs.bind(attrs),
+            duration: d.bind(&shape.filter(fam[0], attrs)),
+            request_size: rq.bind(&shape.filter(fam[1], attrs)),
+            response_size: rs.bind(&shape.filter(fam[2], attrs)),
         }
     }
 
     /// Record without a bound handle (past [`MAX_BOUND`]).
-    fn record(&self, rpc: bool, server: bool, attrs: &[KeyValue], secs: f64, sizes: (f64, f64)) {
+    fn record(
+        &self,
+        (rpc, server): (bool, bool),
+        attrs: &[KeyValue],
+        shape: &Shape,
+        secs: f64,
+        sizes: (f64, f64),
+    ) {
+        let fam = families(rpc, server);
         if rpc {
-            self.rpc(server).record(secs, attrs);
+            self.rpc(server).record(secs, &shape.filter(fam[0], attrs));
             return;
         }
         let [d, rq, rs] = self.http(server);
-        d.record(secs, attrs);
-        rq.record(sizes.0, attrs);
-        rs.record(sizes.1, attrs);
+        d.record(secs, &shape.filter(fam[0], attrs));
+        rq.record(sizes.0, &shape.filter(fam[1], attrs));
+        rs.record(sizes.1, &shape.filter(fam[2], attrs));
+    }
+}
+
+/// The metric families, by index into [`Shape::allowed`].
+const FAMILIES: [(&str, &str); 8] = [
+    ("http.server.request.duration", "_seconds"),
+    ("http.server.request.body.size", "_bytes"),
+    ("http.server.response.body.size", "_bytes"),
+    ("http.client.request.duration", "_seconds"),
+    ("http.client.request.body.size", "_bytes"),
+    ("http.client.response.body.size", "_bytes"),
+    ("rpc.server.duration", "_seconds"),
+    ("rpc.client.duration", "_seconds"),
+];
+
+/// Family indexes of one series kind: duration, request size, response size.
+fn families(rpc: bool, server: bool) -> [usize; 3] {
+    match (rpc, server) {
+        (false, true) => [0, 1, 2],
+        (false, false) => [3, 4, 5],
+        (true, true) => [6, 6, 6],
+        (true, false) => [7, 7, 7],
+    }
+}
+
+/// Every attribute a metric may carry. Those in [`OPTIONAL`] for a family are off unless
+/// `attributes.select` includes them; the span builder fills them only then ([`Extras`]).
+const KEYS: [&str; 11] = [
+    "http.request.method",
+    "http.response.status_code",
+    "http.route",
+    "server.address",
+    "server.port",
+    "url.path",
+    "client.address",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "rpc.grpc.status_code",
+];
+
+/// Off by default (cardinality), per family.
+fn optional(family: usize, key: &str) -> bool {
+    match family {
+        0..=2 => matches!(
+            key,
+            "url.path" | "client.address" | "server.port" | "server.address"
+        ),
+        3..=5 => key == "url.path",
+        6 => matches!(key, "client.address" | "server.port" | "server.address"),
+        _ => matches!(key, "server.address" | "server.port"),
+    }
+}
+
+/// Which optional values the span builder must put into the [`Series`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub url_path: bool,
+    pub client_address: bool,
+    /// `server.port` on the server side, `server.address`/`server.port` on RPC clients.
+    pub server: bool,
+}
+
+/// Buckets and attribute selection: the shape of every process's histograms.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    pub duration_buckets: Vec<f64>,
+    pub size_buckets: Vec<f64>,
+    /// `allowed[family][key]`, from `attributes.select`.
+    allowed: [[bool; KEYS.len()]; FAMILIES.len()],
+    /// Any attribute removed from some family: filter before binding.
+    filtering: bool,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self::new(
+            DURATION_BUCKETS.to_vec(),
+            SIZE_BUCKETS.to_vec(),
+            &AttributeSelect::default(),
+        )
+    }
+}
+
+impl Shape {
+    pub fn new(
+        duration_buckets: Vec<f64>,
+        size_buckets: Vec<f64>,
+        select: &AttributeSelect,
+    ) -> Self {
+        let mut allowed = [[true; KEYS.len()]; FAMILIES.len()];
+        let mut filtering = false;
+        for (f, (name, suffix)) in FAMILIES.iter().enumerate() {
+            for (k, key) in KEYS.iter().enumerate() {
+                let on = select.allowed(name, suffix, key, !optional(f, key));
+                allowed[f][k] = on;
+                filtering |= !on;
+            }
+        }
+        Self {
+            duration_buckets,
+            size_buckets,
+            allowed,
+            filtering,
+        }
+    }
+
+    /// What the span builder must collect for the metrics.
+    pub fn extras(&self) -> Extras {
+        let any = |key: &str| {
+            let k = KEYS.iter().position(|x| *x == key).unwrap_or(0);
+            (0..FAMILIES.len()).any(|f| optional(f, key) && self.allowed[f][k])
+        };
+        Extras {
+            url_path: any("url.path"),
+            client_address: any("client.address"),
+            server: any("server.port") || any("server.address"),
+        }
+    }
+
+    /// The attributes `family` keeps.
+    fn filter<'a>(&self, family: usize, attrs: &'a [KeyValue]) -> std::borrow::Cow<'a, [KeyValue]> {
+        if !self.filtering {
+            return attrs.into();
+        }
+        attrs
+            .iter()
+            .filter(|kv| {
+                KEYS.iter()
+                    .position(|k| *k == kv.key.as_str())
+                    .is_none_or(|i| self.allowed[family][i])
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+            .into()
     }
 }
 
@@ -261,9 +406,12 @@ pub enum Series {
         status: Option<u16>,
         /// `http.route` (server side).
         route: Option<Arc<str>>,
-        /// `server.address` and `server.port` (client side).
+        /// `server.address` and `server.port` (client side; server side when selected).
         address: Option<StringValue>,
         port: Option<u16>,
+        /// `url.path` and `client.address`: only when `attributes.select` includes them.
+        url_path: Option<StringValue>,
+        client_address: Option<StringValue>,
     },
     Rpc {
         server: bool,
@@ -271,6 +419,10 @@ pub enum Series {
         method: StringValue,
         /// `rpc.grpc.status_code`.
         status: Option<u32>,
+        /// Only when `attributes.select` includes them.
+        address: Option<StringValue>,
+        port: Option<u16>,
+        client_address: Option<StringValue>,
     },
 }
 
@@ -290,6 +442,8 @@ impl Series {
                 route,
                 address,
                 port,
+                url_path,
+                client_address,
                 ..
             } => {
                 out.push(KeyValue::new("http.request.method", method.clone()));
@@ -297,33 +451,84 @@ impl Series {
                 if let Some(r) = route {
                     out.push(KeyValue::new("http.route", StringValue::from(r.clone())));
                 }
-                if let Some(a) = address {
-                    out.push(KeyValue::new("server.address", a.clone()));
-                }
-                if let Some(p) = port {
-                    out.push(KeyValue::new("server.port", i64::from(*p)));
+                peers(&mut out, address, port, client_address);
+                if let Some(p) = url_path {
+                    out.push(KeyValue::new("url.path", p.clone()));
                 }
             }
             Series::Rpc {
                 service,
                 method,
                 status: code,
+                address,
+                port,
+                client_address,
                 ..
             } => {
                 out.push(KeyValue::new("rpc.system", "grpc"));
                 out.push(KeyValue::new("rpc.service", service.clone()));
                 out.push(KeyValue::new("rpc.method", method.clone()));
                 status(&mut out, "rpc.grpc.status_code", *code);
+                peers(&mut out, address, port, client_address);
             }
         }
         out
     }
 
-    fn rpc_server(&self) -> (bool, bool) {
+    /// Set the optional peer attributes (`attributes.select`); `None` leaves one unset.
+    pub fn set_peers(
+        &mut self,
+        server_address: Option<StringValue>,
+        server_port: Option<u16>,
+        client: Option<StringValue>,
+    ) {
+        let (a, p, c) = match self {
+            Series::Http {
+                address,
+                port,
+                client_address,
+                ..
+            }
+            | Series::Rpc {
+                address,
+                port,
+                client_address,
+                ..
+            } => (address, port, client_address),
+        };
+        if server_address.is_some() {
+            *a = server_address;
+        }
+        if server_port.is_some() {
+            *p = server_port;
+        }
+        if client.is_some() {
+            *c = client;
+        }
+    }
+
+    pub(crate) fn rpc_server(&self) -> (bool, bool) {
         match self {
             Series::Http { server, .. } => (false, *server),
             Series::Rpc { server, .. } => (true, *server),
         }
+    }
+}
+
+fn peers(
+    out: &mut Vec<KeyValue>,
+    address: &Option<StringValue>,
+    port: &Option<u16>,
+    client_address: &Option<StringValue>,
+) {
+    if let Some(a) = address {
+        out.push(KeyValue::new("server.address", a.clone()));
+    }
+    if let Some(p) = port {
+        out.push(KeyValue::new("server.port", i64::from(*p)));
+    }
+    if let Some(c) = client_address {
+        out.push(KeyValue::new("client.address", c.clone()));
     }
 }
 
@@ -361,13 +566,24 @@ pub struct Collected {
 pub struct Metrics {
     procs: Mutex<HashMap<u32, ProcMetrics, foldhash::fast::RandomState>>,
     global: GlobalResource,
+    shape: Shape,
     internal: Option<internal::InternalOtel>,
 }
 
 impl Metrics {
     /// `internal_otel`: also export the daemon's own counters over OTLP.
     pub fn new(global: GlobalResource, internal_otel: Option<Arc<Stats>>) -> Self {
+        Self::with_shape(global, internal_otel, Shape::default())
+    }
+
+    /// With configured buckets and attribute selection.
+    pub fn with_shape(
+        global: GlobalResource,
+        internal_otel: Option<Arc<Stats>>,
+        shape: Shape,
+    ) -> Self {
         Self {
+            shape,
             procs: Mutex::new(HashMap::default()),
             internal: internal_otel.map(|s| internal::InternalOtel::new(s, &global)),
             global,
@@ -383,7 +599,7 @@ impl Metrics {
             .is_some_and(|p| !Arc::ptr_eq(&p.process, process) && *p.process != **process);
         if stale || !procs.contains_key(&pid) {
             let (provider, reader) = manual_provider(resource_for(process, &self.global));
-            let inst = Instruments::new(&provider);
+            let inst = Instruments::new(&provider, &self.shape);
             procs.insert(
                 pid,
                 ProcMetrics {
@@ -405,11 +621,12 @@ impl Metrics {
         }
         let attrs = m.series.attributes();
         if p.bound.len() < MAX_BOUND {
-            let b = p.inst.bind(rpc, server, &attrs);
+            let b = p.inst.bind(rpc, server, &attrs, &self.shape);
             b.record(m.seconds, sizes);
             p.bound.insert(m.series.clone(), b);
         } else {
-            p.inst.record(rpc, server, &attrs, m.seconds, sizes);
+            p.inst
+                .record((rpc, server), &attrs, &self.shape, m.seconds, sizes);
         }
     }
 

@@ -18,8 +18,8 @@ use crate::stats::Stats;
 /// What one listener serves.
 #[derive(Clone)]
 pub struct Endpoints {
-    /// `/metrics`: application metrics.
-    pub app: Option<Arc<Metrics>>,
+    /// (path, metrics): application metrics, at `/metrics` unless configured otherwise.
+    pub app: Option<(String, Arc<Metrics>)>,
     /// (path, counters): internal metrics.
     pub internal: Option<(String, Arc<Stats>)>,
 }
@@ -40,8 +40,8 @@ fn respond(ep: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     let path = req.uri().path();
-    if path == "/metrics"
-        && let Some(m) = &ep.app
+    if let Some((p, m)) = &ep.app
+        && path == p
     {
         return text(
             StatusCode::OK,

@@ -730,6 +730,7 @@ mod tests {
                 exe_path: String::new(),
                 exe_name: "x".into(),
                 service_name: format!("svc{pid}"),
+                service_namespace: None,
                 instance_id: format!("h-{pid}"),
                 host_name: "h".into(),
                 extra_resource: vec![],

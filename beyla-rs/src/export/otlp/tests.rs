@@ -34,6 +34,7 @@ fn process(pid: u32, name: &str, extra: &[(&str, &str)]) -> Arc<ProcessInfo> {
         exe_path: format!("/usr/bin/{name}"),
         exe_name: name.to_owned(),
         service_name: name.to_owned(),
+        service_namespace: None,
         instance_id: format!("host-{pid}"),
         host_name: "host".to_owned(),
         extra_resource: extra

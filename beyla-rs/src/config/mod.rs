@@ -1,97 +1,30 @@
-//! Configuration from the environment, with Beyla's and OpenTelemetry's variable names.
+//! Configuration from the environment and the YAML file, with Beyla's and OpenTelemetry's
+//! names. The environment overrides the file, variable by variable.
 //!
-//! Every bad value is a [`ConfigError`] naming the variable and the offending token; `main`
-//! turns it into exit code 2. Nothing here touches the system: [`Config::from_lookup`] takes a
-//! lookup function so the parsing is unit-tested without mutating the process environment.
+//! Every bad value is a [`ConfigError`] naming the variable (or the file, line and key) and
+//! the offending token; `main` turns it into exit code 2. Only [`Config::load`] reads a file:
+//! [`Config::from_sources`] takes a lookup function so the parsing is unit-tested without
+//! mutating the process environment.
 
-use std::{collections::BTreeSet, time::Duration};
+pub mod discovery;
+pub mod file;
+mod print;
+pub mod select;
+mod values;
+pub mod yaml;
 
-use thiserror::Error;
+use std::time::Duration;
 
 use beyla_rs_common::MAX_CAPTURE;
 
-/// A configuration value that cannot be used.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("invalid {var}={value:?}: {reason}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        reason: String,
-    },
-    #[error(
-        "no process is selected: set BEYLA_OPEN_PORT (e.g. \"80,443,8000-8999\"), \
-         BEYLA_AUTO_TARGET_EXE, BEYLA_EXECUTABLE_NAME or BEYLA_TARGET_PID"
-    )]
-    NothingSelected,
-}
+pub use discovery::{Selection, Selector};
+pub use select::{AttributeSelect, SelectRule};
+pub use values::{
+    ConfigError, PortSet, invalid, parse_bool, parse_duration, parse_headers, parse_pairs,
+    parse_timeout, parse_u64, parse_url,
+};
 
-fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-/// A set of TCP ports, from `80,443,8000-8999`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortSet {
-    ranges: Vec<(u16, u16)>,
-}
-
-impl PortSet {
-    pub fn parse(var: &'static str, value: &str) -> Result<Self, ConfigError> {
-        let mut ranges = Vec::new();
-        for token in value.split(',') {
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(invalid(var, value, "empty entry in the port list"));
-            }
-            let port = |t: &str| -> Result<u16, ConfigError> {
-                let t = t.trim();
-                let n: u32 = t
-                    .parse()
-                    .map_err(|_| invalid(var, value, format!("{t:?} is not a port number")))?;
-                if n == 0 || n > 65535 {
-                    return Err(invalid(var, value, format!("port {n} is outside 1-65535")));
-                }
-                Ok(n as u16)
-            };
-            let (lo, hi) = match token.split_once('-') {
-                Some((a, b)) => (port(a)?, port(b)?),
-                None => {
-                    let p = port(token)?;
-                    (p, p)
-                }
-            };
-            if lo > hi {
-                return Err(invalid(
-                    var,
-                    value,
-                    format!("range {token:?} is reversed (start above end)"),
-                ));
-            }
-            ranges.push((lo, hi));
-        }
-        Ok(Self { ranges })
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(lo, hi)| (lo..=hi).contains(&port))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    /// Every port in the set, in order, without duplicates.
-    pub fn ports(&self) -> BTreeSet<u16> {
-        self.ranges.iter().flat_map(|&(lo, hi)| lo..=hi).collect()
-    }
-}
+const MIN_CAPTURE: u32 = 64;
 
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,28 +70,13 @@ pub enum TracePrinter {
     JsonIndent,
 }
 
-/// Which processes to instrument. Several selectors set: a process must match all of them.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    pub open_ports: PortSet,
-    pub exe_glob: Option<glob::Pattern>,
-    pub exe_regex: Option<regex::Regex>,
-    pub target_pid: Option<u32>,
-}
-
-impl Selection {
-    /// True when selection depends on the executable (so exec events must be watched).
-    pub fn uses_exe(&self) -> bool {
-        self.exe_glob.is_some() || self.exe_regex.is_some()
-    }
-}
-
 /// The daemon's whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The file read (`--config`, `BEYLA_CONFIG_PATH`), if any.
+    pub file: Option<String>,
+    /// `discovery.*` entries, then the environment's selectors as one more entry.
     pub selection: Selection,
-    /// Global service name override (`BEYLA_SERVICE_NAME`, else `OTEL_SERVICE_NAME`).
-    pub service_name: Option<String>,
     /// `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: Vec<(String, String)>,
     /// `None`: no OTLP export configured.
@@ -186,6 +104,12 @@ pub struct Config {
     pub sampler: crate::sampler::Sampler,
     /// `BEYLA_ROUTES_PATTERNS`.
     pub routes: Vec<crate::route::Pattern>,
+    /// `BEYLA_ROUTES_IGNORED_PATTERNS`: requests not reported.
+    pub routes_ignored: Vec<crate::route::Pattern>,
+    /// `BEYLA_ROUTES_IGNORE_MODE`: what ignored requests do not produce.
+    pub routes_ignore_mode: crate::route::IgnoreMode,
+    /// `BEYLA_ROUTES_UNMATCHED`: the route of a path no pattern matches.
+    pub routes_unmatched: crate::route::Unmatched,
     /// `BEYLA_ROUTES_MAX`: distinct heuristic routes per service.
     pub max_routes: usize,
 }
@@ -212,7 +136,7 @@ pub enum InternalMetrics {
 }
 
 /// Where RED metrics go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MetricsConfig {
     /// OTLP metrics export (`traces_endpoint` holds the metrics URL, `…/v1/metrics`).
     pub otlp: Option<OtlpConfig>,
@@ -220,6 +144,13 @@ pub struct MetricsConfig {
     pub interval: Duration,
     /// `BEYLA_PROMETHEUS_ADDRESS`:`BEYLA_PROMETHEUS_PORT`.
     pub prometheus: Option<std::net::SocketAddr>,
+    /// `BEYLA_PROMETHEUS_PATH` (`/metrics`).
+    pub prometheus_path: String,
+    /// `attributes.select`.
+    pub select: AttributeSelect,
+    /// Histogram bounds of the durations (seconds) and body sizes (bytes).
+    pub duration_buckets: Vec<f64>,
+    pub size_buckets: Vec<f64>,
     pub internal: InternalMetrics,
     /// Where Prometheus internal metrics are served: address and path.
     pub internal_prometheus: Option<(std::net::SocketAddr, String)>,
@@ -230,170 +161,6 @@ impl MetricsConfig {
     pub fn enabled(&self) -> bool {
         self.otlp.is_some() || self.prometheus.is_some()
     }
-}
-
-/// `30s`, `1m`, `500ms`, `2h`, or a plain number of milliseconds.
-pub fn parse_duration(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| invalid(var, value, "expected a duration like 30s, 1m, 500ms"))?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n * 1e3,
-        "m" => n * 60e3,
-        "h" => n * 3600e3,
-        _ => return Err(invalid(var, value, "unit must be ms, s, m or h")),
-    };
-    if !(1.0..=86_400_000.0).contains(&ms) {
-        return Err(invalid(var, value, "must be between 1ms and 24h"));
-    }
-    Ok(Duration::from_micros((ms * 1e3) as u64))
-}
-
-const MIN_CAPTURE: u32 = 64;
-
-fn parse_u64(var: &'static str, value: &str) -> Result<u64, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(var, value, "expected a non-negative whole number"))
-}
-
-fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err(invalid(var, value, "expected true or false")),
-    }
-}
-
-/// Milliseconds, at least 1 (a zero export timeout fails every request; a zero schedule
-/// delay spins).
-fn parse_timeout(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match parse_u64(var, value)? {
-        0 => Err(invalid(var, value, "must be at least 1 (milliseconds)")),
-        n => Ok(Duration::from_millis(n)),
-    }
-}
-
-/// [`parse_pairs`] for HTTP headers: names must be tokens and values free of control
-/// characters, or every export request would fail (or the header be silently dropped).
-fn parse_headers(var: &'static str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let pairs = parse_pairs(var, value)?;
-    for (k, v) in &pairs {
-        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if !k.chars().all(token) {
-            return Err(invalid(
-                var,
-                value,
-                format!("{k:?} is not a valid header name"),
-            ));
-        }
-        if v.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(invalid(
-                var,
-                value,
-                format!("the value of {k:?} contains control characters"),
-            ));
-        }
-    }
-    Ok(pairs)
-}
-
-/// `k=v,k2=v2` as used by `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`
-/// (values may be percent-encoded).
-pub fn parse_pairs(var: &'static str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut out = Vec::new();
-    for item in value.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        let (k, v) = item
-            .split_once('=')
-            .ok_or_else(|| invalid(var, value, format!("{item:?} is not key=value")))?;
-        let k = k.trim();
-        if k.is_empty() {
-            return Err(invalid(var, value, format!("{item:?} has an empty key")));
-        }
-        out.push((k.to_owned(), percent_decode(v.trim())));
-    }
-    Ok(out)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Validate an endpoint URL: `http(s)://host[:port][/path]`.
-fn parse_url(var: &'static str, value: &str) -> Result<(String, u16, String), ConfigError> {
-    let v = value.trim();
-    let (scheme, rest) = v
-        .split_once("://")
-        .ok_or_else(|| invalid(var, value, "expected a URL like http://127.0.0.1:4318"))?;
-    let default_port = match scheme {
-        "http" => 80,
-        "https" => 443,
-        _ => {
-            return Err(invalid(
-                var,
-                value,
-                format!("unsupported scheme {scheme:?}"),
-            ));
-        }
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        return Err(invalid(var, value, "the URL has no host"));
-    }
-    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
-        let (h, after) = stripped
-            .split_once(']')
-            .ok_or_else(|| invalid(var, value, "unterminated IPv6 address"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| invalid(var, value, "bad port"))?,
-            None if after.is_empty() => default_port,
-            None => return Err(invalid(var, value, "bad authority")),
-        };
-        (h.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => {
-                let port: u16 = p
-                    .parse()
-                    .map_err(|_| invalid(var, value, format!("{p:?} is not a port")))?;
-                (h.to_owned(), port)
-            }
-            None => (authority.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
-        return Err(invalid(var, value, "bad host"));
-    }
-    Ok((host, port, path.to_owned()))
 }
 
 #[derive(Clone, Copy)]
@@ -429,24 +196,91 @@ impl Config {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
+    /// The environment only (tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_sources(get, None)
+    }
+
+    /// Read the configuration: the file named by `path` (else `BEYLA_CONFIG_PATH`), overridden
+    /// by the environment `env`. A value the file supplied fails at its line and key.
+    pub fn load(
+        path: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let Some(path) = path.map(str::to_owned).or_else(|| env("BEYLA_CONFIG_PATH")) else {
+            return Self::from_sources(env, None);
+        };
+        let file_err = |line, key: &str, reason: String| ConfigError::File {
+            path: path.clone(),
+            line,
+            key: key.to_owned(),
+            reason,
+        };
+        let text = read_limited(&path).map_err(|e| file_err(0, "(file)", e))?;
+        let file = file::parse(&text).map_err(|e| file_err(e.line, &e.key, e.reason))?;
+        let get = |k: &str| {
+            env(k).or_else(|| {
+                // A variable set in the environment hides the file's value of every variable
+                // that stands for the same thing (the generic OTLP endpoint hides the file's
+                // signal endpoint: the environment wins as a whole).
+                let hidden_by = match k {
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+                    | "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => Some("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                    | "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" => Some("OTEL_EXPORTER_OTLP_PROTOCOL"),
+                    _ => None,
+                };
+                if hidden_by.is_some_and(|h| env(h).is_some()) {
+                    return None;
+                }
+                file.var(k).map(|v| v.value.clone())
+            })
+        };
+        let mut config = Self::from_sources(get, Some(&file)).map_err(|e| match e {
+            // The value came from the file: say where.
+            ConfigError::Invalid { var, value, reason } if env(var).is_none() => {
+                match file.var(var) {
+                    Some(fv) => file_err(
+                        fv.at.line,
+                        &fv.at.key,
+                        format!("invalid value {value:?} ({var}): {reason}"),
+                    ),
+                    None => ConfigError::Invalid { var, value, reason },
+                }
+            }
+            ConfigError::File {
+                line, key, reason, ..
+            } => file_err(line, &key, reason),
+            e => e,
+        })?;
+        config.file = Some(path);
+        Ok(config)
+    }
+
+    /// The configuration from a variable lookup (environment first, then the file's values)
+    /// and the file's structured sections.
+    pub fn from_sources(
+        get: impl Fn(&str) -> Option<String>,
+        file: Option<&file::FileConfig>,
+    ) -> Result<Self, ConfigError> {
         // Unset and empty mean the same, as in the OpenTelemetry SDKs.
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
 
-        let mut selection = Selection::default();
+        let mut env_sel = Selector::default();
         if let Some(v) = get("BEYLA_OPEN_PORT") {
-            selection.open_ports = PortSet::parse("BEYLA_OPEN_PORT", &v)?;
+            env_sel.open_ports = PortSet::parse("BEYLA_OPEN_PORT", &v)?;
         }
         let exe_glob = get("BEYLA_AUTO_TARGET_EXE")
             .map(|v| ("BEYLA_AUTO_TARGET_EXE", v))
             .or_else(|| get("OTEL_GO_AUTO_TARGET_EXE").map(|v| ("OTEL_GO_AUTO_TARGET_EXE", v)));
         if let Some((var, v)) = exe_glob {
-            selection.exe_glob = Some(
+            env_sel.exe_glob = Some(
                 glob::Pattern::new(&v).map_err(|e| invalid(var, &v, format!("bad glob: {e}")))?,
             );
         }
         if let Some(v) = get("BEYLA_EXECUTABLE_NAME") {
-            selection.exe_regex =
+            env_sel.exe_regex =
                 Some(regex::Regex::new(&v).map_err(|e| {
                     invalid("BEYLA_EXECUTABLE_NAME", &v, format!("bad regex: {e}"))
                 })?);
@@ -456,16 +290,12 @@ impl Config {
             if pid == 0 || pid > i32::MAX as u64 {
                 return Err(invalid("BEYLA_TARGET_PID", &v, "not a process id"));
             }
-            selection.target_pid = Some(pid as u32);
+            env_sel.target_pid = Some(pid as u32);
         }
-        if selection.open_ports.is_empty()
-            && !selection.uses_exe()
-            && selection.target_pid.is_none()
-        {
-            return Err(ConfigError::NothingSelected);
-        }
-
         let service_name = get("BEYLA_SERVICE_NAME").or_else(|| get("OTEL_SERVICE_NAME"));
+        let service_namespace = get("BEYLA_SERVICE_NAMESPACE");
+        let selection = Self::selection(env_sel, service_name, service_namespace, file)?;
+
         let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
             Some(v) => parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &v)?,
             None => Vec::new(),
@@ -620,26 +450,54 @@ impl Config {
             }
             None => Default::default(),
         };
-        let mut routes = Vec::new();
-        if let Some(v) = get("BEYLA_ROUTES_PATTERNS") {
-            for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                routes.push(crate::route::Pattern::parse(p).ok_or_else(|| {
-                    invalid(
-                        "BEYLA_ROUTES_PATTERNS",
-                        &v,
-                        format!("{p:?} does not start with /"),
-                    )
-                })?);
-            }
-        }
         let max_routes = match get("BEYLA_ROUTES_MAX") {
             Some(_) => count("BEYLA_ROUTES_MAX", 0)?,
             None => crate::route::DEFAULT_MAX_ROUTES,
         };
 
+        let mut metrics = metrics;
+        if let Some(f) = file {
+            Self::file_metrics(f, &mut metrics)?;
+        }
+        let pattern_list = |var: &'static str| -> Result<Vec<crate::route::Pattern>, ConfigError> {
+            let Some(v) = get(var) else {
+                return Ok(Vec::new());
+            };
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    crate::route::Pattern::parse(p)
+                        .ok_or_else(|| invalid(var, &v, format!("{p:?} does not start with /")))
+                })
+                .collect()
+        };
+        let routes = pattern_list("BEYLA_ROUTES_PATTERNS")?;
+        let routes_ignored = pattern_list("BEYLA_ROUTES_IGNORED_PATTERNS")?;
+        let routes_ignore_mode = match get("BEYLA_ROUTES_IGNORE_MODE") {
+            Some(v) => crate::route::IgnoreMode::parse(&v).ok_or_else(|| {
+                invalid(
+                    "BEYLA_ROUTES_IGNORE_MODE",
+                    &v,
+                    "expected all, traces or metrics",
+                )
+            })?,
+            None => crate::route::IgnoreMode::All,
+        };
+        let routes_unmatched = match get("BEYLA_ROUTES_UNMATCHED") {
+            Some(v) => crate::route::Unmatched::parse(&v).ok_or_else(|| {
+                invalid(
+                    "BEYLA_ROUTES_UNMATCHED",
+                    &v,
+                    "expected heuristic, path, wildcard or unset",
+                )
+            })?,
+            None => crate::route::Unmatched::Heuristic,
+        };
+
         Ok(Self {
+            file: None,
             selection,
-            service_name,
             resource_attributes,
             otlp: if traces_enabled { otlp } else { None },
             printer,
@@ -654,8 +512,91 @@ impl Config {
             metrics,
             sampler,
             routes,
+            routes_ignored,
+            routes_ignore_mode,
+            routes_unmatched,
             max_routes,
         })
+    }
+
+    /// The file's `discovery` entries, then the environment's selectors as one more entry
+    /// (Beyla appends its top-level selection the same way), and the exclusions.
+    fn selection(
+        mut env_sel: Selector,
+        service_name: Option<String>,
+        service_namespace: Option<String>,
+        file: Option<&file::FileConfig>,
+    ) -> Result<Selection, ConfigError> {
+        let mut selection = Selection::default();
+        let entries = |list: &[file::EntrySpec]| -> Result<Vec<Selector>, ConfigError> {
+            list.iter().map(selector_of).collect()
+        };
+        if let Some(list) = file.and_then(|f| f.instrument.as_deref()) {
+            selection.instrument = entries(list)?;
+        }
+        if env_sel.is_empty() {
+            // Without selectors of its own, the global name names the unnamed entries.
+            for s in &mut selection.instrument {
+                s.name = s.name.take().or_else(|| service_name.clone());
+                s.namespace = s.namespace.take().or_else(|| service_namespace.clone());
+            }
+        } else {
+            env_sel.name = service_name;
+            env_sel.namespace = service_namespace;
+            selection.instrument.push(env_sel);
+        }
+        if selection.instrument.is_empty() {
+            return Err(ConfigError::NothingSelected);
+        }
+        if let Some(list) = file.and_then(|f| f.exclude.as_deref()) {
+            selection.exclude = entries(list)?;
+        }
+        match file.and_then(|f| f.default_exclude.as_deref()) {
+            Some(list) => selection.exclude.extend(entries(list)?),
+            None => selection
+                .exclude
+                .extend(discovery::DEFAULT_EXCLUDE_EXE.iter().map(|g| Selector {
+                    exe_glob: glob::Pattern::new(g).ok(),
+                    ..Default::default()
+                })),
+        }
+        Ok(selection)
+    }
+
+    /// `attributes.select` and the histogram buckets (one set serves Prometheus and OTLP).
+    fn file_metrics(f: &file::FileConfig, metrics: &mut MetricsConfig) -> Result<(), ConfigError> {
+        metrics.select = AttributeSelect {
+            rules: f
+                .select
+                .iter()
+                .map(|s| SelectRule {
+                    metric: s.metric.clone(),
+                    include: s.include.clone(),
+                    exclude: s.exclude.clone(),
+                })
+                .collect(),
+        };
+        for kind in [file::BucketKind::Duration, file::BucketKind::Size] {
+            let mut given = f.buckets.iter().filter(|b| b.kind == kind);
+            let Some(first) = given.next() else { continue };
+            if let Some(other) = given.find(|b| b.bounds != first.bounds) {
+                return Err(ConfigError::File {
+                    path: String::new(),
+                    line: other.at.line,
+                    key: other.at.key.clone(),
+                    reason: format!(
+                        "differs from {} (line {}): one histogram serves the Prometheus \
+                         endpoint and OTLP, so the buckets must be the same",
+                        first.at.key, first.at.line
+                    ),
+                });
+            }
+            match kind {
+                file::BucketKind::Duration => metrics.duration_buckets = first.bounds.clone(),
+                file::BucketKind::Size => metrics.size_buckets = first.bounds.clone(),
+            }
+        }
+        Ok(())
     }
 
     fn metrics(get: &impl Fn(&str) -> Option<String>) -> Result<MetricsConfig, ConfigError> {
@@ -733,7 +674,9 @@ impl Config {
                 })?;
             let path = get("BEYLA_INTERNAL_METRICS_PROMETHEUS_PATH")
                 .unwrap_or_else(|| "/internal/metrics".to_owned());
-            if !path.starts_with('/') || path == "/metrics" && Some(p) == prom_port {
+            let app_path = get("BEYLA_PROMETHEUS_PATH");
+            let app_path = app_path.as_deref().map_or("/metrics", str::trim);
+            if !path.starts_with('/') || path == app_path && Some(p) == prom_port {
                 return Err(invalid(
                     "BEYLA_INTERNAL_METRICS_PROMETHEUS_PATH",
                     &path,
@@ -752,10 +695,19 @@ impl Config {
                  OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)",
             ));
         }
+        let prometheus_path = match get("BEYLA_PROMETHEUS_PATH") {
+            Some(p) if p.trim().starts_with('/') => p.trim().to_owned(),
+            Some(p) => return Err(invalid("BEYLA_PROMETHEUS_PATH", &p, "must start with /")),
+            None => "/metrics".to_owned(),
+        };
         Ok(MetricsConfig {
             otlp,
             interval,
             prometheus,
+            prometheus_path,
+            select: AttributeSelect::default(),
+            duration_buckets: crate::metrics::DURATION_BUCKETS.to_vec(),
+            size_buckets: crate::metrics::SIZE_BUCKETS.to_vec(),
             internal,
             internal_prometheus,
         })
@@ -857,6 +809,48 @@ impl Config {
             timeout,
         }))
     }
+}
+
+/// A discovery entry of the file, checked as the environment's selectors are.
+fn selector_of(e: &file::EntrySpec) -> Result<Selector, ConfigError> {
+    let at = |spot: &file::Spot, value: &str, reason: String| ConfigError::File {
+        path: String::new(),
+        line: spot.line,
+        key: spot.key.clone(),
+        reason: format!("invalid value {value:?}: {reason}"),
+    };
+    let mut s = Selector {
+        name: e.name.clone(),
+        namespace: e.namespace.clone(),
+        ..Default::default()
+    };
+    if let Some((ports, spot)) = &e.open_ports {
+        s.open_ports = PortSet::parse("open_ports", ports).map_err(|err| match err {
+            ConfigError::Invalid { reason, .. } => at(spot, ports, reason),
+            other => other,
+        })?;
+    }
+    if let Some((g, spot)) = &e.exe_path {
+        s.exe_glob =
+            Some(glob::Pattern::new(g).map_err(|err| at(spot, g, format!("bad glob: {err}")))?);
+    }
+    Ok(s)
+}
+
+/// Configuration files are small; a larger one is a mistake (or not a configuration file).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+fn read_limited(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -1116,5 +1110,244 @@ mod tests {
             ("BEYLA_INTERNAL_METRICS_EXPORTER", "prometheus"),
         ]);
         assert_eq!(v, "BEYLA_INTERNAL_METRICS_EXPORTER");
+    }
+
+    /// `Config::load` of `text` written to a temporary file, with `env` as the environment.
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "beyla-rs-config-{}-{}.yaml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        let m: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = Config::load(path.to_str(), |k| m.get(k).cloned());
+        std::fs::remove_file(&path).unwrap();
+        r.map_err(|e| match e {
+            // The temporary name is not part of what the tests compare.
+            ConfigError::File {
+                line, key, reason, ..
+            } => ConfigError::File {
+                path: "F".into(),
+                line,
+                key,
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    fn file_err(text: &str, env: &[(&str, &str)]) -> (usize, String, String) {
+        match load(text, env) {
+            Err(ConfigError::File {
+                line, key, reason, ..
+            }) => (line, key, reason),
+            other => panic!("{text:?}: expected a file error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_values_fail_like_the_variables_at_their_line() {
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "open_port: 80\nebpf:\n  capture_backend: ebpf\n",
+                3,
+                "ebpf.capture_backend",
+                "expected auto, fentry, kprobe or syscall",
+            ),
+            ("open_port: 80-70\n", 1, "open_port", "reversed"),
+            (
+                "open_port: 80\nlog_level: loud\n",
+                2,
+                "log_level",
+                "expected debug, info, warn or error",
+            ),
+            (
+                "open_port: 80\notel_traces_export:\n  endpoint: ftp://x\n",
+                3,
+                "otel_traces_export.endpoint",
+                "unsupported scheme",
+            ),
+            (
+                "open_port: 80\notel_traces_export:\n  sampler: {name: sometimes}\n",
+                3,
+                "otel_traces_export.sampler.name",
+                "expected always_on",
+            ),
+            (
+                "open_port: 80\nebpf: {ringbuf_size: 1000}\n",
+                2,
+                "ebpf.ringbuf_size",
+                "power of two",
+            ),
+            (
+                "discovery:\n  instrument:\n    - open_ports: 99999\n",
+                3,
+                "discovery.instrument[0].open_ports",
+                "outside 1-65535",
+            ),
+            (
+                "discovery:\n  instrument:\n    - exe_path: \"[\"\n",
+                3,
+                "discovery.instrument[0].exe_path",
+                "bad glob",
+            ),
+            (
+                "open_port: 80\nroutes: {patterns: [users]}\n",
+                2,
+                "routes.patterns",
+                "does not start with /",
+            ),
+            (
+                "open_port: 80\nroutes: {unmatched: guess}\n",
+                2,
+                "routes.unmatched",
+                "heuristic, path, wildcard or unset",
+            ),
+            (
+                "open_port: 80\nprometheus_export: {port: 9400, path: metrics}\n",
+                2,
+                "prometheus_export.path",
+                "must start with /",
+            ),
+            (
+                "open_port: 80\nprometheus_export:\n  port: 9400\n  buckets: {duration_histogram: [1, 2]}\notel_metrics_export:\n  endpoint: http://c:4318\n  buckets: {duration_histogram: [1, 3]}\n",
+                7,
+                "otel_metrics_export.buckets.duration_histogram",
+                "must be the same",
+            ),
+            (
+                "open_prt: 80\n",
+                1,
+                "open_prt",
+                "did you mean \"open_port\"",
+            ),
+        ];
+        for (text, line, key, reason) in cases {
+            let (l, k, r) = file_err(text, &[]);
+            assert_eq!((l, k.as_str()), (*line, *key), "{text:?}: {r}");
+            assert!(r.contains(reason), "{text:?}: {r}");
+        }
+        // A missing file names the file.
+        let e = Config::load(Some("/nonexistent/beyla.yaml"), |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/beyla.yaml:0: (file): cannot open"),
+            "{e}"
+        );
+        // Nothing selected anywhere.
+        assert_eq!(
+            load("log_level: debug\n", &[]).unwrap_err(),
+            ConfigError::NothingSelected
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let text = "open_port: 80\nlog_level: debug\nebpf: {capture_bytes: 512}\n\
+                    otel_traces_export:\n  endpoint: http://file:4318\n";
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(c.capture_bytes, 512);
+        assert_eq!(
+            c.otlp.as_ref().unwrap().traces_endpoint,
+            "http://file:4318/v1/traces"
+        );
+        let c = load(
+            text,
+            &[
+                ("BEYLA_LOG_LEVEL", "warn"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.log_level, log::LevelFilter::Warn);
+        assert_eq!(c.capture_bytes, 512);
+        assert_eq!(c.otlp.unwrap().traces_endpoint, "http://env:4318/v1/traces");
+        // A bad value in the environment is the variable's error, even when the file is fine.
+        assert!(matches!(
+            load(text, &[("BEYLA_CAPTURE_BYTES", "1")]),
+            Err(ConfigError::Invalid {
+                var: "BEYLA_CAPTURE_BYTES",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn discovery_entries_and_the_environment_entry() {
+        let text = "discovery:\n  instrument:\n    - open_ports: 8080\n      name: checkout\n      namespace: shop\n    - exe_path: \"*/node\"\n  exclude_instrument:\n    - exe_path: \"*/python2*\"\n";
+        let c = load(text, &[]).unwrap();
+        let s = &c.selection;
+        assert_eq!(s.instrument.len(), 2);
+        assert_eq!(s.instrument[0].name.as_deref(), Some("checkout"));
+        assert_eq!(s.instrument[0].namespace.as_deref(), Some("shop"));
+        assert!(s.uses_exe());
+        // The user's exclusion plus the six defaults.
+        assert_eq!(s.exclude.len(), 1 + discovery::DEFAULT_EXCLUDE_EXE.len());
+        // The environment's selection is one more entry, named by BEYLA_SERVICE_NAME.
+        let c = load(
+            text,
+            &[("BEYLA_OPEN_PORT", "9000"), ("BEYLA_SERVICE_NAME", "env")],
+        )
+        .unwrap();
+        assert_eq!(c.selection.instrument.len(), 3);
+        assert_eq!(c.selection.instrument[2].name.as_deref(), Some("env"));
+        assert!(c.selection.ports().contains(9000) && c.selection.ports().contains(8080));
+        // Without selectors of its own, the global name names the unnamed entries.
+        let c = load(text, &[("BEYLA_SERVICE_NAME", "env")]).unwrap();
+        assert_eq!(c.selection.instrument[0].name.as_deref(), Some("checkout"));
+        assert_eq!(c.selection.instrument[1].name.as_deref(), Some("env"));
+        // An empty default list drops the default exclusions.
+        let c = load(
+            "open_port: 80\ndiscovery: {default_exclude_instrument: []}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.selection.exclude.is_empty());
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let text = "discovery:\n  instrument:\n    - {open_ports: \"8080,9000-9001\", name: a, namespace: n}\n    - {exe_path: \"*/node\"}\n\
+                    routes:\n  patterns: [\"/u/{id}\"]\n  ignored_patterns: [/health]\n  ignore_mode: traces\n  unmatched: wildcard\n\
+                    attributes:\n  select:\n    http_server_request_duration: {include: [\"*\"], exclude: [url.path]}\n\
+                    otel_traces_export:\n  endpoint: http://c:4318\n  headers: {Authorization: \"Bearer s3cret\"}\n  sampler: {name: parentbased_traceidratio, arg: \"0.25\"}\n\
+                    otel_metrics_export:\n  endpoint: http://c:4317\n  interval: 15s\n\
+                    prometheus_export:\n  port: 9400\n  path: /m\n  buckets: {duration_histogram: [0.1, 1], request_size_histogram: [10, 100]}\n\
+                    ebpf: {capture_bytes: 256, capture_backend: kprobe}\n";
+        let printed = load(text, &[]).unwrap().to_yaml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("\"Authorization\": \"***\""), "{printed}");
+        // Masked secrets aside, the output is a configuration file for the same daemon.
+        let again = load(&printed, &[]).unwrap().to_yaml();
+        let strip = |s: &str| {
+            s.lines()
+                .filter(|l| !l.starts_with("# file:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip(&printed), strip(&again));
+        for want in [
+            "open_ports: \"8080,9000-9001\"",
+            "name: \"a\"",
+            "exe_path: \"*/node\"",
+            "ignore_mode: \"traces\"",
+            "unmatched: \"wildcard\"",
+            "endpoint: \"http://c:4318/v1/traces\"",
+            "endpoint: \"http://c:4317\"",
+            "arg: \"0.25\"",
+            "interval: \"15000ms\"",
+            "duration_histogram: [0.1, 1]",
+            "capture_backend: \"kprobe\"",
+            "path: \"/m\"",
+        ] {
+            assert!(printed.contains(want), "{want} in\n{printed}");
+        }
     }
 }
