@@ -78,6 +78,7 @@ fn kernel_stats(capture: &Capture, stats: &Stats) -> crate::capture::KernelStats
 /// Metrics: the shared aggregation, the OTLP export task and the Prometheus listeners.
 async fn start_metrics(
     config: &Config,
+    shape: &crate::metrics::Shape,
     stats: &Arc<Stats>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<
@@ -98,7 +99,7 @@ async fn start_metrics(
             attributes: config.resource_attributes.clone(),
         },
         internal_otel.then(|| stats.clone()),
-        metrics_shape(config),
+        shape.clone(),
     ));
     let mut tasks = Vec::new();
     if let Some(o) = &mc.otlp {
@@ -238,8 +239,14 @@ pub async fn run(
         None => (None, None),
     };
     let sink = Sink::new(Printer::new(config.printer), queue, stats.clone());
-    let (metrics, metrics_tasks) = start_metrics(&config, &stats, &stop_rx).await?;
-    let shape = metrics_shape(&config);
+    // Buckets and attribute selection: the histograms use them, the span builder fills the
+    // optional attributes they select.
+    let shape = crate::metrics::Shape::new(
+        config.metrics.duration_buckets.clone(),
+        config.metrics.size_buckets.clone(),
+        &config.metrics.select,
+    );
+    let (metrics, metrics_tasks) = start_metrics(&config, &shape, &stats, &stop_rx).await?;
 
     let mut capture = Capture::start(&config)?;
     log::info!(
@@ -327,14 +334,4 @@ pub async fn run(
         let _ = tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(1), t).await;
     }
     Ok(stats.snapshot())
-}
-
-/// Buckets and attribute selection of the RED metrics.
-fn metrics_shape(config: &Config) -> crate::metrics::Shape {
-    let mc = &config.metrics;
-    crate::metrics::Shape::new(
-        mc.duration_buckets.clone(),
-        mc.size_buckets.clone(),
-        &mc.select,
-    )
 }

@@ -151,22 +151,19 @@ impl Processes {
         if pid == self.self_pid {
             return false;
         }
-        let mut exe = None;
-        let mut read = || exe.get_or_insert_with(|| exe_of(pid)).clone();
-        if self.selection.excluded(pid, &[], &mut read) {
+        // An exec: the executable is what changed, read it once.
+        let exe = exe_of(pid);
+        if self.selection.excluded(pid, &[], &mut || exe.clone()) {
             return false;
         }
-        let current = self.entries.get(&pid).copied();
-        let matching = |i: usize, read: &mut dyn FnMut() -> Option<String>| {
+        let matches = |i: &usize| {
             self.selection
                 .instrument
-                .get(i)
-                .is_some_and(|s| s.matches_process(pid, &mut || read()))
+                .get(*i)
+                .is_some_and(|s| s.matches_process(pid, &mut || exe.clone()))
         };
-        if current.is_some_and(|i| matching(i, &mut read)) {
-            return true;
-        }
-        match (0..self.selection.instrument.len()).find(|&i| matching(i, &mut read)) {
+        let kept = self.entries.get(&pid).copied().filter(matches);
+        match kept.or_else(|| (0..self.selection.instrument.len()).find(matches)) {
             Some(e) => {
                 self.assign(pid, e);
                 true

@@ -246,6 +246,8 @@ pub struct Router {
     /// The heuristic route being looked up (reused: no allocation for a known route).
     scratch: String,
     overflow: Arc<str>,
+    /// The empty route of [`Unmatched::Unset`], shared: no allocation per request.
+    unset: Arc<str>,
 }
 
 impl Default for Router {
@@ -265,6 +267,7 @@ impl Router {
             seen: Default::default(),
             scratch: String::new(),
             overflow: OVERFLOW_ROUTE.into(),
+            unset: "".into(),
         }
     }
 
@@ -320,7 +323,7 @@ impl Router {
             }
             Unmatched::Unset => {
                 return Route {
-                    route: "".into(),
+                    route: self.unset.clone(),
                     configured: false,
                 };
             }

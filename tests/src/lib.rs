@@ -21,6 +21,7 @@
 pub mod counters;
 pub mod daemon;
 pub mod expect;
+pub mod exposition;
 pub mod fixtures;
 pub mod otlp;
 pub mod procs;

@@ -6,12 +6,12 @@
 //!
 //! `cargo test -p beyla-rs-tests --test config_file -- --test-threads=1` (root for the first).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use beyla_rs_tests::daemon::{self, Daemon};
+use beyla_rs_tests::exposition::{self, Sample};
 use beyla_rs_tests::fixtures;
 use beyla_rs_tests::otlp::OtlpReceiver;
 use beyla_rs_tests::rawhttp::{self, Request};
@@ -23,59 +23,6 @@ fn example_path() -> PathBuf {
 
 fn example() -> String {
     std::fs::read_to_string(example_path()).expect("packaging/beyla-rs.example.yaml")
-}
-
-/// One sample of a Prometheus text exposition: name, labels, value. Label values may hold
-/// braces and commas (`/orders/{id}`), so the label set is read quote-aware.
-fn parse_prometheus(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (name, rest) = match line.find('{') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => {
-                let (n, v) = line.split_once(' ').expect("sample line");
-                out.push((n.to_owned(), BTreeMap::new(), v.trim().parse().unwrap()));
-                continue;
-            }
-        };
-        let mut labels = BTreeMap::new();
-        let mut chars = rest.char_indices().peekable();
-        let mut end = rest.len();
-        loop {
-            let mut key = String::new();
-            for (i, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                if c == '}' {
-                    end = i;
-                    break;
-                }
-                if c != ',' {
-                    key.push(c);
-                }
-            }
-            if end != rest.len() || key.is_empty() {
-                break;
-            }
-            assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line}");
-            let mut value = String::new();
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => value.push(chars.next().map(|(_, c)| c).unwrap_or('\\')),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-            labels.insert(key, value);
-        }
-        let value = rest[end + 1..].trim().parse().unwrap_or(f64::NAN);
-        out.push((name.to_owned(), labels, value));
-    }
-    out
 }
 
 #[test]
@@ -180,25 +127,29 @@ fn the_example_file_names_services_excludes_and_selects_attributes() {
     // Metrics: `include: ["*"]` adds client.address and server.port to the server duration,
     // `exclude: [url.path]` keeps the path out; the body sizes keep their defaults.
     let mut samples = Vec::new();
-    let count_of = |samples: &[(String, BTreeMap<String, String>, f64)], svc: &str| -> f64 {
+    let count_of = |samples: &[Sample], svc: &str| -> f64 {
         samples
             .iter()
-            .filter(|(n, l, _)| {
-                n == "http_server_request_duration_seconds_count"
-                    && l.get("service_name").map(String::as_str) == Some(svc)
+            .filter(|s| {
+                s.name == "http_server_request_duration_seconds_count"
+                    && s.labels.get("service_name").map(String::as_str) == Some(svc)
             })
-            .map(|(_, _, v)| v)
+            .map(|s| s.value)
             .sum()
     };
     let ok = wait_until(Duration::from_secs(15), || {
         let r = rawhttp::keepalive(prom_port, &[Request::get("/metrics")]);
-        samples = parse_prometheus(&r[0].body_str());
+        samples =
+            exposition::parse(&r[0].body_str()).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
         count_of(&samples, "checkout") >= 5.0 && count_of(&samples, "payments") >= 3.0
     });
     assert!(ok, "metrics never counted 5 + 3: {samples:?}");
     assert_eq!(count_of(&samples, "checkout"), 5.0);
     assert_eq!(count_of(&samples, "payments"), 3.0);
-    for (name, l, _) in &samples {
+    for Sample {
+        name, labels: l, ..
+    } in &samples
+    {
         if !name.starts_with("http_server_") {
             continue;
         }

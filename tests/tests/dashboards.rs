@@ -35,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beyla_rs_tests::daemon::{self, Daemon};
+use beyla_rs_tests::exposition::{self, Sample};
 use beyla_rs_tests::fixtures::{self, ServerOpts};
 use beyla_rs_tests::otlp::{AttrValue, OtlpReceiver, attrs_to_map};
 use beyla_rs_tests::rawhttp::{self, Request};
@@ -718,7 +719,7 @@ target_info{host_name="h",service_instance_id="h-1",service_name="s"} 1
         source: "the test input",
         ..Model::default()
     };
-    for s in parse_exposition(exposition).unwrap() {
+    for s in exposition::parse(exposition).unwrap() {
         model.add(&s.name, s.labels);
     }
     let query = |expr: &str| Query {
@@ -998,63 +999,6 @@ impl Model {
         }
         sample
     }
-}
-
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The Prometheus text format (0.0.4), strictly: a line that does not parse is an error.
-fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = || format!("unparsable sample line {line:?}");
-        let name_end = line.find(['{', ' ']).ok_or_else(bad)?;
-        let name = &line[..name_end];
-        let mut rest = &line[name_end..];
-        let mut labels = BTreeMap::new();
-        if let Some(mut r) = rest.strip_prefix('{') {
-            loop {
-                r = r.trim_start_matches([',', ' ']);
-                if let Some(after) = r.strip_prefix('}') {
-                    rest = after;
-                    break;
-                }
-                let (key, after) = r.split_once("=\"").ok_or_else(bad)?;
-                let mut value = String::new();
-                let mut chars = after.char_indices();
-                let end = loop {
-                    match chars.next().ok_or_else(bad)? {
-                        (k, '"') => break k + 1,
-                        (_, '\\') => match chars.next().ok_or_else(bad)?.1 {
-                            'n' => value.push('\n'),
-                            other => value.push(other),
-                        },
-                        (_, c) => value.push(c),
-                    }
-                };
-                labels.insert(key.to_owned(), value);
-                r = &after[end..];
-            }
-        }
-        let value = rest
-            .split_whitespace()
-            .next()
-            .ok_or_else(bad)?
-            .parse::<f64>()
-            .map_err(|_| bad())?;
-        out.push(Sample {
-            name: name.to_owned(),
-            labels,
-            value,
-        });
-    }
-    Ok(out)
 }
 
 fn attr_text(v: &AttrValue) -> String {
@@ -1433,7 +1377,7 @@ fn dashboards_use_only_what_the_daemon_exports() {
     ];
     let mut metrics_text = String::new();
     let counts = |text: &str, reqs: &[ExportMetricsServiceRequest]| -> Vec<(u64, u64)> {
-        let samples = parse_exposition(text).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let samples = exposition::parse(text).unwrap_or_else(|e| panic!("GET /metrics: {e}"));
         want.iter()
             .map(|(p, o, svc, _)| (prom_count(&samples, p, svc), otlp_count(reqs, o, svc)))
             .collect()
@@ -1483,7 +1427,7 @@ fn dashboards_use_only_what_the_daemon_exports() {
         ..Model::default()
     };
     for text in [&metrics_text, &internal_text] {
-        for s in parse_exposition(text).unwrap_or_else(|e| panic!("{e}")) {
+        for s in exposition::parse(text).unwrap_or_else(|e| panic!("{e}")) {
             prom.add(&s.name, s.labels);
         }
     }

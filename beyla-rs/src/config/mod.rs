@@ -165,6 +165,7 @@ impl MetricsConfig {
 
 #[derive(Clone, Copy)]
 enum Signal {
+    Traces,
     Metrics,
 }
 
@@ -179,6 +180,13 @@ struct SignalVars {
 impl Signal {
     fn vars(self) -> SignalVars {
         match self {
+            Signal::Traces => SignalVars {
+                endpoint: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                protocol: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                headers: "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                timeout: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                path: "/v1/traces",
+            },
             Signal::Metrics => SignalVars {
                 endpoint: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
                 protocol: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
@@ -191,11 +199,6 @@ impl Signal {
 }
 
 impl Config {
-    /// Read the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// The environment only (tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::from_sources(get, None)
@@ -301,7 +304,7 @@ impl Config {
             None => Vec::new(),
         };
 
-        let otlp = Self::otlp(&get)?;
+        let otlp = Self::signal_otlp(&get, Signal::Traces)?;
         let mut traces_enabled = match get("OTEL_TRACES_EXPORTER") {
             Some(v) => match v.trim() {
                 "none" => false,
@@ -731,6 +734,7 @@ impl Config {
             get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|x| ("OTEL_EXPORTER_OTLP_PROTOCOL", x))
         }) {
             Some((pvar, x)) => OtlpProtocol::parse(pvar, &x)?,
+            // As Beyla: port 4317 means gRPC, anything else HTTP with protobuf.
             None if port == 4317 => OtlpProtocol::Grpc,
             None => OtlpProtocol::HttpProtobuf,
         };
@@ -738,6 +742,7 @@ impl Config {
         let endpoint = if full || protocol == OtlpProtocol::Grpc {
             base.to_owned()
         } else {
+            // The base URL's path, if any, is kept: `http://h/otlp` → `http://h/otlp/v1/traces`.
             format!("{base}{}", v.path)
         };
         let headers = match get(v.headers).map(|x| (v.headers, x)).or_else(|| {
@@ -754,56 +759,6 @@ impl Config {
         };
         Ok(Some(OtlpConfig {
             traces_endpoint: endpoint,
-            protocol,
-            headers,
-            timeout,
-        }))
-    }
-
-    fn otlp(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, ConfigError> {
-        let (var, raw, full) = if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", v, true)
-        } else if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", v, false)
-        } else {
-            return Ok(None);
-        };
-        let (_, port, _path) = parse_url(var, &raw)?;
-        let protocol = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
-            .or_else(|| {
-                get("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
-            }) {
-            Some((pvar, v)) => OtlpProtocol::parse(pvar, &v)?,
-            // As Beyla: port 4317 means gRPC, anything else HTTP with protobuf.
-            None if port == 4317 => OtlpProtocol::Grpc,
-            None => OtlpProtocol::HttpProtobuf,
-        };
-        let base = raw.trim().trim_end_matches('/');
-        let traces_endpoint = if full || protocol == OtlpProtocol::Grpc {
-            base.to_owned()
-        } else {
-            // The base URL's path, if any, is kept: `http://h/otlp` → `http://h/otlp/v1/traces`.
-            format!("{base}/v1/traces")
-        };
-        let headers = match get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", v))
-            .or_else(|| {
-                get("OTEL_EXPORTER_OTLP_HEADERS").map(|v| ("OTEL_EXPORTER_OTLP_HEADERS", v))
-            }) {
-            Some((hvar, v)) => parse_headers(hvar, &v)?,
-            None => Vec::new(),
-        };
-        let timeout = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", v))
-            .or_else(|| {
-                get("OTEL_EXPORTER_OTLP_TIMEOUT").map(|v| ("OTEL_EXPORTER_OTLP_TIMEOUT", v))
-            }) {
-            Some((tvar, v)) => parse_timeout(tvar, &v)?,
-            None => Duration::from_secs(10),
-        };
-        Ok(Some(OtlpConfig {
-            traces_endpoint,
             protocol,
             headers,
             timeout,
