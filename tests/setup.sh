@@ -9,10 +9,16 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+# The HTTPS tests (tests/https.rs) make their test CA and certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # Issue-7 tests: BPF object counts and leftovers (bpftool), running as nobody with ambient
 # capabilities (setpriv, util-linux).
 command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || need_apt+=(bpftool)
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+# gRPC over TLS (tests/https.rs) runs Debian's grpcio under Debian's Python: its C core does TLS
+# through the system libssl, which the daemon probes (PyPI's wheels embed a stripped BoringSSL).
+/usr/bin/python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1 ||
+    need_apt+=(python3-grpcio python3-grpc-tools)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup.sh: installing ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

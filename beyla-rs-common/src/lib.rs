@@ -179,6 +179,11 @@ const _: () = assert!(size_of::<EventHeader>() == 48);
 /// middle of a message.
 pub const EVENT_FLAG_MIDWAY: u8 = 1;
 
+/// [`EventHeader::flags`] of data events: the payload is the plaintext a TLS library call
+/// (`SSL_read`, `SSL_write`, …) returned or was given, not the bytes on the socket. The
+/// connection is the socket the library reads and writes.
+pub const EVENT_FLAG_TLS: u8 = 2;
+
 /// Accept/connect events of the socket-level backends carry two socket addresses, each in
 /// [`SOCKADDR_LEN`] bytes: the peer's, then the local one.
 pub const SOCKADDR_PAIR_LEN: usize = 2 * SOCKADDR_LEN;
@@ -250,6 +255,10 @@ pub const CONN_WIDE_CAPTURE: u8 = 1;
 /// entry so that the socket is not registered again at its next I/O; its close removes it.
 pub const CONN_DROPPED: u8 = 2;
 
+/// A TLS library's calls read and write this connection ([`EVENT_FLAG_TLS`] records carry
+/// its plaintext): its encrypted bytes on the socket are not sent.
+pub const CONN_TLS: u8 = 4;
+
 const _: () = assert!(size_of::<ConnInfo>() == 24);
 
 /// Where the fields the socket-level backends read are in this kernel's structures, and the
@@ -299,13 +308,38 @@ pub struct KernelOffsets {
     /// (`skb_copy_datagram_iter`): these tell its socket and whether it is TCP.
     pub skb_sk: u32,
     pub sk_protocol: u32,
+    /// From a descriptor to its socket (Go's TLS probes know the fd, the socket-level
+    /// backends key connections by socket): `task_struct.files`, `files_struct.fdt`,
+    /// `fdtable.fd` and `fdtable.max_fds`, `file.private_data`, `socket.sk`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 96);
+const _: () = assert!(size_of::<KernelOffsets>() == 120);
 
 /// Flags in [`Config::flags`].
 pub const CONFIG_WATCH_EXEC: u32 = 1;
+/// TLS library probes are attached: socket I/O made inside (or right after) a TLS library call
+/// ties the library's session to the connection (see `EVENT_FLAG_TLS`).
+pub const CONFIG_TLS: u32 = 2;
+/// The connection map is keyed by socket address (the socket-level backends), not by
+/// [`conn_key`].
+pub const CONFIG_SOCKET_KEYS: u32 = 4;
+
+/// Where Go's `crypto/tls` probes find the socket's fd, from a `*tls.Conn`: its `conn`
+/// (a `net.Conn` interface: type word, then data pointer to a `*net.TCPConn`), the
+/// `TCPConn`'s `fd` (`*net.netFD`), the `netFD`'s `pfd` (`internal/poll.FD`) and its `Sysfd`.
+/// The same in every Go release with the register ABI (1.17 on); the daemon checks each
+/// executable's DWARF against them where it has one.
+pub const GO_TLS_CONN_CONN: u64 = 0;
+pub const GO_TCPCONN_FD: u64 = 0;
+pub const GO_NETFD_PFD: u64 = 0;
+pub const GO_PFD_SYSFD: u64 = 16;
 
 /// Runtime settings the daemon writes into the `CONFIG` array map before attaching.
 #[repr(C)]
@@ -332,6 +366,9 @@ pub const STAT_PID_MAP_FULL: u32 = 3;
 /// An `accept`/`close` of one fd number kept losing the exchange on its entry to other CPUs
 /// (see [`ConnInfo::fd_state`]) and gave up after a bounded number of tries.
 pub const STAT_CONN_CONTENDED: u32 = 4;
+/// Plaintext a TLS library call moved on a session not (or no longer) tied to a tracked
+/// connection: not sent.
+pub const STAT_TLS_UNBOUND: u32 = 5;
 pub const STAT_COUNT: u32 = 8;
 
 /// Words of the tracked-process bitmap (`TRACKED`, an `Array<u64>`): one bit per process id

@@ -8,7 +8,8 @@
 //!   `h2walk` following HTTP/2 frame boundaries;
 //! - `process`: process life cycle hooks;
 //! - `syscalls`: the syscall-tracepoint backend (raw tracepoint on `sys_exit`);
-//! - `sockets`: the socket-level backends (fentry/fexit or kprobes on the TCP socket layer).
+//! - `sockets`: the socket-level backends (fentry/fexit or kprobes on the TCP socket layer);
+//! - `tls`: TLS libraries' plaintext (uprobes), tied to the connections the backends follow.
 //!
 //! The daemon loads and attaches the programs of one backend (and the process hooks it
 //! needs); the others stay in the object unloaded.
@@ -33,6 +34,7 @@ mod record;
 mod scratch;
 mod sockets;
 mod syscalls;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

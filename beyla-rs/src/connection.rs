@@ -3,8 +3,15 @@
 //!
 //! A connection's protocol is decided from its first bytes, not its port: the HTTP/2 preface or
 //! HTTP/2 frame shapes select the HTTP/2 parser, anything else goes to the HTTP/1 parser, which
-//! rejects non-HTTP bytes (TLS, Redis, garbage). Rejected connections are dropped here and in
-//! the kernel, and counted.
+//! rejects non-HTTP bytes (Redis, garbage). Rejected connections are dropped here and in the
+//! kernel, and counted.
+//!
+//! TLS: the plaintext a TLS library's calls moved arrives flagged as such, on the connection
+//! whose socket the library uses; from the first of it on, the connection's protocol is
+//! decided on the plaintext and its socket bytes are ignored. Socket bytes that are TLS records
+//! wait for that plaintext (the kernel ties a session to its connection during the handshake);
+//! application data in TLS records with no plaintext means no probe covers the library (rustls,
+//! …): the connection is dropped and counted as such.
 
 use std::net::SocketAddr;
 
@@ -42,8 +49,43 @@ enum Parser {
     Http2(Box<Http2Connection>),
 }
 
+/// Whether a connection speaks TLS, as far as known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tls {
+    /// No TLS record seen.
+    No,
+    /// TLS records on the socket, first in direction `from`, no plaintext yet; `answered`: the
+    /// other direction started with a TLS record too.
+    Encrypted { from: Direction, answered: bool },
+    /// The library's plaintext arrives: it alone is parsed.
+    Plaintext,
+}
+
+/// TLS record content types (RFC 8446 §5.1): change_cipher_spec, alert, handshake,
+/// application_data, heartbeat.
+const TLS_RECORD_TYPES: std::ops::RangeInclusive<u8> = 20..=24;
+const TLS_APPLICATION_DATA: u8 = 23;
+
+/// The content type of the TLS record `b` starts with (protocol version 3.x), if it does.
+fn tls_record(b: &[u8]) -> Option<u8> {
+    match b {
+        [ty, 3, minor, ..] if TLS_RECORD_TYPES.contains(ty) && *minor <= 4 => Some(*ty),
+        _ => None,
+    }
+}
+
+/// `b` is a TLS record's start, or too short to tell: nginx peeks at the first octet of a
+/// connection on a TLS port (`recv(…, 1, MSG_PEEK)`, to answer plain HTTP with an error).
+fn tls_start(b: &[u8]) -> bool {
+    match b {
+        [ty] | [ty, 3] => TLS_RECORD_TYPES.contains(ty),
+        _ => tls_record(b).is_some(),
+    }
+}
+
 struct Conn {
     meta: ConnMeta,
+    tls: Tls,
     fd: u32,
     /// Open file descriptors referring to the connection (`dup` adds one, `close` removes
     /// one); the connection ends with the last.
@@ -143,6 +185,7 @@ impl Connections {
                 joined_midway,
                 last_ns: now_ns,
                 parser: Parser::Detect,
+                tls: Tls::No,
             },
         );
         evicted
@@ -159,7 +202,8 @@ impl Connections {
             .collect()
     }
 
-    /// Feed one data event. `role_hint` is used for connections the daemon never saw open.
+    /// Feed one data event. `role_hint` is used for connections the daemon never saw open;
+    /// `tls`: the segment is a TLS library's plaintext, not socket bytes.
     #[expect(clippy::too_many_arguments, reason = "the fields of one kernel event")]
     pub fn data(
         &mut self,
@@ -167,6 +211,7 @@ impl Connections {
         tgid: u32,
         fd: u32,
         role_hint: Option<Role>,
+        tls: bool,
         seg: &Segment<'_>,
         out: &mut Vec<Finished>,
         stats: &crate::stats::Stats,
@@ -188,9 +233,56 @@ impl Connections {
                 joined_midway: true,
                 last_ns: seg.ts_ns,
                 parser: Parser::Detect,
+                tls: Tls::No,
             }
         });
         conn.last_ns = seg.ts_ns;
+        if tls {
+            if conn.tls != Tls::Plaintext {
+                // Whatever was parsed of the socket bytes is void: the plaintext starts with
+                // the session's first application data.
+                conn.tls = Tls::Plaintext;
+                conn.parser = Parser::Detect;
+                conn.joined_midway = false;
+                crate::stats::Stats::inc(&stats.connections_tls);
+            }
+        } else {
+            if conn.tls == Tls::No && matches!(conn.parser, Parser::Detect) && tls_start(seg.data) {
+                conn.tls = Tls::Encrypted {
+                    from: seg.direction,
+                    answered: false,
+                };
+            }
+            match conn.tls {
+                Tls::No => {}
+                Tls::Plaintext => return DataOutcome::Continue,
+                Tls::Encrypted { .. } if tls_record(seg.data) == Some(TLS_APPLICATION_DATA) => {
+                    crate::stats::Stats::inc(&stats.connections_tls_uncovered);
+                    let fd = conn.fd;
+                    self.conns.remove(&conn_id);
+                    return DataOutcome::Drop { tgid, fd };
+                }
+                Tls::Encrypted {
+                    from,
+                    answered: false,
+                } if seg.direction != from => {
+                    if !tls_start(seg.data) {
+                        // The peer answered in the clear (a ClientHello sent to a plaintext
+                        // server): not a TLS connection.
+                        crate::stats::Stats::inc(&stats.connections_not_http);
+                        let fd = conn.fd;
+                        self.conns.remove(&conn_id);
+                        return DataOutcome::Drop { tgid, fd };
+                    }
+                    conn.tls = Tls::Encrypted {
+                        from,
+                        answered: true,
+                    };
+                    return DataOutcome::Continue;
+                }
+                Tls::Encrypted { .. } => return DataOutcome::Continue,
+            }
+        }
         if matches!(conn.parser, Parser::Detect) {
             conn.parser = if http2::looks_like_http2(seg.data) {
                 Parser::Http2(Box::new(Http2Connection::new(
@@ -253,7 +345,10 @@ impl Connections {
             &stats.http2_parse_errors,
             errors_after.1.saturating_sub(errors_before.1),
         );
-        for exchange in ex.drain(..) {
+        for mut exchange in ex.drain(..) {
+            if conn.tls == Tls::Plaintext && exchange.scheme.is_none() {
+                exchange.scheme = Some("https".to_owned());
+            }
             out.push(Finished {
                 role: conn.role,
                 meta: conn.meta.clone(),
@@ -407,6 +502,162 @@ mod tests {
             "nothing open on the fd"
         );
         assert_eq!(c.len(), 1);
+    }
+
+    fn seg(direction: Direction, ts_ns: u64, data: &[u8]) -> Segment<'_> {
+        Segment {
+            direction,
+            ts_ns,
+            data,
+            total_len: data.len() as u64,
+            extents: crate::protocol::Extents::new(&[]),
+        }
+    }
+
+    const CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x00\xf4\x01\x00\x00\xf0\x03\x03";
+    const APP_DATA: &[u8] = b"\x17\x03\x03\x00\x20garbagegarbagegarbagegarbage1234";
+    const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// Handshake records wait for the plaintext; from the first plaintext on, it alone is
+    /// parsed (socket bytes that still arrive are ignored) and the exchange is `https`.
+    #[test]
+    fn tls_records_wait_for_the_plaintext() {
+        let stats = crate::stats::Stats::default();
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        c.open(1, 7, Role::Server, meta(10), false, 0);
+        let feed = |c: &mut Connections, out: &mut Vec<Finished>, tls, s: &Segment<'_>| {
+            c.data(1, 10, 7, Some(Role::Server), tls, s, out, &stats)
+        };
+        use Direction::{Egress, Ingress};
+        assert_eq!(
+            feed(&mut c, &mut out, false, &seg(Ingress, 1, CLIENT_HELLO)),
+            DataOutcome::Continue
+        );
+        assert_eq!(
+            feed(&mut c, &mut out, true, &seg(Ingress, 2, REQUEST)),
+            DataOutcome::Continue
+        );
+        // Encrypted bytes that slipped through are not parsed.
+        assert_eq!(
+            feed(&mut c, &mut out, false, &seg(Egress, 3, APP_DATA)),
+            DataOutcome::Continue
+        );
+        feed(&mut c, &mut out, true, &seg(Egress, 4, RESPONSE));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].exchange.scheme.as_deref(), Some("https"));
+        assert_eq!(out[0].exchange.status, Some(200));
+        let s = stats.snapshot();
+        assert_eq!((s.connections_tls, s.connections_not_http), (1, 0));
+    }
+
+    /// Application data in TLS records and no plaintext: no probe covers the library; the
+    /// connection is dropped as such, not as "not HTTP". Plain HTTP is untouched.
+    /// nginx peeks at one octet of a new connection on a TLS port before the handshake.
+    #[test]
+    fn a_peeked_first_octet_of_a_handshake_waits_too() {
+        let stats = crate::stats::Stats::default();
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        c.open(1, 7, Role::Server, meta(10), false, 0);
+        let peek = seg(Direction::Ingress, 1, b"\x16");
+        assert_eq!(
+            c.data(1, 10, 7, None, false, &peek, &mut out, &stats),
+            DataOutcome::Continue
+        );
+        c.data(
+            1,
+            10,
+            7,
+            None,
+            true,
+            &seg(Direction::Ingress, 2, REQUEST),
+            &mut out,
+            &stats,
+        );
+        c.data(
+            1,
+            10,
+            7,
+            None,
+            true,
+            &seg(Direction::Egress, 3, RESPONSE),
+            &mut out,
+            &stats,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].meta.local_port,
+            Some(8080),
+            "the connection's own entry"
+        );
+        assert_eq!(stats.snapshot().connections_not_http, 0);
+        // Plain bytes are still judged at once.
+        assert!(!tls_start(b"G"));
+        assert!(!tls_start(b"\x16\x01"));
+    }
+
+    /// A ClientHello sent to a plaintext server, answered in the clear: not HTTP, not TLS.
+    #[test]
+    fn a_client_hello_answered_in_the_clear_is_not_http() {
+        let stats = crate::stats::Stats::default();
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        c.open(1, 7, Role::Server, meta(10), false, 0);
+        let hello = seg(Direction::Ingress, 1, CLIENT_HELLO);
+        assert_eq!(
+            c.data(1, 10, 7, None, false, &hello, &mut out, &stats),
+            DataOutcome::Continue
+        );
+        let answer = seg(Direction::Egress, 2, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        assert_eq!(
+            c.data(1, 10, 7, None, false, &answer, &mut out, &stats),
+            DataOutcome::Drop { tgid: 10, fd: 7 }
+        );
+        assert!(out.is_empty());
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.connections_not_http, s.connections_tls_uncovered),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn tls_application_data_without_plaintext_is_uncovered() {
+        let stats = crate::stats::Stats::default();
+        let mut c = Connections::new();
+        let mut out = Vec::new();
+        c.open(1, 7, Role::Server, meta(10), false, 0);
+        c.open(2, 8, Role::Server, meta(10), false, 0);
+        let hello = seg(Direction::Ingress, 1, CLIENT_HELLO);
+        let app = seg(Direction::Ingress, 2, APP_DATA);
+        assert_eq!(
+            c.data(1, 10, 7, None, false, &hello, &mut out, &stats),
+            DataOutcome::Continue
+        );
+        assert_eq!(
+            c.data(1, 10, 7, None, false, &app, &mut out, &stats),
+            DataOutcome::Drop { tgid: 10, fd: 7 }
+        );
+        let req = seg(Direction::Ingress, 3, REQUEST);
+        c.data(2, 10, 8, None, false, &req, &mut out, &stats);
+        let resp = seg(Direction::Egress, 4, RESPONSE);
+        c.data(2, 10, 8, None, false, &resp, &mut out, &stats);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].exchange.scheme, None,
+            "cleartext: the transport says http"
+        );
+        let s = stats.snapshot();
+        assert_eq!(
+            (
+                s.connections_tls_uncovered,
+                s.connections_not_http,
+                s.connections_tls
+            ),
+            (1, 0, 0)
+        );
     }
 
     #[test]

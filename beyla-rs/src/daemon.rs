@@ -19,6 +19,7 @@ use crate::{
     resource::GlobalResource,
     span::SpanBuilder,
     stats::Stats,
+    tls::Libraries,
 };
 use beyla_rs_common::ConnInfo;
 
@@ -72,6 +73,12 @@ fn kernel_stats(capture: &Capture, stats: &Stats) -> crate::capture::KernelStats
     Stats::set(&stats.kernel_conn_map_full, k.conn_map_full);
     Stats::set(&stats.kernel_conn_contended, k.conn_contended);
     Stats::set(&stats.kernel_pid_map_full, k.pid_map_full);
+    Stats::set(&stats.kernel_tls_unbound, k.tls_unbound);
+    let [(capture_ns, capture_runs), (tls_ns, tls_runs)] = capture.bpf_cost();
+    Stats::set(&stats.kernel_bpf_ns_capture, capture_ns);
+    Stats::set(&stats.kernel_bpf_runs_capture, capture_runs);
+    Stats::set(&stats.kernel_bpf_ns_tls, tls_ns);
+    Stats::set(&stats.kernel_bpf_runs_tls, tls_runs);
     k
 }
 
@@ -161,10 +168,33 @@ async fn start_metrics(
     Ok((Some(m), tasks))
 }
 
-/// Apply what the pipeline asked of the kernel maps.
-fn apply(capture: &mut Capture, actions: Vec<KernelAction>) {
+/// Apply what the pipeline asked of the kernel maps and probes.
+fn apply(
+    capture: &mut Capture,
+    libraries: &mut Libraries,
+    stats: &Stats,
+    actions: Vec<KernelAction>,
+) {
     for a in actions {
         match a {
+            KernelAction::WatchTls(pid) => {
+                for target in libraries.scan(pid) {
+                    match capture.attach_tls(&target) {
+                        Ok(n) => {
+                            Stats::inc(&stats.tls_libraries_probed);
+                            log::info!(
+                                "TLS: {n} probes on {} ({}), mapped by pid {pid}",
+                                target.path.display(),
+                                target.probes.name()
+                            );
+                        }
+                        Err(e) => log::warn!(
+                            "TLS: cannot probe {} (mapped by pid {pid}): {e}",
+                            target.path.display()
+                        ),
+                    }
+                }
+            }
             KernelAction::TrackPid(pid) => {
                 if let Err(e) = capture.track_pid(pid) {
                     log::warn!("cannot track pid {pid}: {e}");
@@ -269,7 +299,13 @@ pub async fn run(
     let scan_processes = Processes::new(config.selection.clone(), HostInfo::read());
     let scan = scan_processes.scan(pipeline.tracked());
     pipeline.apply_scan(scan, Clock::monotonic_ns());
-    apply(&mut capture, pipeline.take_actions());
+    let mut libraries = Libraries::new();
+    apply(
+        &mut capture,
+        &mut libraries,
+        &stats,
+        pipeline.take_actions(),
+    );
     log::info!(
         "beyla-rs ready: {} process(es) instrumented, selecting {}",
         pipeline.tracked().len(),
@@ -316,7 +352,12 @@ pub async fn run(
             }
         });
         pipeline.poll(Clock::monotonic_ns());
-        apply(&mut capture, pipeline.take_actions());
+        apply(
+            &mut capture,
+            &mut libraries,
+            &stats,
+            pipeline.take_actions(),
+        );
     }
 
     // Last records, then detach (dropping `capture` detaches every program).

@@ -26,3 +26,4 @@ pub mod sampler;
 pub mod sockets;
 pub mod span;
 pub mod stats;
+pub mod tls;

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use beyla_rs_common::{EVENT_FLAG_MIDWAY, EventKind};
+use beyla_rs_common::{EVENT_FLAG_MIDWAY, EVENT_FLAG_TLS, EventKind};
 
 use crate::{
     capture::{DecodeError, Event, SocketLookup},
@@ -50,6 +50,9 @@ pub enum KernelAction {
     },
     /// A tracked process listens on this port (found in /proc).
     ListenPort(u16),
+    /// Look for TLS libraries in a tracked process (it was selected, executed a program, or
+    /// opens connections: a library may have been loaded since).
+    WatchTls(u32),
 }
 
 pub struct Pipeline {
@@ -76,7 +79,14 @@ pub struct Pipeline {
     /// opened before start-up, and tells whether it joined them mid-way: the /proc scan only
     /// reports listening ports then.
     kernel_registers_connections: bool,
+    /// When each tracked process's libraries were last looked at for TLS from a connection of
+    /// its (kernel time): a library loaded after selection (`dlopen`) is found at the next
+    /// connection, at most every [`TLS_RESCAN_NS`].
+    tls_scanned: HashMap<u32, u64>,
 }
+
+/// Least time between two looks at one process's libraries prompted by its connections.
+const TLS_RESCAN_NS: u64 = 2_000_000_000;
 
 impl Pipeline {
     pub fn new(processes: Processes, spans: SpanBuilder, sink: Sink, stats: Arc<Stats>) -> Self {
@@ -96,6 +106,7 @@ impl Pipeline {
             decided: Vec::new(),
             metrics: None,
             kernel_registers_connections: false,
+            tls_scanned: HashMap::new(),
         }
     }
 
@@ -126,6 +137,7 @@ impl Pipeline {
 
     fn start_tracking(&mut self, pid: u32, why: &str) {
         if self.tracked.insert(pid) {
+            self.actions.push(KernelAction::WatchTls(pid));
             Stats::inc(&self.stats.processes_instrumented);
             let info = self.processes.info(pid);
             log::info!(
@@ -141,6 +153,7 @@ impl Pipeline {
             log::info!("pid {pid} is gone; no longer instrumented");
         }
         self.processes.gone(pid);
+        self.tls_scanned.remove(&pid);
         for (tgid, fd, conn_id) in self.connections.remove_process(pid) {
             self.actions
                 .push(KernelAction::RemoveConn { tgid, fd, conn_id });
@@ -319,7 +332,10 @@ impl Pipeline {
                 let pid = h.tgid;
                 self.processes.forget(pid);
                 if self.tracked.contains(&pid) {
-                    if !self.processes.still_selected(pid) {
+                    if self.processes.still_selected(pid) {
+                        // A new program image: new libraries.
+                        self.actions.push(KernelAction::WatchTls(pid));
+                    } else {
                         self.stop_tracking(pid);
                         self.actions.push(KernelAction::UntrackPid(pid));
                     }
@@ -336,6 +352,14 @@ impl Pipeline {
     fn on_open(&mut self, ev: &Event<'_>, role: Role, sockets: &dyn SocketLookup) {
         let h = ev.header;
         Stats::inc(&self.stats.connections_opened);
+        let due = self
+            .tls_scanned
+            .get(&h.tgid)
+            .is_none_or(|&t| h.ts_ns.saturating_sub(t) >= TLS_RESCAN_NS);
+        if due && self.tracked.contains(&h.tgid) {
+            self.tls_scanned.insert(h.tgid, h.ts_ns);
+            self.actions.push(KernelAction::WatchTls(h.tgid));
+        }
         let mut meta = ConnMeta {
             tgid: h.tgid,
             peer: ev.sockaddr(),
@@ -414,12 +438,15 @@ impl Pipeline {
             h.tgid,
             h.fd as u32,
             ev.role(),
+            h.flags & EVENT_FLAG_TLS != 0,
             &seg,
             &mut self.finished,
             &self.stats,
         );
         if let DataOutcome::Drop { tgid, fd } = outcome {
-            log::debug!("pid {tgid} fd {fd}: not HTTP; no longer captured");
+            log::debug!(
+                "pid {tgid} fd {fd}: not HTTP (or TLS without plaintext); no longer captured"
+            );
             self.actions.push(KernelAction::RemoveConn {
                 tgid,
                 fd,

@@ -11,11 +11,11 @@ pub const REQUIRED: &[(Capability, &str)] = &[
     ),
     (
         Capability::CAP_PERFMON,
-        "attach tracing programs and read process memory from them",
+        "attach tracing programs (uprobes on TLS libraries too) and read process memory from them",
     ),
     (
         Capability::CAP_SYS_PTRACE,
-        "read /proc/<pid>/{exe,environ,fd} of other users' processes and pidfd_getfd(2) their sockets' addresses",
+        "read /proc/<pid>/{exe,environ,fd,maps,root} of other users' processes (and the TLS libraries they map) and pidfd_getfd(2) their sockets' addresses",
     ),
     (
         Capability::CAP_DAC_READ_SEARCH,

@@ -46,6 +46,13 @@ counters! {
     connections_not_http,
     /// Connections dropped from the daemon's table for idleness or the table bound.
     connections_evicted,
+    /// Connections followed through their TLS library's plaintext.
+    connections_tls,
+    /// Connections carrying TLS application data that no TLS probe covers (a library without
+    /// probes: rustls, …): dropped.
+    connections_tls_uncovered,
+    /// Library files the TLS probes were attached to.
+    tls_libraries_probed,
     /// HTTP/1 parse failures (bytes that broke framing and forced a resync).
     http1_parse_errors,
     /// HTTP/2 parse failures.
@@ -70,6 +77,16 @@ counters! {
     kernel_conn_contended,
     /// Kernel: processes not tracked because the process map was full.
     kernel_pid_map_full,
+    /// Kernel: nanoseconds spent in the capture backend's programs and their runs (counted
+    /// only while `kernel.bpf_stats_enabled` is 1).
+    kernel_bpf_ns_capture,
+    kernel_bpf_runs_capture,
+    /// Kernel: the same for the TLS probes.
+    kernel_bpf_ns_tls,
+    kernel_bpf_runs_tls,
+    /// Kernel: TLS plaintext not sent because its session was not tied to a tracked
+    /// connection.
+    kernel_tls_unbound,
     /// OTLP metrics export requests.
     metrics_exports,
     /// Failed OTLP metrics export requests.

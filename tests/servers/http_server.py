@@ -10,11 +10,17 @@ Routes (same on every fixture server):
                     upstream's status and body (502 when the upstream fails)
   anything else     404 "not found\\n"
 Keep-alive (HTTP/1.1), request bodies by Content-Length or chunked, Expect: 100-continue.
-Usage: http_server.py --port N
+Usage: http_server.py --port N [--tls CERT KEY]
+  --tls CERT KEY    serve HTTPS (OpenSSL through the `ssl` module) with this certificate chain
+                    and key; the handshake runs in the connection's thread, so a stalled or
+                    aborted handshake never blocks the accept loop.
+An https:// $UPSTREAM_URL is verified against the default trust store, which honours
+$SSL_CERT_FILE (the tests point it at their test CA).
 """
 
 import argparse
 import http.client
+import ssl
 import sys
 import time
 import urllib.parse
@@ -29,6 +35,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # keep stderr quiet
         pass
+
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            # The listening socket does not handshake on accept (see main): do it here.
+            self.request.settimeout(30)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
 
     def read_body(self):
         te = (self.headers.get("Transfer-Encoding") or "").lower()
@@ -68,7 +82,12 @@ class Handler(BaseHTTPRequestHandler):
         if query:
             target += "?" + query
         try:
-            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
+            if u.scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    u.hostname, u.port or 443, timeout=10, context=ssl.create_default_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
             headers = {"Content-Length": str(len(body))} if body or self.command in ("POST", "PUT") else {}
             conn.request(self.command, target, body=body or None, headers=headers)
             resp = conn.getresponse()
@@ -111,12 +130,26 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
     import os
 
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
     srv = ThreadingHTTPServer((args.host, args.port), Handler)
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+        base_handle_error = srv.handle_error
+
+        def handle_error(request, client_address):
+            # Failed handshakes (readiness probes, the aborted-handshake tests) are expected.
+            if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+                return
+            base_handle_error(request, client_address)
+
+        srv.handle_error = handle_error
     srv.upstream = os.environ.get("UPSTREAM_URL", "")
     print("listening on %s:%d" % (args.host, args.port), file=sys.stderr, flush=True)
     srv.serve_forever()

@@ -1,12 +1,18 @@
 // Test HTTP/1.1 server (Node `http`) used by the beyla-rs integration tests.
-// Same routes as servers/http_server.py. Usage: node node_server.js --port N
+// Same routes as servers/http_server.py. Usage: node node_server.js --port N [--tls CERT KEY]
+// `--tls CERT KEY` serves HTTPS (`https.createServer`, Node's own OpenSSL). An https://
+// $UPSTREAM_URL is verified against Node's CAs plus $NODE_EXTRA_CA_CERTS.
 'use strict';
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 
 const portArg = process.argv.indexOf('--port');
 const port = parseInt(process.argv[portArg + 1], 10);
+const tlsArg = process.argv.indexOf('--tls');
 const upstream = (process.env.UPSTREAM_URL || '').replace(/\/+$/, '');
-const agent = new http.Agent({ keepAlive: true });
+const upstreamTls = upstream.startsWith('https:');
+const agent = upstreamTls ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
 const noBody = (code) => (code >= 100 && code < 200) || code === 204 || code === 304;
 
 function reply(res, code, body, ctype) {
@@ -20,7 +26,7 @@ function reply(res, code, body, ctype) {
   res.end(buf);
 }
 
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
@@ -44,7 +50,7 @@ const server = http.createServer((req, res) => {
       if (!upstream) return reply(res, 502, 'no UPSTREAM_URL\n');
       const target = new URL(upstream + p.slice('/proxy'.length) + u.search);
       const headers = body.length ? { 'Content-Length': body.length } : {};
-      const preq = http.request(target, { method: req.method, agent, headers }, (pres) => {
+      const preq = (upstreamTls ? https : http).request(target, { method: req.method, agent, headers }, (pres) => {
         const pc = [];
         pres.on('data', (c) => pc.push(c));
         pres.on('end', () => reply(res, pres.statusCode, Buffer.concat(pc)));
@@ -55,6 +61,13 @@ const server = http.createServer((req, res) => {
     }
     return reply(res, 404, 'not found\n');
   });
-});
+};
+const server =
+  tlsArg > 0
+    ? https.createServer(
+        { cert: fs.readFileSync(process.argv[tlsArg + 1]), key: fs.readFileSync(process.argv[tlsArg + 2]) },
+        handler,
+      )
+    : http.createServer(handler);
 server.keepAliveTimeout = 60000;
 server.listen(port, '127.0.0.1', () => process.stderr.write(`listening on 127.0.0.1:${port}\n`));

@@ -170,6 +170,15 @@ impl Violations<'_> {
 
 /// Violations of the SERVER span contract: name, scheme, addresses, port, sizes, status, times.
 pub fn server_span_violations(s: &ReceivedSpan, server_port: u16) -> Vec<String> {
+    scheme_server_span_violations(s, server_port, "http")
+}
+
+/// [`server_span_violations`] for a request that came over `scheme` (`https`: TLS).
+pub fn scheme_server_span_violations(
+    s: &ReceivedSpan,
+    server_port: u16,
+    scheme: &str,
+) -> Vec<String> {
     let mut v = Violations {
         span: s,
         out: Vec::new(),
@@ -188,8 +197,8 @@ pub fn server_span_violations(s: &ReceivedSpan, server_port: u16) -> Vec<String>
     v.check((100..=999).contains(&s.http_status()), || {
         "http.response.status_code missing or not an int".into()
     });
-    v.check(s.attr_str("url.scheme") == Some("http"), || {
-        "url.scheme is not \"http\"".into()
+    v.check(s.attr_str("url.scheme") == Some(scheme), || {
+        format!("url.scheme is not {scheme:?}")
     });
     v.check(
         s.attr_int("server.port") == Some(server_port as i64),
@@ -222,6 +231,15 @@ pub fn server_span_violations(s: &ReceivedSpan, server_port: u16) -> Vec<String>
 
 /// Violations of the CLIENT span contract: name, url.full, server address/port, status.
 pub fn client_span_violations(s: &ReceivedSpan, upstream_port: u16) -> Vec<String> {
+    scheme_client_span_violations(s, upstream_port, "http")
+}
+
+/// [`client_span_violations`] for a call made over `scheme` (`https`: TLS).
+pub fn scheme_client_span_violations(
+    s: &ReceivedSpan,
+    upstream_port: u16,
+    scheme: &str,
+) -> Vec<String> {
     let mut v = Violations {
         span: s,
         out: Vec::new(),
@@ -236,8 +254,8 @@ pub fn client_span_violations(s: &ReceivedSpan, upstream_port: u16) -> Vec<Strin
     });
     v.check(
         s.attr_str("url.full")
-            .is_some_and(|u| u.starts_with("http://")),
-        || "url.full missing or not http://".into(),
+            .is_some_and(|u| u.strip_prefix(scheme).is_some_and(|r| r.starts_with("://"))),
+        || format!("url.full missing or not {scheme}://"),
     );
     v.check(
         s.attr_int("server.port") == Some(upstream_port as i64),
@@ -367,4 +385,59 @@ pub fn check_client_spans(spans: &[ReceivedSpan], upstream_port: u16, pid: u32, 
         v.extend(resource_violations(s, pid, exe));
     }
     fail_on(v, "CLIENT span contract");
+}
+
+/// Checks the gRPC attributes of one span of `service`'s `method` that ended with `code`
+/// (name, rpc.*, server address and port, status per role, times); panics listing them.
+pub fn check_grpc_span(s: &ReceivedSpan, service: &str, method: &str, code: u32, server_port: u16) {
+    let want_name = format!("/{service}/{method}");
+    let mut bad = Vec::new();
+    if s.name != want_name {
+        bad.push(format!("name {:?} != {want_name:?}", s.name));
+    }
+    for (k, v) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", service),
+        ("rpc.method", method),
+        ("server.address", "127.0.0.1"),
+    ] {
+        if s.attr_str(k) != Some(v) {
+            bad.push(format!("{k} = {:?}, want {v:?}", s.attr_str(k)));
+        }
+    }
+    if s.attr_int("rpc.grpc.status_code") != Some(i64::from(code)) {
+        bad.push(format!(
+            "rpc.grpc.status_code = {:?}, want {code}",
+            s.attr_int("rpc.grpc.status_code")
+        ));
+    }
+    if s.attr_int("server.port") != Some(i64::from(server_port)) {
+        bad.push(format!("server.port = {:?}", s.attr_int("server.port")));
+    }
+    for k in ["beyla.partial", "beyla.incomplete"] {
+        if s.attr(k).is_some() {
+            bad.push(format!("{k} is set"));
+        }
+    }
+    let error = if s.is_server() {
+        matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+    } else {
+        code != 0
+    };
+    let status_ok = if error {
+        s.status_code == SpanStatus::Error
+    } else {
+        s.status_code != SpanStatus::Error
+    };
+    if !status_ok {
+        bad.push(format!(
+            "status {:?}, want {}",
+            s.status_code,
+            if error { "Error" } else { "not Error" }
+        ));
+    }
+    if s.end_ns < s.start_ns || s.start_ns == 0 {
+        bad.push("bad start/end".into());
+    }
+    assert!(bad.is_empty(), "{}: {}", s.summary(), bad.join("; "));
 }

@@ -62,6 +62,8 @@ pub struct ServerOpts {
     pub upstream: Option<String>,
     /// Extra environment for the server process (e.g. `OTEL_SERVICE_NAME`).
     pub env: Vec<(String, String)>,
+    /// Extra command-line arguments, after `--port N` (e.g. the TLS ones of [`crate::tls`]).
+    pub args: Vec<String>,
 }
 
 impl ServerOpts {
@@ -75,6 +77,10 @@ impl ServerOpts {
     }
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
         self
     }
 }
@@ -214,6 +220,7 @@ fn apply_opts(cmd: &mut Command, opts: &ServerOpts) {
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
+    cmd.args(&opts.args);
 }
 
 /// The real Python interpreter (symlinks and pyenv shims resolved), so the spawned pid is
@@ -388,6 +395,14 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(port: u16, opts: &NginxOpts) -> Nginx {
+        Nginx::start_with(port, opts.workers.unwrap_or(2), |prefix| {
+            nginx_conf(prefix, port, opts)
+        })
+    }
+
+    /// [`Nginx::start`] with the nginx.conf that `conf` writes for the prefix directory (e.g.
+    /// [`nginx_conf`] edited); `workers` must match its `worker_processes`.
+    pub fn start_with(port: u16, workers: u32, conf: impl FnOnce(&Path) -> String) -> Nginx {
         let nginx = which("nginx")
             .unwrap_or_else(|| panic!("`nginx` not found: run tests/setup.sh (installs nginx)"));
         let dir = tempfile::Builder::new()
@@ -409,8 +424,7 @@ impl Nginx {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
         }
         fs::set_permissions(prefix.join("tmp"), fs::Permissions::from_mode(0o755)).unwrap();
-        let conf = nginx_conf(&prefix, port, opts);
-        fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        fs::write(prefix.join("nginx.conf"), conf(&prefix)).unwrap();
         let mut cmd = Command::new(nginx);
         cmd.arg("-p")
             .arg(&prefix)
@@ -420,7 +434,7 @@ impl Nginx {
             .arg(prefix.join("logs/error.log"));
         let proc_ = spawn_server("nginx", cmd, port, Some(dir));
         let n = Nginx { proc_, prefix };
-        let want = opts.workers.unwrap_or(2) as usize;
+        let want = workers as usize;
         let ok = crate::wait_until(start_timeout(), || n.worker_pids().len() == want);
         assert!(
             ok,

@@ -12,6 +12,8 @@
 //! - [`counters`]: the daemon's own counters, read while it runs; [`Daemon::wait_idle`]
 //!   waits on them instead of sleeping.
 //! - [`expect`]: exact-count span expectations with readable failure reports.
+//! - [`tls`]: a test CA, HTTPS servers and clients (nginx, Python, Node, Go, grpcio), TLS
+//!   probes that speak no HTTP, the HTTPS span contract.
 //! - [`require_root`]: every kernel-touching test calls it first. It panics (never skips) when
 //!   the test cannot run, and serialises tests across threads and processes with a file lock.
 //!
@@ -27,6 +29,7 @@ pub mod otlp;
 pub mod procs;
 pub mod rawhttp;
 pub mod scenarios;
+pub mod tls;
 
 use std::fs::{File, OpenOptions};
 use std::net::{TcpListener, TcpStream};

@@ -23,8 +23,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beyla_rs_tests::daemon::{self, Daemon};
+use beyla_rs_tests::expect;
 use beyla_rs_tests::fixtures::{self, ServerProcess};
-use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan, SpanStatus};
+use beyla_rs_tests::otlp::{self, OtlpReceiver, ReceivedSpan};
 use beyla_rs_tests::{
     free_port, procs, quiet, require_root, scaled, settle, span_timeout, time_scale,
 };
@@ -192,63 +193,9 @@ fn run(
     }
 }
 
-/// Checks the gRPC attributes of one span.
-fn check_span(s: &ReceivedSpan, method: &str, code: u32, server_port: u16) {
-    let want_name = format!("/{SERVICE}/{method}");
-    let mut bad = Vec::new();
-    if s.name != want_name {
-        bad.push(format!("name {:?} != {want_name:?}", s.name));
-    }
-    for (k, v) in [
-        ("rpc.system", "grpc"),
-        ("rpc.service", SERVICE),
-        ("rpc.method", method),
-        ("server.address", "127.0.0.1"),
-    ] {
-        if s.attr_str(k) != Some(v) {
-            bad.push(format!("{k} = {:?}, want {v:?}", s.attr_str(k)));
-        }
-    }
-    if s.attr_int("rpc.grpc.status_code") != Some(i64::from(code)) {
-        bad.push(format!(
-            "rpc.grpc.status_code = {:?}, want {code}",
-            s.attr_int("rpc.grpc.status_code")
-        ));
-    }
-    if s.attr_int("server.port") != Some(i64::from(server_port)) {
-        bad.push(format!("server.port = {:?}", s.attr_int("server.port")));
-    }
-    for k in ["beyla.partial", "beyla.incomplete"] {
-        if s.attr(k).is_some() {
-            bad.push(format!("{k} is set"));
-        }
-    }
-    let error = if s.is_server() {
-        matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
-    } else {
-        code != 0
-    };
-    let status_ok = if error {
-        s.status_code == SpanStatus::Error
-    } else {
-        s.status_code != SpanStatus::Error
-    };
-    if !status_ok {
-        bad.push(format!(
-            "status {:?}, want {}",
-            s.status_code,
-            if error { "Error" } else { "not Error" }
-        ));
-    }
-    if s.end_ns < s.start_ns || s.start_ns == 0 {
-        bad.push("bad start/end".into());
-    }
-    assert!(bad.is_empty(), "{}: {}", s.summary(), bad.join("; "));
-}
-
 fn check_all(r: &Run, method: &str, code: u32) {
     for s in r.server_spans.iter().chain(&r.client_spans) {
-        check_span(s, method, code, r.server_port);
+        expect::check_grpc_span(s, SERVICE, method, code, r.server_port);
     }
 }
 
@@ -306,7 +253,7 @@ fn errors(server: Stack, client: Stack) {
         assert_eq!(got, want, "{}", otlp::dump_spans(spans));
         for s in spans {
             let code = s.attr_int("rpc.grpc.status_code").unwrap() as u32;
-            check_span(s, "Unary", code, r.server_port);
+            expect::check_grpc_span(s, SERVICE, "Unary", code, r.server_port);
         }
     }
 }
@@ -322,7 +269,7 @@ fn streaming(server: Stack, client: Stack) {
                 .iter()
                 .find(|s| s.attr_str("rpc.method") == Some(method))
                 .unwrap_or_else(|| panic!("no {method} span: {}", otlp::dump_spans(spans)));
-            check_span(s, method, 0, r.server_port);
+            expect::check_grpc_span(s, SERVICE, method, 0, r.server_port);
             assert!(
                 s.duration() >= Duration::from_millis(min_ms)
                     && s.duration() < Duration::from_secs(5),

@@ -10,6 +10,12 @@
 //! 3. a new connection per request at a fixed rate: the accept/close path.
 //! 4. a busy process that is *not* selected (`dd` doing small reads and writes): the cost we
 //!    impose on everything else.
+//! 5. nginx over HTTPS at a fixed rate with keep-alive (wrk, paced): nginx's and the daemon's
+//!    CPU and the BPF time per request, and the cost to wrk, an unselected process that maps
+//!    the same libssl the uprobes are on (see [`https`]).
+//!
+//! `--only saturation,rates,https,unselected` runs only those (`cargo xtask bench --only
+//! https`); `--quick` halves the rounds' length.
 //!
 //! What keeps it measuring the daemon rather than itself:
 //! - Rounds are counterbalanced: without → with in even rounds, with → without in odd ones,
@@ -51,6 +57,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
+mod https;
 pub mod vm;
 
 /// Rounds per workload: even, so that each side runs first in half of them.
@@ -157,19 +164,59 @@ fn children_of(pid: u32) -> Vec<u32> {
 struct Nginx {
     child: Child,
     port: u16,
-    _dir: PathBuf,
+    /// Its prefix: configuration, logs, and (HTTPS) certificate, key and the wrk script.
+    dir: PathBuf,
 }
 
 impl Nginx {
+    /// Plain HTTP.
     fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// `tls`: `listen … ssl` with a self-signed certificate for localhost and 127.0.0.1, made
+    /// with `openssl req` in its directory; otherwise the same server.
+    fn start_with(tls: bool) -> Result<Self> {
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("beyla-bench-nginx-{port}"));
+        let dir = std::env::temp_dir().join(format!(
+            "beyla-bench-nginx-{}{port}",
+            if tls { "tls-" } else { "" }
+        ));
         std::fs::create_dir_all(dir.join("logs"))?;
+        let (ssl, certs) = if tls {
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+                .args(["-subj", "/CN=localhost"])
+                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .context("running openssl req (apt-get install openssl)")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl req failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            (
+                " ssl",
+                format!(
+                    "    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+        } else {
+            ("", String::new())
+        };
         let conf = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
-               server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+               server {{\n    listen 127.0.0.1:{port}{ssl} backlog=4096;\n{certs}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf)?;
@@ -187,11 +234,7 @@ impl Nginx {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        Ok(Self {
-            child,
-            port,
-            _dir: dir,
-        })
+        Ok(Self { child, port, dir })
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -561,12 +604,16 @@ fn prog_ids_of(pid: u32) -> Vec<u32> {
 #[derive(serde::Deserialize)]
 struct BpfProg {
     id: u32,
+    /// The kernel's name (up to 15 characters) or, when bpftool finds it in the BTF, the
+    /// whole function name.
+    #[serde(default)]
+    name: String,
     run_time_ns: Option<u64>,
     run_cnt: Option<u64>,
 }
 
-/// (run_time_ns, run_cnt) summed over the programs `ids` (one daemon's).
-fn bpf_time(ids: &[u32]) -> Result<(u64, u64)> {
+/// Every loaded program, from `bpftool prog show --json`.
+fn bpf_progs() -> Result<Vec<BpfProg>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -577,18 +624,33 @@ fn bpf_time(ids: &[u32]) -> Result<(u64, u64)> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let progs: Vec<BpfProg> =
-        serde_json::from_slice(&out.stdout).context("bpftool prog show --json")?;
-    let mut sum = (0, 0);
+    serde_json::from_slice(&out.stdout).context("bpftool prog show --json")
+}
+
+/// (run_time_ns, run_cnt) summed over the programs `ids` (one daemon's).
+fn bpf_time(ids: &[u32]) -> Result<(u64, u64)> {
+    Ok(bpf_time_split(ids, "")?.0)
+}
+
+/// [`bpf_time`], and the same summed over those of the programs whose name starts with
+/// `prefix` (`beyla_ssl`: the OpenSSL uprobes).
+fn bpf_time_split(ids: &[u32], prefix: &str) -> Result<((u64, u64), (u64, u64))> {
+    let progs = bpf_progs()?;
+    let (mut all, mut some) = ((0, 0), (0, 0));
     for id in ids {
         let p = progs
             .iter()
             .find(|p| p.id == *id)
             .with_context(|| format!("BPF program {id} of the daemon is gone"))?;
-        sum.0 += p.run_time_ns.unwrap_or(0);
-        sum.1 += p.run_cnt.unwrap_or(0);
+        let (t, n) = (p.run_time_ns.unwrap_or(0), p.run_cnt.unwrap_or(0));
+        all.0 += t;
+        all.1 += n;
+        if p.name.starts_with(prefix) {
+            some.0 += t;
+            some.1 += n;
+        }
     }
-    Ok(sum)
+    Ok((all, some))
 }
 
 /// What the load generator does that makes the daemon's programs run, counted exactly by the
@@ -1168,18 +1230,23 @@ fn machine_info() -> serde_json::Value {
 }
 
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [("nginx", "nginx"), ("wrk", "wrk"), ("bpftool", "bpftool")]
-        .into_iter()
-        .filter(|(bin, _)| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {bin}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| !s.success())
-                .unwrap_or(true)
-        })
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let missing: Vec<&str> = [
+        ("nginx", "nginx"),
+        ("wrk", "wrk"),
+        ("bpftool", "bpftool"),
+        ("openssl", "openssl"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -1192,18 +1259,63 @@ fn ensure_tools() -> Result<()> {
     )
 }
 
+/// The host bench's workloads, for `--only` (all when it is not given).
+const WORKLOADS: [&str; 4] = ["saturation", "rates", "https", "unselected"];
+
+/// `--only a,b` from the command line (`cargo xtask bench --only https`): the workloads to
+/// run; all without it.
+fn selected_workloads(args: &[String]) -> Result<Vec<&'static str>> {
+    let Some(i) = args.iter().position(|a| a == "--only") else {
+        return Ok(WORKLOADS.to_vec());
+    };
+    let list = args.get(i + 1).with_context(|| {
+        format!(
+            "--only needs a comma-separated list of: {}",
+            WORKLOADS.join(", ")
+        )
+    })?;
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let w = WORKLOADS
+            .iter()
+            .find(|w| **w == name)
+            .with_context(|| format!("--only {name:?}: one of {}", WORKLOADS.join(", ")))?;
+        if !out.contains(w) {
+            out.push(*w);
+        }
+    }
+    if out.is_empty() {
+        bail!("--only: no workload named");
+    }
+    Ok(out)
+}
+
+/// Restores `kernel.bpf_stats_enabled` when dropped (also when a workload fails).
+struct StatsRestore(String);
+
+impl Drop for StatsRestore {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", self.0.trim());
+    }
+}
+
 pub fn run(quick: bool) -> Result<()> {
     if !crate::is_root() {
         bail!("the benchmark loads eBPF programs and needs root");
     }
+    // `main` passes `--quick` only; the selection is read here.
+    let args: Vec<String> = std::env::args().collect();
+    let only = selected_workloads(&args)?;
+    let want = |w: &str| only.contains(&w);
     ensure_tools()?;
     let bin = crate::build(true)?;
     // BPF run-time statistics give the in-kernel cost, but cost something themselves (two
     // clock reads per program run; in a KVM guest the clock is paravirtual): they are on only
     // for the fixed-rate workloads that report BPF time, off for the throughput and
     // unselected-process ratios. Restored afterwards.
-    let stats_before =
-        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let _restore = StatsRestore(
+        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default(),
+    );
     let bpf_stats = |on: bool| {
         std::fs::write(
             "/proc/sys/kernel/bpf_stats_enabled",
@@ -1215,104 +1327,136 @@ pub fn run(quick: bool) -> Result<()> {
     let scale = if quick { 1 } else { 2 };
     let dur = Duration::from_secs(5 * scale);
     let started = Instant::now();
-    eprintln!("bench: nginx at saturation (wrk -t1 -c32)");
-    let sat = saturation(&bin, dur)?;
-    eprintln!("bench: fixed rates");
-    bpf_stats(true)?;
-    let generator = {
-        let recv = Receiver::start()?;
-        let cost = generator_costs(&bin, &recv)?;
-        recv.check()?;
-        cost
+    let sat = if want("saturation") {
+        eprintln!("bench: nginx at saturation (wrk -t1 -c32)");
+        Some(saturation(&bin, dur)?)
+    } else {
+        None
     };
-    let r5k = rate_workload(&bin, "keep-alive", 5_000, dur, 16, true, generator)?;
-    let r20k = rate_workload(&bin, "keep-alive", 20_000, dur, 32, true, generator)?;
-    let rconn = rate_workload(
-        &bin,
-        "new connection per request",
-        2_000,
-        dur,
-        8,
-        false,
-        generator,
-    )?;
+    let mut generator = None;
+    let mut rates = Vec::new();
+    if want("rates") {
+        eprintln!("bench: fixed rates");
+        bpf_stats(true)?;
+        let g = {
+            let recv = Receiver::start()?;
+            let cost = generator_costs(&bin, &recv)?;
+            recv.check()?;
+            cost
+        };
+        generator = Some(g);
+        rates.push(rate_workload(&bin, "keep-alive", 5_000, dur, 16, true, g)?);
+        rates.push(rate_workload(&bin, "keep-alive", 20_000, dur, 32, true, g)?);
+        rates.push(rate_workload(
+            &bin,
+            "new connection per request",
+            2_000,
+            dur,
+            8,
+            false,
+            g,
+        )?);
+    }
+    let tls = if want("https") {
+        eprintln!(
+            "bench: HTTPS at a fixed rate (nginx ssl, wrk -t1 -c{} paced at {} req/s)",
+            https::CONNS,
+            https::RATE
+        );
+        bpf_stats(true)?;
+        Some(https::workload(&bin, dur)?)
+    } else {
+        None
+    };
     bpf_stats(false)?;
-    eprintln!("bench: unselected busy process");
-    let uns = [
-        unselected(&bin, 64, 1_000_000)?,
-        unselected(&bin, 65536, 50_000)?,
-    ];
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+    let mut uns = Vec::new();
+    if want("unselected") {
+        eprintln!("bench: unselected busy process");
+        uns.push(unselected(&bin, 64, 1_000_000)?);
+        uns.push(unselected(&bin, 65536, 50_000)?);
+    }
+    drop(_restore);
 
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     let mut md = String::new();
-    md.push_str(&format!(
-        "| nginx `return 200`, saturation (wrk -t1 -c32, {}s × {ROUNDS} rounds, counterbalanced) | without | with | ratio |\n|---|---|---|---|\n",
-        dur.as_secs()
-    ));
-    md.push_str(&format!(
-        "| throughput (req/s) | {:.0} | {:.0} | {:.3} |\n| p50 latency (ms) | {:.3} | {:.3} | {:.2} |\n| p99 latency (ms) | {:.3} | {:.3} | {:.2} |\n",
-        sat.rps_base, sat.rps_inst, sat.rps_inst / sat.rps_base,
-        sat.p50_ms_base, sat.p50_ms_inst, sat.p50_ms_inst / sat.p50_ms_base,
-        sat.p99_ms_base, sat.p99_ms_inst, sat.p99_ms_inst / sat.p99_ms_base,
-    ));
-    md.push_str(&format!(
-        "| spans received / requests (spans dropped, kernel records lost) | | {} / {} ({}, {}) | {:.4} |\n\n",
-        sat.delivery.spans,
-        sat.requests_inst,
-        sat.delivery.spans_dropped,
-        sat.delivery.events_lost,
-        ratio(sat.delivery.spans, sat.requests_inst),
-    ));
-    md.push_str("| fixed rate (nginx) | req/s: target, achieved without / with | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | of which: traced server / load generator / rest of the machine | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in [&r5k, &r20k, &rconn] {
+    if let Some(sat) = &sat {
         md.push_str(&format!(
-            "| {} | {}: {:.0} / {:.0} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.0} / {:.0} / {:.0} | {:.1} MB ({:.1} MB) |\n",
-            r.label,
-            r.rate,
-            r.achieved_rate_base,
-            r.achieved_rate_inst,
-            r.requests_inst,
-            r.delivery.spans,
-            r.requests_inst as i64 - r.delivery.spans as i64,
-            r.server_cpu_us_per_req_base,
-            r.server_cpu_us_per_req_inst,
-            r.daemon_cpu_us_per_req,
-            r.bpf_ns_per_req,
-            r.bpf_runs_per_req,
-            r.bpf_ns_per_run,
-            r.bpf_server_ns_per_req,
-            r.bpf_generator_ns_per_req,
-            r.bpf_background_ns_per_req,
-            r.daemon_rss_kb as f64 / 1024.0,
-            r.daemon_peak_rss_kb as f64 / 1024.0,
+            "| nginx `return 200`, saturation (wrk -t1 -c32, {}s × {ROUNDS} rounds, counterbalanced) | without | with | ratio |\n|---|---|---|---|\n",
+            dur.as_secs()
+        ));
+        md.push_str(&format!(
+            "| throughput (req/s) | {:.0} | {:.0} | {:.3} |\n| p50 latency (ms) | {:.3} | {:.3} | {:.2} |\n| p99 latency (ms) | {:.3} | {:.3} | {:.2} |\n",
+            sat.rps_base, sat.rps_inst, sat.rps_inst / sat.rps_base,
+            sat.p50_ms_base, sat.p50_ms_inst, sat.p50_ms_inst / sat.p50_ms_base,
+            sat.p99_ms_base, sat.p99_ms_inst, sat.p99_ms_inst / sat.p99_ms_base,
+        ));
+        md.push_str(&format!(
+            "| spans received / requests (spans dropped, kernel records lost) | | {} / {} ({}, {}) | {:.4} |\n\n",
+            sat.delivery.spans,
+            sat.requests_inst,
+            sat.delivery.spans_dropped,
+            sat.delivery.events_lost,
+            ratio(sat.delivery.spans, sat.requests_inst),
         ));
     }
-    md.push_str(&format!(
-        "\nPer request: per request completed ({ROUNDS} rounds of {}s, counterbalanced, medians). BPF: the daemon's own programs; the load generator's share is its operations (counted) × their measured cost for an unselected process ({:.0} ns per request and response, {:.0} ns per pause, {:.0} ns per connection), the rest of the machine's the programs' time per second without load (measured before each round) × the round's length; medians of each share.\n",
-        dur.as_secs(),
-        generator.exchange_ns,
-        generator.sleep_ns,
-        generator.connection_ns
-    ));
-    for r in [&r5k, &r20k, &rconn] {
-        if r.delivery.spans_dropped > 0 || r.delivery.events_lost > 0 {
+    if let Some(generator) = &generator {
+        md.push_str("| fixed rate (nginx) | req/s: target, achieved without / with | requests (with) | spans received | lost | nginx CPU µs/req without → with | daemon CPU µs/req | BPF ns/req (runs/req × ns/run) | of which: traced server / load generator / rest of the machine | daemon RSS under load (peak incl. start-up) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in &rates {
             md.push_str(&format!(
-                "{} {} req/s: {} spans dropped by the export queue, {} kernel records lost.\n",
-                r.label, r.rate, r.delivery.spans_dropped, r.delivery.events_lost
+                "| {} | {}: {:.0} / {:.0} | {} | {} | {} | {:.1} → {:.1} | {:.2} | {:.0} ({:.1} × {:.0}) | {:.0} / {:.0} / {:.0} | {:.1} MB ({:.1} MB) |\n",
+                r.label,
+                r.rate,
+                r.achieved_rate_base,
+                r.achieved_rate_inst,
+                r.requests_inst,
+                r.delivery.spans,
+                r.requests_inst as i64 - r.delivery.spans as i64,
+                r.server_cpu_us_per_req_base,
+                r.server_cpu_us_per_req_inst,
+                r.daemon_cpu_us_per_req,
+                r.bpf_ns_per_req,
+                r.bpf_runs_per_req,
+                r.bpf_ns_per_run,
+                r.bpf_server_ns_per_req,
+                r.bpf_generator_ns_per_req,
+                r.bpf_background_ns_per_req,
+                r.daemon_rss_kb as f64 / 1024.0,
+                r.daemon_peak_rss_kb as f64 / 1024.0,
             ));
         }
-    }
-    md.push_str("\n| unselected busy process (dd /dev/zero → /dev/null) | syscalls | without (s) | with (s) | slowdown |\n|---|---|---|---|---|\n");
-    for u in &uns {
         md.push_str(&format!(
-            "| {}-byte blocks | {} | {:.3} | {:.3} | {:+.1} % |\n",
-            u.block_bytes,
-            u.syscalls,
-            u.seconds_base,
-            u.seconds_inst,
-            (u.seconds_inst / u.seconds_base - 1.0) * 100.0
+            "\nPer request: per request completed ({ROUNDS} rounds of {}s, counterbalanced, medians). BPF: the daemon's own programs; the load generator's share is its operations (counted) × their measured cost for an unselected process ({:.0} ns per request and response, {:.0} ns per pause, {:.0} ns per connection), the rest of the machine's the programs' time per second without load (measured before each round) × the round's length; medians of each share.\n",
+            dur.as_secs(),
+            generator.exchange_ns,
+            generator.sleep_ns,
+            generator.connection_ns
         ));
+        for r in &rates {
+            if r.delivery.spans_dropped > 0 || r.delivery.events_lost > 0 {
+                md.push_str(&format!(
+                    "{} {} req/s: {} spans dropped by the export queue, {} kernel records lost.\n",
+                    r.label, r.rate, r.delivery.spans_dropped, r.delivery.events_lost
+                ));
+            }
+        }
+        md.push('\n');
+    }
+    if let Some(tls) = &tls {
+        md.push_str(&https::markdown(tls, dur));
+        md.push('\n');
+    }
+    if !uns.is_empty() {
+        md.push_str("| unselected busy process (dd /dev/zero → /dev/null) | syscalls | without (s) | with (s) | slowdown |\n|---|---|---|---|---|\n");
+        for u in &uns {
+            md.push_str(&format!(
+                "| {}-byte blocks | {} | {:.3} | {:.3} | {:+.1} % |\n",
+                u.block_bytes,
+                u.syscalls,
+                u.seconds_base,
+                u.seconds_inst,
+                (u.seconds_inst / u.seconds_base - 1.0) * 100.0
+            ));
+        }
     }
     let elapsed = started.elapsed().as_secs();
     let machine = machine_info();
@@ -1335,9 +1479,11 @@ pub fn run(quick: bool) -> Result<()> {
         "machine": machine,
         "rounds": ROUNDS,
         "round_seconds": dur.as_secs(),
+        "workloads": only,
         "saturation": sat,
         "bpf_ns_of_generator_operations": generator,
-        "rates": [r5k, r20k, rconn],
+        "rates": rates,
+        "https": tls,
         "unselected": uns,
         "markdown": md,
     });
@@ -1360,6 +1506,21 @@ mod tests {
         for r in 0..ROUNDS {
             assert!(order(r).contains(&Side::With) && order(r).contains(&Side::Without));
         }
+    }
+
+    #[test]
+    fn workload_selection() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            selected_workloads(&args(&["xtask", "bench", "--quick"])).unwrap(),
+            WORKLOADS
+        );
+        assert_eq!(
+            selected_workloads(&args(&["xtask", "bench", "--only", "https,rates,https"])).unwrap(),
+            ["https", "rates"]
+        );
+        assert!(selected_workloads(&args(&["xtask", "bench", "--only", "tls"])).is_err());
+        assert!(selected_workloads(&args(&["xtask", "bench", "--only"])).is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ fn usage() -> ! {
          commands:\n  \
            build [--release]    install missing toolchain parts, build the eBPF object and the daemon\n  \
            demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
-           bench [--quick]      overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)\n  \
+           bench [--quick] [--only saturation,rates,https,unselected]\n                       \
+           overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)\n  \
            bench --vm 6.1|6.12  the capture backends compared inside a Debian kernel in QEMU\n  \
            fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \
            fuzz-seeds [--check] write the HTTP/2 and HPACK fuzz seeds (--check: fail if the\n                       \

@@ -49,8 +49,9 @@ const KERNELS: &[Kernel] = &[
 /// host runs too; together they cover loading and the choice of backend, HTTP/1 servers of
 /// three stacks with keep-alive and `proxy_pass` CLIENT spans, connections opened before
 /// start-up, servers started later, HTTP/2 and gRPC with the kernel's frame walk (1 MiB
-/// messages, 50 concurrent streams), and trace joining across processes (also while the fd of
-/// a finished call already holds the next one).
+/// messages, 50 concurrent streams), HTTPS through OpenSSL's shared libssl (nginx with a
+/// plaintext listener beside, Python server and client), and trace joining across processes (also while the fd of a finished call
+/// already holds the next one).
 pub const SMOKE: &[(&str, &str)] = &[
     (
         "kernel",
@@ -79,6 +80,8 @@ pub const SMOKE: &[(&str, &str)] = &[
     ("grpc", "grpcio_50_concurrent_calls_on_one_connection"),
     ("grpc", "grpcio_64k_and_1m_messages"),
     ("http2", "nginx_h2c_server_spans_from_curl_prior_knowledge"),
+    ("https", "nginx_https_keepalive_and_new_connections"),
+    ("https", "python_https_server_and_client"),
     ("context", "python_chain_joins_the_callers_trace"),
     (
         "context",

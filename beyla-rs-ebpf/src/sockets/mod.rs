@@ -218,7 +218,7 @@ fn moved(stash: Stash, ret: u64, pid_tgid: u64, call_done: bool) -> Res {
         // Pages (sendfile, splice), kernel vectors: the bytes are not the process's memory.
         Source::Elsewhere
     };
-    data::data(sk, conn, stash.direction as u8, src, ret, pid_tgid, -1)
+    data::data(sk, conn, stash.direction as u8, src, ret, pid_tgid, -1, 0)
 }
 
 /// A chunk that `skb_copy_datagram_iter` copies into `to`, the `iov_iter` of a TCP read by a

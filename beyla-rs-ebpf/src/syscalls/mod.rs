@@ -164,7 +164,7 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
         }
         _ => Source::Elsewhere,
     };
-    data::data(key, conn, direction, src, ret, pid_tgid, fd as i32)
+    data::data(key, conn, direction, src, ret, pid_tgid, fd as i32, 0)
 }
 
 fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {

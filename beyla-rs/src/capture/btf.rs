@@ -94,6 +94,12 @@ fn kernel_offsets(b: &Btf) -> Result<KernelOffsets, BtfError> {
         recvmsg_flags_arg: param_index(b, "tcp_recvmsg", "flags")?,
         skb_sk: member_offset(b, "sk_buff", &["sk"])?,
         sk_protocol: member_offset(b, "sock", &["sk_protocol"])?,
+        task_files: member_offset(b, "task_struct", &["files"])?,
+        files_fdt: member_offset(b, "files_struct", &["fdt"])?,
+        fdt_fd: member_offset(b, "fdtable", &["fd"])?,
+        fdt_max_fds: member_offset(b, "fdtable", &["max_fds"])?,
+        file_private_data: member_offset(b, "file", &["private_data"])?,
+        socket_sk: member_offset(b, "socket", &["sk"])?,
         _pad: 0,
     })
 }

@@ -20,6 +20,7 @@ pub mod probe;
 mod sockets;
 mod syscalls;
 mod tracked;
+mod uprobes;
 
 use std::os::fd::AsRawFd;
 
@@ -28,8 +29,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use beyla_rs_common::{
-    CONFIG_WATCH_EXEC, CONN_DROPPED, Config as KernelConfig, ConnInfo, STAT_CAPTURE_FAULT,
-    STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL, STAT_RINGBUF_FULL, conn_key,
+    CONFIG_SOCKET_KEYS, CONFIG_TLS, CONFIG_WATCH_EXEC, CONN_DROPPED, Config as KernelConfig,
+    ConnInfo, STAT_CAPTURE_FAULT, STAT_CONN_CONTENDED, STAT_CONN_MAP_FULL, STAT_PID_MAP_FULL,
+    STAT_RINGBUF_FULL, STAT_TLS_UNBOUND, conn_key,
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -171,13 +173,20 @@ pub struct KernelStats {
     pub conn_contended: u64,
     /// Processes that could not be tracked (a process id above the kernel's limit: never).
     pub pid_map_full: u64,
+    /// TLS plaintext not sent: its session was not tied to a tracked connection.
+    pub tls_unbound: u64,
 }
 
 /// The loaded programs and their maps.
 pub struct Capture {
     backend: Backend,
-    // Keeps the programs and links alive: dropping `Ebpf` detaches everything.
-    _ebpf: Ebpf,
+    // Keeps the programs and links alive: dropping `Ebpf` detaches everything. The TLS
+    // probes are attached to library files as they are found.
+    ebpf: Ebpf,
+    /// The TLS probes' programs loaded (they are attached per library file).
+    tls_loaded: bool,
+    /// Some TLS probe is attached (the kernel's `CONFIG_TLS` is set).
+    tls_on: bool,
     events: AsyncFd<RingBuf<MapData>>,
     tracked: tracked::TrackedPids,
     conns: HashMap<MapData, u64, ConnInfo>,
@@ -245,11 +254,14 @@ impl Capture {
                 .ok_or(CaptureError::MissingMap("CONFIG"))?,
         )
         .map_err(map_err("CONFIG"))?;
-        let flags = if config.selection.uses_exe() {
+        let mut flags = if config.selection.uses_exe() {
             CONFIG_WATCH_EXEC
         } else {
             0
         };
+        if backend.sees_sockets() {
+            flags |= CONFIG_SOCKET_KEYS;
+        }
         kconfig
             .set(
                 0,
@@ -268,6 +280,14 @@ impl Capture {
         write_ports(&mut ebpf, &config.selection.ports())?;
 
         attach(&mut ebpf)?;
+        // TLS capture is an addition: without it, plaintext HTTP is still captured.
+        let tls_loaded = match uprobes::load(&mut ebpf) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("TLS capture unavailable, HTTPS will not be seen: {e}");
+                false
+            }
+        };
 
         let events = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -315,7 +335,9 @@ impl Capture {
 
         Ok(Self {
             backend,
-            _ebpf: ebpf,
+            ebpf,
+            tls_loaded,
+            tls_on: false,
             events,
             tracked,
             conns,
@@ -436,7 +458,46 @@ impl Capture {
             conn_map_full: sum(STAT_CONN_MAP_FULL),
             conn_contended: sum(STAT_CONN_CONTENDED),
             pid_map_full: sum(STAT_PID_MAP_FULL),
+            tls_unbound: sum(STAT_TLS_UNBOUND),
         }
+    }
+
+    /// Time the kernel spent in this daemon's programs and how many times they ran, for the
+    /// capture backend's programs and for the TLS probes: `[(ns, runs); 2]`. The kernel
+    /// counts only while `kernel.bpf_stats_enabled` is 1 (it costs a clock read per run).
+    pub fn bpf_cost(&self) -> [(u64, u64); 2] {
+        let mut cost = [(0, 0); 2];
+        for (name, program) in self.ebpf.programs() {
+            let Ok(info) = program.info() else { continue };
+            let slot = &mut cost[uprobes::is_tls_program(name) as usize];
+            slot.0 += info.run_time().as_nanos() as u64;
+            slot.1 += info.run_count();
+        }
+        cost
+    }
+
+    /// Put the TLS probes on a library file; returns how many were attached. The first file
+    /// switches the kernel's socket paths to tying TLS sessions to connections.
+    pub fn attach_tls(&mut self, target: &crate::tls::Target) -> Result<usize, CaptureError> {
+        if !self.tls_loaded {
+            return Err(CaptureError::Unsupported(
+                "the TLS probes did not load on this kernel",
+            ));
+        }
+        let n = uprobes::attach_target(&mut self.ebpf, target)?;
+        if !self.tls_on {
+            let mut kconfig: Array<_, KernelConfig> = Array::try_from(
+                self.ebpf
+                    .map_mut("CONFIG")
+                    .ok_or(CaptureError::MissingMap("CONFIG"))?,
+            )
+            .map_err(map_err("CONFIG"))?;
+            let mut c = kconfig.get(&0, 0).map_err(map_err("CONFIG"))?;
+            c.flags |= CONFIG_TLS;
+            kconfig.set(0, c, 0).map_err(map_err("CONFIG"))?;
+            self.tls_on = true;
+        }
+        Ok(n)
     }
 
     /// The ring buffer's fd, for diagnostics.

@@ -42,6 +42,50 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
             vec![],
             "Processes the kernel could not track because its process map was full",
         ),
+        "kernel_bpf_ns_capture" | "kernel_bpf_ns_tls" => (
+            fam("kernel_bpf_run_nanoseconds"),
+            vec![(
+                "programs",
+                if name.ends_with("tls") {
+                    "tls"
+                } else {
+                    "capture"
+                },
+            )],
+            "Time the kernel spent in the daemon's eBPF programs (counted while kernel.bpf_stats_enabled=1)",
+        ),
+        "kernel_bpf_runs_capture" | "kernel_bpf_runs_tls" => (
+            fam("kernel_bpf_runs"),
+            vec![(
+                "programs",
+                if name.ends_with("tls") {
+                    "tls"
+                } else {
+                    "capture"
+                },
+            )],
+            "Runs of the daemon's eBPF programs (counted while kernel.bpf_stats_enabled=1)",
+        ),
+        "kernel_tls_unbound" => (
+            fam("kernel_tls_unbound"),
+            vec![],
+            "TLS plaintext the kernel did not send: its session was not tied to a tracked connection",
+        ),
+        "connections_tls" => (
+            fam(name),
+            vec![],
+            "Connections followed through their TLS library's plaintext",
+        ),
+        "connections_tls_uncovered" => (
+            fam("connections_dropped"),
+            vec![("reason", "tls_uncovered")],
+            "Connections no longer followed: not HTTP, TLS that no probe covers, or evicted",
+        ),
+        "tls_libraries_probed" => (
+            fam(name),
+            vec![],
+            "Library files (libssl, executables with OpenSSL linked in) the TLS probes were attached to",
+        ),
         "processes_instrumented" => (fam(name), vec![], "Processes instrumented since start"),
         "connections_opened" => (
             fam(name),
@@ -51,12 +95,12 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
         "connections_not_http" => (
             fam("connections_dropped"),
             vec![("reason", "not_http")],
-            "Connections no longer followed: not HTTP (TLS, other protocols) or evicted",
+            "Connections no longer followed: not HTTP, TLS that no probe covers, or evicted",
         ),
         "connections_evicted" => (
             fam("connections_dropped"),
             vec![("reason", "evicted")],
-            "Connections no longer followed: not HTTP (TLS, other protocols) or evicted",
+            "Connections no longer followed: not HTTP, TLS that no probe covers, or evicted",
         ),
         "http1_parse_errors" => (
             fam("parse_errors"),
@@ -113,6 +157,11 @@ fn labels_of(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static
             | "kernel_conn_map_full"
             | "kernel_conn_contended"
             | "kernel_pid_map_full"
+            | "kernel_tls_unbound"
+            | "kernel_bpf_ns_capture"
+            | "kernel_bpf_runs_capture"
+            | "kernel_bpf_ns_tls"
+            | "kernel_bpf_runs_tls"
     );
     if let (true, Some(b)) = (from_kernel, crate::capture::active_backend()) {
         labels.push(("backend", b.label()));

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """grpcio (C core) server and client for the gRPC integration tests (tests/tests/grpc.rs).
 
-    grpcio_fixture.py server --port P
-    grpcio_fixture.py client --target 127.0.0.1:P [--listen L] SCENARIO [ARG]
+    grpcio_fixture.py server --port P [--tls CERT KEY]
+    grpcio_fixture.py client --target 127.0.0.1:P [--listen L] [--ca CA] [--wait] SCENARIO [ARG]
 
 The service is echo.proto beside this file, compiled with grpcio-tools into a temporary
 directory at start-up. The client prints one JSON line with what happened, e.g.
 {"ok": 50, "codes": [...], "elapsed_s": 0.31}. `--listen L` makes the client bind a
 listening socket on 127.0.0.1:L first (and wait a little), so that a daemon selecting port L
 instruments the client process too.
+
+TLS (tests/tests/https.rs): `server --tls CERT KEY` serves over grpc.ssl_server_credentials,
+`client --ca CA` connects with grpc.secure_channel trusting CA (the certificate names
+127.0.0.1). grpcio's TLS is the BoringSSL built into its C core, not the system libssl.
+`client --wait` waits for a line on stdin after binding the --listen socket (instead of the
+0.3 s pause), and after printing its result for stdin to close before exiting.
 
 Scenarios (client):
     unary N        N sequential unary calls
@@ -88,10 +94,15 @@ def _code(n):
     raise ValueError(n)
 
 
-def serve(port):
+def serve(port, tls=None):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=80), options=OPTIONS)
     pb_grpc.add_EchoServicer_to_server(Echo(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        server.add_secure_port(f"127.0.0.1:{port}", creds)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(f"grpcio server on {port}", flush=True)
     server.wait_for_termination()
@@ -104,8 +115,16 @@ def client(args):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", args.listen))
         listener.listen(1)
-        time.sleep(0.3)
-    ch = grpc.insecure_channel(args.target, options=OPTIONS)
+        if not args.wait:
+            time.sleep(0.3)
+    if args.wait:
+        sys.stdin.readline()
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ch = grpc.secure_channel(args.target, creds, options=OPTIONS)
+    else:
+        ch = grpc.insecure_channel(args.target, options=OPTIONS)
     grpc.channel_ready_future(ch).result(timeout=10)
     stub = pb_grpc.EchoStub(ch)
     res = {"ok": 0, "codes": []}
@@ -163,6 +182,8 @@ def client(args):
     # Let the connection close while the process (and its listener) still exist.
     time.sleep(0.2)
     print(json.dumps(res), flush=True)
+    if args.wait:
+        sys.stdin.read()
     if listener:
         listener.close()
 
@@ -172,14 +193,17 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("server")
     s.add_argument("--port", type=int, required=True)
+    s.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     c = sub.add_parser("client")
     c.add_argument("--target", required=True)
     c.add_argument("--listen", type=int, default=0)
+    c.add_argument("--ca")
+    c.add_argument("--wait", action="store_true")
     c.add_argument("scenario")
     c.add_argument("n", type=int, nargs="?", default=1)
     args = p.parse_args()
     if args.cmd == "server":
-        serve(args.port)
+        serve(args.port, args.tls)
     else:
         client(args)
 
