@@ -6,8 +6,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user};
 use beyla_rs_common::{
-    CONN_WIDE_CAPTURE, ConnInfo, EVENT_FLAG_TLS, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventKind,
-    MAX_CAPTURE, MAX_EXTENTS_LEN, MAX_IOV, TAIL_LEN, WIDE_TAIL_LEN, h2walk_key,
+    CONN_WIDE_CAPTURE, ConnInfo, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventKind, MAX_CAPTURE,
+    MAX_EXTENTS_LEN, MAX_IOV, TAIL_LEN, WIDE_TAIL_LEN, h2walk_key,
 };
 
 use crate::{
@@ -15,7 +15,6 @@ use crate::{
     maps::{CONNS, config},
     record::{Res, copy_user, fill_header, header, opaque, put_extent_header, submit},
     scratch::{iov_get, iov_put, scratch},
-    tls,
 };
 
 /// Vectored I/O with at most this many entries is walked without bpf_loop.
@@ -38,8 +37,9 @@ pub enum Source {
 
 /// Sends the data record for `ret` bytes that connection `conn` (under `key` in `CONNS`)
 /// moved in `direction`, read from `src`. `fd` is reported as is (the syscall backend's fd).
-/// `flags` (`EVENT_FLAG_*`) go into the record: `EVENT_FLAG_TLS` for a TLS library's plaintext;
-/// socket bytes (no flag) that a TLS session stands for are not sent (see `tls::claimed`).
+/// `flags` (`EVENT_FLAG_*`) go into the record: `EVENT_FLAG_TLS` for a TLS library's
+/// plaintext. The backends ask `tls::claimed` first: socket bytes that a TLS session's
+/// plaintext stands for are not sent.
 #[expect(
     clippy::too_many_arguments,
     reason = "what one call moved; both backends fill these from different places"
@@ -55,9 +55,6 @@ pub fn data(
     fd: i32,
     flags: u8,
 ) -> Res {
-    if flags & EVENT_FLAG_TLS == 0 && tls::claimed(key, &conn, direction, src, pid_tgid, fd) {
-        return Ok(());
-    }
     let cap = match config() {
         Some(_) if conn.flags & CONN_WIDE_CAPTURE != 0 => MAX_CAPTURE as u64,
         Some(c) => c.capture_bytes as u64,

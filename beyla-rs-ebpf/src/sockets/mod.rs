@@ -34,6 +34,7 @@ use crate::{
     maps::{CONNS, OFFSETS, config, count, next_conn_id, port_selected, set_tracked, tracked},
     record::{Res, fill_header, header, kernel_read, kernel_u64, submit},
     scratch::{Scratch, scratch},
+    tls,
 };
 
 const AF_INET: u16 = 2;
@@ -218,6 +219,9 @@ fn moved(stash: Stash, ret: u64, pid_tgid: u64, call_done: bool) -> Res {
         // Pages (sendfile, splice), kernel vectors: the bytes are not the process's memory.
         Source::Elsewhere
     };
+    if tls::claimed(sk, &conn, stash.direction as u8, src, pid_tgid, -1) {
+        return Ok(());
+    }
     data::data(sk, conn, stash.direction as u8, src, ret, pid_tgid, -1, 0)
 }
 

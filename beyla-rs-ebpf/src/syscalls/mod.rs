@@ -43,6 +43,7 @@ use crate::{
         user_u64,
     },
     scratch::scratch,
+    tls,
 };
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -164,6 +165,9 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
         }
         _ => Source::Elsewhere,
     };
+    if tls::claimed(key, &conn, direction, src, pid_tgid, fd as i32) {
+        return Ok(());
+    }
     data::data(key, conn, direction, src, ret, pid_tgid, fd as i32, 0)
 }
 
