@@ -16,6 +16,10 @@ pub const EVENTS_READ: &str = "beyla_events_read_total";
 pub const SPANS_CREATED: &str = "beyla_spans_created_total";
 pub const SPANS_EXPORTED: &str = "beyla_spans_exported_total";
 pub const SPANS_DROPPED: &str = "beyla_spans_dropped_total";
+/// Connections dropped as not HTTP, and parse failures by protocol.
+pub const NOT_HTTP: &str = "beyla_connections_dropped_total{reason=\"not_http\"}";
+pub const HTTP1_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http1\"}";
+pub const HTTP2_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http2\"}";
 
 /// Series that move on their own schedule (the periodic OTLP metrics export), not because of
 /// traffic: the idle check ignores them.

@@ -671,13 +671,7 @@ pub fn https_server_spans_violations(
     pid: Option<u32>,
     exe: &str,
 ) -> Vec<String> {
-    let mut v = Vec::new();
-    for s in spans {
-        v.extend(https_server_span_violations(s, port));
-        let pid = pid.or(s.pid()).unwrap_or(0);
-        v.extend(expect::resource_violations(s, pid, exe));
-    }
-    v
+    spans_violations(spans, pid, exe, |s| https_server_span_violations(s, port))
 }
 
 /// Violations of the HTTPS CLIENT span and resource contracts by `spans` (see
@@ -688,9 +682,21 @@ pub fn https_client_spans_violations(
     pid: Option<u32>,
     exe: &str,
 ) -> Vec<String> {
+    spans_violations(spans, pid, exe, |s| {
+        https_client_span_violations(s, upstream_port)
+    })
+}
+
+/// `span` violations of each span, then its resource's.
+fn spans_violations(
+    spans: &[ReceivedSpan],
+    pid: Option<u32>,
+    exe: &str,
+    span: impl Fn(&ReceivedSpan) -> Vec<String>,
+) -> Vec<String> {
     let mut v = Vec::new();
     for s in spans {
-        v.extend(https_client_span_violations(s, upstream_port));
+        v.extend(span(s));
         let pid = pid.or(s.pid()).unwrap_or(0);
         v.extend(expect::resource_violations(s, pid, exe));
     }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use beyla_rs_tests::counters::{SPANS_CREATED, SPANS_EXPORTED};
+use beyla_rs_tests::counters::{HTTP1_PARSE_ERRORS, NOT_HTTP, SPANS_CREATED, SPANS_EXPORTED};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::expect::{ExpectedSpan, expect_spans};
 use beyla_rs_tests::fixtures::{self, ServerProcess};
@@ -71,11 +71,6 @@ fn not_http() -> Vec<(&'static str, Vec<u8>)> {
         ("http2 preface + noise", preface_noise),
     ]
 }
-
-/// Connections dropped as not HTTP, and HTTP/1 parse failures (resyncs), as the daemon's
-/// internal metrics name them.
-const NOT_HTTP: &str = "beyla_connections_dropped_total{reason=\"not_http\"}";
-const HTTP1_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http1\"}";
 
 /// HTTP, but hostile: one span each, bounded and well-formed. Case `i` requests `/o<i>` (the
 /// 60 KB target starts so), which tells its span apart: spans do not arrive in the order of

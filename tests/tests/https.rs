@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use beyla_rs_tests::counters::SPANS_CREATED;
+use beyla_rs_tests::counters::{HTTP1_PARSE_ERRORS, HTTP2_PARSE_ERRORS, NOT_HTTP, SPANS_CREATED};
 use beyla_rs_tests::daemon::{self, Daemon};
 use beyla_rs_tests::expect::{self, ExpectedSpan, check_server_spans, expect_spans};
 use beyla_rs_tests::fixtures::{self, ServerKind, ServerOpts};
@@ -612,10 +612,6 @@ fn grpcio_tls_unary_calls() {
     cli.finish();
     d.stop_ok();
 }
-
-const HTTP1_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http1\"}";
-const HTTP2_PARSE_ERRORS: &str = "beyla_parse_errors_total{protocol=\"http2\"}";
-const NOT_HTTP: &str = "beyla_connections_dropped_total{reason=\"not_http\"}";
 
 /// A TLS echo server speaking no HTTP and a Python HTTPS server, both selected: lines over TLS
 /// to the echo server, ClientHellos cut after 10 and 100 bytes and complete handshakes with no

@@ -49,7 +49,7 @@ impl Elf {
             let Ok(name) = sym.name() else { continue };
             if let Some(i) = names.iter().position(|n| *n == name)
                 && found[i].is_none()
-                && let Some(off) = file_offset(&file, sym.address())
+                && let Some((_, off)) = code_at(&file, sym.address(), 1)
             {
                 found[i] = Some(off);
                 left -= 1;
@@ -59,11 +59,14 @@ impl Elf {
     }
 }
 
-/// The file offset of virtual address `addr`: through the loadable segment that maps it.
-pub fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
-    file.segments().find_map(|seg| {
-        let (off, size) = seg.file_range();
-        (addr >= seg.address() && addr - seg.address() < size).then(|| off + addr - seg.address())
+/// The file's bytes at the virtual addresses `address..address + size` and the file offset of
+/// the first: `offset = address - segment address + segment file offset` in the PT_LOAD segment
+/// holding them (not past its file size: the rest of a segment is zeroes, not file).
+pub fn code_at<'d>(elf: &object::File<'d>, address: u64, size: u64) -> Option<(&'d [u8], u64)> {
+    elf.segments().find_map(|segment| {
+        let bytes = segment.data_range(address, size).ok()??;
+        let offset = segment.file_range().0 + (address - segment.address());
+        Some((bytes, offset))
     })
 }
 

@@ -25,18 +25,20 @@
 //!   [`GoOffsets::default`].
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{self, Read as _};
+
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use gimli::Reader as _;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, Register};
-use memmap2::Mmap;
+
 use object::{
     Architecture, CompressionFormat, Object, ObjectSection, ObjectSegment, ObjectSymbol,
     SegmentFlags, SymbolSection,
 };
 use thiserror::Error;
+
+use super::elf::code_at;
 
 /// The functions probed, as Go names them (in `.symtab` and `.gopclntab` alike).
 const READ_FN: &str = "crypto/tls.(*Conn).Read";
@@ -95,12 +97,6 @@ impl Default for GoOffsets {
 /// about the binary rather than the I/O, says that TLS capture is skipped for it.
 #[derive(Debug, Error)]
 pub enum GoError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("{}: malformed or unexpected executable ({reason}); Go TLS capture is skipped for it", .path.display())]
     Malformed { path: PathBuf, reason: String },
     #[error("{}: Go binary for {arch}, but Go TLS capture supports only x86-64; skipped for it", .path.display())]
@@ -127,31 +123,14 @@ pub enum GoError {
     },
 }
 
-/// Inspects the executable at `path` for the uprobes on Go's crypto/tls.
+/// Inspects the executable at `path`, whose bytes are `data` (mapped by the caller, once for
+/// every inspection of the file), for the uprobes on Go's crypto/tls.
 ///
 /// `Ok(None)`: not a Go binary (anything that is not ELF, such as a script or a text file,
 /// included), or a Go binary without `crypto/tls.(*Conn).Read` and `Write`. A Go binary that
 /// cannot be probed (another architecture, Go older than 1.17, stripped of both symbol tables)
 /// is an error even if it might not use TLS, since that cannot be told.
-pub fn inspect(path: &Path) -> Result<Option<GoTls>, GoError> {
-    let io_error = |source| GoError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_error)?;
-    // An empty file cannot be mapped (EINVAL), and one shorter than the ELF magic is no executable.
-    if file.metadata().map_err(io_error)?.len() < ELF_MAGIC.len() as u64 {
-        return Ok(None);
-    }
-    // SAFETY: the mapping is read-only and dropped before returning. The executable of a running
-    // process cannot be opened for writing (ETXTBSY); a file changed by another process while
-    // mapped could give wrong offsets, or SIGBUS if truncated: the accepted price of not copying
-    // binaries of ~100 MB into memory.
-    let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
-    inspect_data(path, &map)
-}
-
-fn inspect_data(path: &Path, data: &[u8]) -> Result<Option<GoTls>, GoError> {
+pub fn inspect(path: &Path, data: &[u8]) -> Result<Option<GoTls>, GoError> {
     if !data.starts_with(ELF_MAGIC) {
         return Ok(None);
     }
@@ -518,17 +497,6 @@ fn ret_offsets(elf: &object::File, func: Func) -> Option<Vec<u64>> {
     Some(returns)
 }
 
-/// The file's bytes at the virtual addresses `address..address + size` and the file offset of the
-/// first: `offset = address - segment address + segment file offset` in the PT_LOAD segment
-/// holding them (not past its file size: the rest of a segment is zeroes, not file).
-fn code_at<'d>(elf: &object::File<'d>, address: u64, size: u64) -> Option<(&'d [u8], u64)> {
-    elf.segments().find_map(|segment| {
-        let bytes = segment.data_range(address, size).ok()??;
-        let offset = segment.file_range().0 + (address - segment.address());
-        Some((bytes, offset))
-    })
-}
-
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
 /// How far into the first data segment Go's debug/buildinfo looks for the build info when there
 /// is no section header to name it.
@@ -772,6 +740,12 @@ fn member_offset(entry: &gimli::DebuggingInformationEntry<Slice>) -> Option<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Maps `path` as the daemon does (one mapping per file, `tls::Elf`) and inspects it.
+    fn inspect_file(path: &Path) -> Result<Option<GoTls>, GoError> {
+        let elf = super::super::Elf::open(path).expect("the file maps");
+        inspect(path, elf.bytes())
+    }
     use std::fs;
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -970,7 +944,7 @@ func main() {
     fn go_binary_with_symbols_and_dwarf() {
         let dir = TempDir::new("full");
         let binary = build(&dir, "prog", &[]);
-        let tls = inspect(&binary)
+        let tls = inspect_file(&binary)
             .unwrap()
             .expect("a Go binary with crypto/tls");
         let version = tls.version.as_deref().unwrap();
@@ -1026,7 +1000,7 @@ func main() {
         sizeless[size_at..size_at + 8].fill(0);
         let path = dir.path("prog-sizeless");
         fs::write(&path, &sizeless).unwrap();
-        assert_eq!(inspect(&path).unwrap().as_ref(), Some(&tls));
+        assert_eq!(inspect_file(&path).unwrap().as_ref(), Some(&tls));
 
         // .gopclntab, the stripped binaries' source, finds the same functions and RETs.
         let section = elf.section_by_name(".gopclntab").unwrap();
@@ -1051,10 +1025,10 @@ func main() {
         assert!(elf.symbol_table().is_none() && elf.section_by_name(".debug_info").is_none());
 
         // Found through .gopclntab: the same functions as in the unstripped build.
-        let tls = inspect(&stripped)
+        let tls = inspect_file(&stripped)
             .unwrap()
             .expect("found through .gopclntab");
-        let reference = inspect(&full).unwrap().unwrap();
+        let reference = inspect_file(&full).unwrap().unwrap();
         assert_rets(&file, &tls.read_returns);
         assert_same_code(&file, &tls, &fs::read(&full).unwrap(), &reference);
         assert_eq!(tls.version, reference.version);
@@ -1075,7 +1049,7 @@ func main() {
         no_pclntab[names.start + at + 1] = b'x';
         let path = dir.path("prog-no-pclntab");
         fs::write(&path, &no_pclntab).unwrap();
-        let error = inspect(&path).unwrap_err();
+        let error = inspect_file(&path).unwrap_err();
         assert!(matches!(error, GoError::Stripped { .. }), "{error:?}");
         let message = error.to_string();
         assert!(
@@ -1096,7 +1070,7 @@ func main() {
         assert_eq!(elf.kind(), object::ObjectKind::Dynamic);
         assert!(elf.symbol_table().is_none() && elf.section_by_name(".gopclntab").is_none());
         assert!(elf.section_by_name(".data.rel.ro.gopclntab").is_some());
-        let tls = inspect(&binary)
+        let tls = inspect_file(&binary)
             .unwrap()
             .expect("found in .data.rel.ro.gopclntab");
         assert_rets(&file, &tls.read_returns);
@@ -1104,7 +1078,7 @@ func main() {
 
         // go tool objdump cannot read a stripped PIE: it checks the unstripped build, whose
         // code is the same as the stripped one's.
-        let reference = inspect(&full).unwrap().unwrap();
+        let reference = inspect_file(&full).unwrap().unwrap();
         assert_matches_go_objdump(&dir, &full, &reference);
         assert_same_code(&file, &tls, &fs::read(&full).unwrap(), &reference);
     }
@@ -1123,7 +1097,7 @@ func main() {
         let info = usize::try_from(info.0).unwrap()..usize::try_from(info.0 + info.1).unwrap();
 
         // Go 1.16: refused for its stack ABI.
-        let version = inspect(&binary).unwrap().unwrap().version.unwrap();
+        let version = inspect_file(&binary).unwrap().unwrap().version.unwrap();
         let minor = format!("go1.{}", go_minor(&version).unwrap());
         assert_eq!(minor.len(), 6, "a two-digit minor version: {version}");
         let mut old = file.clone();
@@ -1134,7 +1108,7 @@ func main() {
         old[info.start + at..][..6].copy_from_slice(b"go1.16");
         let path = dir.path("prog-go1.16");
         fs::write(&path, &old).unwrap();
-        let error = inspect(&path).unwrap_err();
+        let error = inspect_file(&path).unwrap_err();
         assert!(
             matches!(error, GoError::UnsupportedGoVersion { .. }),
             "{error:?}"
@@ -1147,7 +1121,7 @@ func main() {
         arm[18..20].copy_from_slice(&object::elf::EM_AARCH64.to_le_bytes());
         let path = dir.path("prog-arm64");
         fs::write(&path, &arm).unwrap();
-        let error = inspect(&path).unwrap_err();
+        let error = inspect_file(&path).unwrap_err();
         assert!(
             matches!(error, GoError::UnsupportedArch { .. }),
             "{error:?}"
@@ -1157,7 +1131,7 @@ func main() {
         // Truncated: its section headers are gone.
         let path = dir.path("prog-truncated");
         fs::write(&path, &file[..4096]).unwrap();
-        let error = inspect(&path).unwrap_err();
+        let error = inspect_file(&path).unwrap_err();
         assert!(matches!(error, GoError::Malformed { .. }), "{error:?}");
     }
 
@@ -1166,25 +1140,24 @@ func main() {
         // ELF executables of other languages: this test's own binary (Rust, with .symtab) and
         // a C one.
         let this = std::env::current_exe().unwrap();
-        assert_eq!(inspect(&this).unwrap(), None);
+        assert_eq!(inspect_file(&this).unwrap(), None);
         let true_ = Path::new("/bin/true");
         if true_.exists() {
-            assert_eq!(inspect(true_).unwrap(), None);
+            assert_eq!(inspect_file(true_).unwrap(), None);
         }
 
         // A text file and an empty file are no Go binaries either: Ok(None), not an error.
         let dir = TempDir::new("other");
         let text = dir.path("script.sh");
         fs::write(&text, "#!/bin/sh\necho crypto/tls.(*Conn).Read\n").unwrap();
-        assert_eq!(inspect(&text).unwrap(), None);
-        let empty = dir.path("empty");
-        fs::write(&empty, "").unwrap();
-        assert_eq!(inspect(&empty).unwrap(), None);
+        assert_eq!(inspect_file(&text).unwrap(), None);
+        assert_eq!(inspect(&dir.path("empty"), b"").unwrap(), None);
 
-        // A file that is not there is an I/O error naming it.
+        // A file that is not there: the mapping fails, naming it.
         let missing = dir.path("missing");
-        let error = inspect(&missing).unwrap_err();
-        assert!(matches!(error, GoError::Io { .. }), "{error:?}");
+        let error = super::super::Elf::open(&missing)
+            .err()
+            .expect("no such file");
         assert!(error.to_string().contains("missing"), "{error}");
     }
 

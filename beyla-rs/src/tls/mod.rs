@@ -154,18 +154,17 @@ impl Libraries {
 }
 
 fn inspect(path: &Path) -> Option<Probes> {
-    match Elf::open(path) {
-        Ok(elf) => {
-            if let Some(o) = OpenSsl::find(&elf) {
-                return Some(Probes::OpenSsl(o));
-            }
-        }
+    let elf = match Elf::open(path) {
+        Ok(elf) => elf,
         Err(e) => {
             log::debug!("{e}");
             return None;
         }
+    };
+    if let Some(o) = OpenSsl::find(&elf) {
+        return Some(Probes::OpenSsl(o));
     }
-    match go::inspect(path) {
+    match go::inspect(path, elf.bytes()) {
         Ok(Some(g)) if g.offsets == go::GoOffsets::default() => Some(Probes::Go(g)),
         Ok(Some(g)) => {
             log::warn!(
