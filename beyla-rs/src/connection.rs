@@ -1,10 +1,9 @@
 //! Per-connection state: which protocol a connection speaks, its parser, and what is known
 //! about its endpoints.
 //!
-//! A connection's protocol is decided from its first bytes, not its port: the HTTP/2 preface or
-//! HTTP/2 frame shapes select the HTTP/2 parser, anything else goes to the HTTP/1 parser, which
-//! rejects non-HTTP bytes (Redis, garbage). Rejected connections are dropped here and in the
-//! kernel, and counted.
+//! A connection's protocol is decided from its first bytes (`protocol::detect`; the port only
+//! breaks ties); its parser is one `protocol::Parser`. Connections whose parser rejects them
+//! (garbage, a protocol without a parser) are dropped here and in the kernel, and counted.
 //!
 //! TLS: the plaintext a TLS library's calls moved arrives flagged as such, on the connection
 //! whose socket the library uses; from the first of it on, the connection's protocol is
@@ -15,11 +14,7 @@
 
 use std::net::SocketAddr;
 
-use crate::protocol::{
-    Direction, Exchange, Role, Segment,
-    http1::{Http1Connection, Verdict},
-    http2::{self, Http2Connection, Verdict2},
-};
+use crate::protocol::{Direction, Exchange, Kind, Parser, Role, Segment, Verdict, detect};
 
 /// What is known about a connection's endpoints.
 #[derive(Clone, Debug, Default)]
@@ -41,13 +36,6 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub const IDLE_TIMEOUT_NS: u64 = 15 * 60 * 1_000_000_000;
 /// Hard bound on tracked connections; past it the least recently active are evicted.
 pub const MAX_CONNECTIONS: usize = 65_536;
-
-enum Parser {
-    /// No data seen yet.
-    Detect,
-    Http1(Box<Http1Connection>),
-    Http2(Box<Http2Connection>),
-}
 
 /// Whether a connection speaks TLS, as far as known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +81,8 @@ struct Conn {
     role: Role,
     joined_midway: bool,
     last_ns: u64,
-    parser: Parser,
+    /// `None` until the first bytes decide the protocol.
+    parser: Option<Box<dyn Parser>>,
 }
 
 /// What the caller must do after feeding data.
@@ -114,17 +103,12 @@ pub struct Finished {
     pub exchange: Exchange,
 }
 
-/// Parse failures so far on one connection: (HTTP/1: lost framing or oversized heads,
-/// HTTP/2: lost frame sync, HPACK and protocol errors).
-fn parse_errors(p: &Parser) -> (u64, u64) {
-    match p {
-        Parser::Detect => (0, 0),
-        Parser::Http1(h) => (h.stats.resyncs + h.stats.head_overflows, 0),
-        Parser::Http2(h) => {
-            let c = h.counters();
-            (0, c.sync_lost + c.hpack_errors + c.protocol_errors)
-        }
-    }
+/// Add the parse failures `parser` had since it counted `before` to its protocol's counter.
+fn count_errors(stats: &crate::stats::Stats, parser: &dyn Parser, before: u64) {
+    crate::stats::Stats::add(
+        stats.parse_errors(parser.protocol()),
+        parser.parse_errors().saturating_sub(before),
+    );
 }
 
 /// Connection ids whose close was seen lately, remembered to recognise a second close
@@ -184,7 +168,7 @@ impl Connections {
                 role,
                 joined_midway,
                 last_ns: now_ns,
-                parser: Parser::Detect,
+                parser: None,
                 tls: Tls::No,
             },
         );
@@ -232,22 +216,25 @@ impl Connections {
                 role,
                 joined_midway: true,
                 last_ns: seg.ts_ns,
-                parser: Parser::Detect,
+                parser: None,
                 tls: Tls::No,
             }
         });
         conn.last_ns = seg.ts_ns;
+        // The process that moves a connection's bytes serves it: a forking server's child
+        // (PostgreSQL's backends) after the parent accepted it.
+        conn.meta.tgid = tgid;
         if tls {
             if conn.tls != Tls::Plaintext {
                 // Whatever was parsed of the socket bytes is void: the plaintext starts with
                 // the session's first application data.
                 conn.tls = Tls::Plaintext;
-                conn.parser = Parser::Detect;
+                conn.parser = None;
                 conn.joined_midway = false;
                 crate::stats::Stats::inc(&stats.connections_tls);
             }
         } else {
-            if conn.tls == Tls::No && matches!(conn.parser, Parser::Detect) && tls_start(seg.data) {
+            if conn.tls == Tls::No && conn.parser.is_none() && tls_start(seg.data) {
                 conn.tls = Tls::Encrypted {
                     from: seg.direction,
                     answered: false,
@@ -283,71 +270,35 @@ impl Connections {
                 Tls::Encrypted { .. } => return DataOutcome::Continue,
             }
         }
-        if matches!(conn.parser, Parser::Detect) {
-            conn.parser = if http2::looks_like_http2(seg.data) {
-                Parser::Http2(Box::new(Http2Connection::new(
-                    conn.role,
-                    conn.joined_midway,
-                )))
-            } else {
-                Parser::Http1(Box::new(Http1Connection::new(
-                    conn.role,
-                    conn.joined_midway,
-                )))
-            };
-        }
-        let errors_before = parse_errors(&conn.parser);
+        let role = conn.role;
+        let server_port = match role {
+            Role::Server => conn.meta.local_port,
+            Role::Client => conn.meta.peer.map(|p| p.port()),
+        };
+        let parser = conn
+            .parser
+            .get_or_insert_with(|| detect::detect(role, seg, server_port, conn.joined_midway));
+        let errors_before = parser.parse_errors();
         let ex = &mut self.scratch;
         ex.clear();
-        let drop = match &mut conn.parser {
-            Parser::Detect => unreachable!("set above"),
-            Parser::Http1(p) => match p.on_segment(seg, ex) {
-                Verdict::Continue => false,
-                Verdict::NotHttp => true,
-                Verdict::SwitchToHttp2 => {
-                    let upgrade = p.take_h2c_upgrade();
-                    let mut h2 = match &upgrade {
-                        Some(u) => {
-                            Box::new(Http2Connection::upgraded(conn.role, u.request.clone()))
-                        }
-                        None => Box::new(Http2Connection::new(conn.role, false)),
-                    };
-                    if seg.data.starts_with(b"PRI * HTTP/2.0") {
-                        // With prior knowledge the preface is in this very segment: the HTTP/2
-                        // parser takes it from the start.
-                        let _ = h2.on_segment(seg, ex);
-                    } else if let Some(off) = upgrade.and_then(|u| u.http2_offset) {
-                        // After an h2c upgrade the server's HTTP/2 bytes (its SETTINGS, often
-                        // the response to the upgrade request) may follow the 101 head in the
-                        // same segment.
-                        let rest = Segment {
-                            data: &seg.data[off.min(seg.data.len())..],
-                            total_len: seg.total_len.saturating_sub(off as u64),
-                            extents: seg.extents.after(off as u64),
-                            ..*seg
-                        };
-                        if rest.total_len > 0 {
-                            let _ = h2.on_segment(&rest, ex);
-                        }
-                    }
-                    conn.parser = Parser::Http2(h2);
-                    false
-                }
-            },
-            Parser::Http2(p) => matches!(p.on_segment(seg, ex), Verdict2::NotHttp2),
+        let verdict = parser.on_segment(seg, ex);
+        count_errors(stats, parser.as_ref(), errors_before);
+        let drop = match verdict {
+            Verdict::Continue => false,
+            Verdict::Reject => true,
+            Verdict::SwitchToHttp2 => {
+                let h2 = detect::switch_to_http2(role, parser.as_mut(), seg, ex);
+                count_errors(stats, h2.as_ref(), 0);
+                conn.parser = Some(h2);
+                false
+            }
         };
-        let errors_after = parse_errors(&conn.parser);
-        crate::stats::Stats::add(
-            &stats.http1_parse_errors,
-            errors_after.0.saturating_sub(errors_before.0),
-        );
-        crate::stats::Stats::add(
-            &stats.http2_parse_errors,
-            errors_after.1.saturating_sub(errors_before.1),
-        );
         for mut exchange in ex.drain(..) {
-            if conn.tls == Tls::Plaintext && exchange.scheme.is_none() {
-                exchange.scheme = Some("https".to_owned());
+            if conn.tls == Tls::Plaintext
+                && let Kind::Http(h) = &mut exchange.kind
+                && h.scheme.is_none()
+            {
+                h.scheme = Some("https".to_owned());
             }
             out.push(Finished {
                 role: conn.role,
@@ -421,10 +372,8 @@ impl Connections {
         self.remember_closed(conn_id);
         let ex = &mut self.scratch;
         ex.clear();
-        match &mut conn.parser {
-            Parser::Detect => {}
-            Parser::Http1(p) => p.on_close(ts_ns, ex),
-            Parser::Http2(p) => p.on_close(ts_ns, ex),
+        if let Some(p) = &mut conn.parser {
+            p.on_close(ts_ns, ex);
         }
         for exchange in ex.drain(..) {
             out.push(Finished {
@@ -546,8 +495,11 @@ mod tests {
         );
         feed(&mut c, &mut out, true, &seg(Egress, 4, RESPONSE));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].exchange.scheme.as_deref(), Some("https"));
-        assert_eq!(out[0].exchange.status, Some(200));
+        assert_eq!(
+            out[0].exchange.http().and_then(|h| h.scheme.as_deref()),
+            Some("https")
+        );
+        assert_eq!(out[0].exchange.http().and_then(|h| h.status), Some(200));
         let s = stats.snapshot();
         assert_eq!((s.connections_tls, s.connections_not_http), (1, 0));
     }
@@ -646,7 +598,8 @@ mod tests {
         c.data(2, 10, 8, None, false, &resp, &mut out, &stats);
         assert_eq!(out.len(), 1);
         assert_eq!(
-            out[0].exchange.scheme, None,
+            out[0].exchange.http().and_then(|h| h.scheme.clone()),
+            None,
             "cleartext: the transport says http"
         );
         let s = stats.snapshot();

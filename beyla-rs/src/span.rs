@@ -23,7 +23,7 @@ use crate::{
     connection::ConnMeta,
     metrics::{Extras, Measurement, Series},
     process::ProcessInfo,
-    protocol::{Exchange, Protocol, Role},
+    protocol::{Db, Exchange, Http, Kind, Protocol, Role},
     route::Router,
 };
 
@@ -316,18 +316,16 @@ impl SpanBuilder {
         Ok(p.span)
     }
 
-    pub fn prepare(
+    /// The span and metric measurement of an HTTP or gRPC exchange.
+    fn http(
         &self,
         role: Role,
         conn: &ConnMeta,
-        process: Arc<ProcessInfo>,
-        ex: &Exchange,
-    ) -> Prepared {
+        process: &ProcessInfo,
+        ex: &Http,
+        sizes: (u64, u64),
+    ) -> Parts {
         let parent = ex.traceparent.as_deref().and_then(parse_traceparent);
-        let (trace_id, parent_span_id) = match parent {
-            Some(p) => (p.trace_id, p.span_id),
-            None => (self.ids.new_trace_id(), SpanId::INVALID),
-        };
         let grpc = ex.protocol == Some(Protocol::Grpc);
         let (path, query) = split_target(&ex.target);
         let authority = ex.authority.as_deref().map(split_authority);
@@ -380,14 +378,8 @@ impl SpanBuilder {
                     };
                     attrs.push(str_kv("url.path", path));
                     attrs.push(sv_kv("url.scheme", intern.word(scheme)));
-                    attrs.push(KeyValue::new(
-                        "http.request.body.size",
-                        ex.request_body_size as i64,
-                    ));
-                    attrs.push(KeyValue::new(
-                        "http.response.body.size",
-                        ex.response_body_size as i64,
-                    ));
+                    attrs.push(KeyValue::new("http.request.body.size", sizes.0 as i64));
+                    attrs.push(KeyValue::new("http.response.body.size", sizes.1 as i64));
                     error = ex.status.is_none_or(|s| s >= 500);
                 }
                 let server_port = conn.local_port.or(authority.and_then(|a| a.1));
@@ -454,14 +446,8 @@ impl SpanBuilder {
                         full.push_str(&scrub_query(q));
                     }
                     attrs.push(str_kv("url.full", full));
-                    attrs.push(KeyValue::new(
-                        "http.request.body.size",
-                        ex.request_body_size as i64,
-                    ));
-                    attrs.push(KeyValue::new(
-                        "http.response.body.size",
-                        ex.response_body_size as i64,
-                    ));
+                    attrs.push(KeyValue::new("http.request.body.size", sizes.0 as i64));
+                    attrs.push(KeyValue::new("http.response.body.size", sizes.1 as i64));
                     error = ex.status.is_none_or(|s| s >= 400);
                 }
                 attrs.push(sv_kv("server.address", host));
@@ -471,39 +457,156 @@ impl SpanBuilder {
             }
         }
         drop(intern);
+        Parts {
+            kind,
+            name,
+            error,
+            series,
+            attrs,
+            ignore,
+            parent,
+        }
+    }
+
+    /// The span and metric measurement of a database or cache operation.
+    fn db(&self, role: Role, conn: &ConnMeta, process: &ProcessInfo, d: &Db) -> Parts {
+        let mut intern = self.interner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attrs = Vec::with_capacity(10);
+        let system = d.system.name();
+        let operation = d.operation.as_deref().map(|o| intern.str(o));
+        let collection = d.collection.as_deref().map(|c| intern.str(c));
+        let namespace = d.namespace.as_deref().map(|n| intern.str(n));
+        let status = d.status_code.as_deref().map(|c| intern.str(c));
+        // Per the database conventions: "{operation} {collection}", else the operation, else
+        // the system.
+        let name = match (&operation, &collection) {
+            (Some(o), Some(c)) => intern.name(o.as_str(), c.as_str()),
+            (Some(o), None) => o.clone(),
+            _ => StringValue::from(system),
+        };
+        attrs.push(KeyValue::new("db.system.name", system));
+        if let Some(o) = &operation {
+            attrs.push(sv_kv("db.operation.name", o.clone()));
+        }
+        if let Some(c) = &collection {
+            attrs.push(sv_kv("db.collection.name", c.clone()));
+        }
+        if let Some(n) = &namespace {
+            attrs.push(sv_kv("db.namespace", n.clone()));
+        }
+        if let Some(q) = &d.query {
+            attrs.push(str_kv("db.query.text", q));
+        }
+        if let Some(s) = &status {
+            attrs.push(sv_kv("db.response.status_code", s.clone()));
+        }
+        let server = role == Role::Server;
+        // The database's own address: the peer for a client, this host for the server.
+        let (address, port) = if server {
+            // As HTTP server spans without a `Host`: this host's name.
+            (intern.str(&process.host_name), conn.local_port)
+        } else {
+            (
+                conn.peer
+                    .map(|p| intern.ip(p.ip()))
+                    .unwrap_or_else(|| StringValue::from("")),
+                conn.peer.map(|p| p.port()),
+            )
+        };
+        attrs.push(sv_kv("server.address", address.clone()));
+        if let Some(p) = port {
+            attrs.push(KeyValue::new("server.port", i64::from(p)));
+        }
+        if server && let Some(peer) = conn.peer {
+            attrs.push(sv_kv("client.address", intern.ip(peer.ip())));
+        }
+        drop(intern);
+        Parts {
+            kind: if server {
+                SpanKind::Server
+            } else {
+                SpanKind::Client
+            },
+            name,
+            error: d.error,
+            series: Series::Db {
+                server,
+                system,
+                operation,
+                collection,
+                namespace,
+                status,
+                address: (!server).then_some(address),
+                port: port.filter(|_| !server),
+            },
+            attrs,
+            ignore: crate::route::Ignore::default(),
+            parent: None,
+        }
+    }
+
+    pub fn prepare(
+        &self,
+        role: Role,
+        conn: &ConnMeta,
+        process: Arc<ProcessInfo>,
+        ex: &Exchange,
+    ) -> Prepared {
+        let mut p = match &ex.kind {
+            Kind::Http(h) => {
+                self.http(role, conn, &process, h, (ex.request_size, ex.response_size))
+            }
+            Kind::Db(d) => self.db(role, conn, &process, d),
+        };
+        let (trace_id, parent_span_id) = match p.parent {
+            Some(t) => (t.trace_id, t.span_id),
+            None => (self.ids.new_trace_id(), SpanId::INVALID),
+        };
         if ex.flags.partial {
-            attrs.push(KeyValue::new("beyla.partial", true));
+            p.attrs.push(KeyValue::new("beyla.partial", true));
         }
         if ex.flags.incomplete {
-            attrs.push(KeyValue::new("beyla.incomplete", true));
+            p.attrs.push(KeyValue::new("beyla.incomplete", true));
         }
         let end_ns = ex.end_ns.max(ex.start_ns);
         let measurement = Measurement {
-            series,
+            series: p.series,
             seconds: (end_ns - ex.start_ns) as f64 / 1e9,
-            request_size: ex.request_body_size,
-            response_size: ex.response_body_size,
+            request_size: ex.request_size,
+            response_size: ex.response_size,
         };
         let span = SpanRecord {
             process,
-            kind,
-            name,
+            kind: p.kind,
+            name: p.name,
             trace_id,
             span_id: self.ids.new_span_id(),
             parent_span_id,
-            parent_is_remote: parent.is_some(),
+            parent_is_remote: p.parent.is_some(),
             start: self.clock.to_system_time(ex.start_ns),
             end: self.clock.to_system_time(end_ns),
-            attributes: attrs,
-            error,
+            attributes: p.attrs,
+            error: p.error,
         };
         Prepared {
             span,
-            header: parent,
+            header: p.parent,
             measurement,
-            ignore,
+            ignore: p.ignore,
         }
     }
+}
+
+/// What one protocol family decides of a span: the rest is common.
+struct Parts {
+    kind: SpanKind,
+    name: StringValue,
+    error: bool,
+    series: Series,
+    attrs: Vec<KeyValue>,
+    ignore: crate::route::Ignore,
+    /// The request's own `traceparent`, if valid.
+    parent: Option<TraceParent>,
 }
 
 /// A string attribute whose value is shared (`Arc<str>`): spans are cloned for export retries,
@@ -513,7 +616,7 @@ fn str_kv(key: &'static str, value: impl AsRef<str>) -> KeyValue {
 }
 
 /// The method and status attributes; returns the shared method.
-fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Exchange) -> StringValue {
+fn http_attrs(attrs: &mut Vec<KeyValue>, intern: &mut Interner, ex: &Http) -> StringValue {
     let method = intern.word(&ex.method);
     attrs.push(sv_kv("http.request.method", method.clone()));
     if let Some(s) = ex.status {
@@ -527,7 +630,7 @@ fn rpc_attrs(
     attrs: &mut Vec<KeyValue>,
     intern: &mut Interner,
     path: &str,
-    ex: &Exchange,
+    ex: &Http,
     server: bool,
 ) -> Series {
     let p = path.trim_start_matches('/');
@@ -556,7 +659,7 @@ fn rpc_attrs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ExchangeFlags;
+    use crate::protocol::{ExchangeFlags, HttpExchange};
 
     fn process() -> Arc<ProcessInfo> {
         Arc::new(ProcessInfo {
@@ -572,7 +675,11 @@ mod tests {
     }
 
     fn exchange(method: &str, target: &str, status: u16) -> Exchange {
-        Exchange {
+        http_exchange(method, target, status).into()
+    }
+
+    fn http_exchange(method: &str, target: &str, status: u16) -> HttpExchange {
+        HttpExchange {
             protocol: Some(Protocol::Http1),
             method: method.into(),
             target: target.into(),
@@ -679,9 +786,11 @@ mod tests {
     fn traceparent_joins_and_respects_sampling() {
         let b = SpanBuilder::new(Clock::new());
         let conn = ConnMeta::default();
-        let mut ex = exchange("GET", "/", 200);
+        let mut ex = http_exchange("GET", "/", 200);
         ex.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
-        let s = b.build(Role::Server, &conn, process(), &ex).unwrap();
+        let s = b
+            .build(Role::Server, &conn, process(), &ex.clone().into())
+            .unwrap();
         assert_eq!(
             s.trace_id,
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
@@ -692,7 +801,8 @@ mod tests {
         );
         ex.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into());
         assert_eq!(
-            b.build(Role::Server, &conn, process(), &ex).unwrap_err(),
+            b.build(Role::Server, &conn, process(), &ex.clone().into())
+                .unwrap_err(),
             Skip::NotSampled
         );
         for bad in [
@@ -709,7 +819,7 @@ mod tests {
     #[test]
     fn grpc_spans() {
         let b = SpanBuilder::new(Clock::new());
-        let ex = Exchange {
+        let ex = HttpExchange {
             protocol: Some(Protocol::Grpc),
             method: "POST".into(),
             target: "/helloworld.Greeter/SayHello".into(),
@@ -719,7 +829,12 @@ mod tests {
             ..Default::default()
         };
         let s = b
-            .build(Role::Server, &ConnMeta::default(), process(), &ex)
+            .build(
+                Role::Server,
+                &ConnMeta::default(),
+                process(),
+                &ex.clone().into(),
+            )
             .unwrap();
         assert_eq!(s.name.as_str(), "/helloworld.Greeter/SayHello");
         assert!(s.error);
@@ -731,12 +846,17 @@ mod tests {
         let mut ok = ex.clone();
         ok.grpc_status = Some(5);
         assert!(
-            !b.build(Role::Server, &ConnMeta::default(), process(), &ok)
-                .unwrap()
-                .error
+            !b.build(
+                Role::Server,
+                &ConnMeta::default(),
+                process(),
+                &ok.clone().into()
+            )
+            .unwrap()
+            .error
         );
         assert!(
-            b.build(Role::Client, &ConnMeta::default(), process(), &ok)
+            b.build(Role::Client, &ConnMeta::default(), process(), &ok.into())
                 .unwrap()
                 .error
         );
@@ -786,7 +906,7 @@ mod tests {
     fn metric_route(p: &Prepared) -> Option<&str> {
         match &p.measurement.series {
             Series::Http { route, .. } => route.as_deref(),
-            Series::Rpc { .. } => None,
+            Series::Rpc { .. } | Series::Db { .. } => None,
         }
     }
 
@@ -801,7 +921,7 @@ mod tests {
             local_port: Some(8080),
             local: None,
         };
-        let grpc = Exchange {
+        let grpc: Exchange = HttpExchange {
             protocol: Some(Protocol::Grpc),
             method: "POST".into(),
             target: "/helloworld.Greeter/SayHello".into(),
@@ -810,7 +930,8 @@ mod tests {
             start_ns: 1_000,
             end_ns: 2_501_000,
             ..Default::default()
-        };
+        }
+        .into();
         let http = exchange("GET", "/users/17?password=x", 503);
         for (role, ex, keys) in [
             (Role::Server, &http, 2),
@@ -841,8 +962,77 @@ mod tests {
                 .unwrap()
                 .as_secs_f64();
             assert!((p.measurement.seconds - secs).abs() < 1e-9);
-            assert_eq!(p.measurement.request_size, ex.request_body_size);
-            assert_eq!(p.measurement.response_size, ex.response_body_size);
+            assert_eq!(p.measurement.request_size, ex.request_size);
+            assert_eq!(p.measurement.response_size, ex.response_size);
         }
+    }
+    #[test]
+    fn db_spans() {
+        use crate::protocol::{Db, DbSystem};
+        let b = SpanBuilder::new(Clock::new());
+        let mut d = Db {
+            system: DbSystem::Redis,
+            operation: Some("SET".into()),
+            collection: None,
+            namespace: Some("0".into()),
+            query: Some("SET user:1".into()),
+            status_code: None,
+            error: false,
+        };
+        let ex = |d: &Db| Exchange {
+            start_ns: 10,
+            end_ns: 20,
+            request_size: 30,
+            response_size: 5,
+            flags: ExchangeFlags::default(),
+            kind: Kind::Db(d.clone()),
+        };
+        let conn = ConnMeta {
+            tgid: 42,
+            peer: Some("10.0.0.9:6379".parse().unwrap()),
+            local_port: None,
+            local: None,
+        };
+        let s = b.build(Role::Client, &conn, process(), &ex(&d)).unwrap();
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(s.name.as_str(), "SET");
+        assert!(!s.error);
+        assert_eq!(attr(&s, "db.system.name").unwrap().as_str(), "redis");
+        assert_eq!(attr(&s, "db.query.text").unwrap().as_str(), "SET user:1");
+        assert_eq!(attr(&s, "db.namespace").unwrap().as_str(), "0");
+        assert_eq!(attr(&s, "server.address").unwrap().as_str(), "10.0.0.9");
+        assert_eq!(
+            attr(&s, "server.port"),
+            Some(&opentelemetry::Value::I64(6379))
+        );
+        assert!(attr(&s, "db.response.status_code").is_none());
+        assert!(attr(&s, "http.request.method").is_none());
+        // With a table: "{operation} {collection}"; an error carries its code.
+        d.system = DbSystem::Postgresql;
+        d.operation = Some("SELECT".into());
+        d.collection = Some("items".into());
+        d.status_code = Some("42P01".into());
+        d.error = true;
+        let server = ConnMeta {
+            tgid: 42,
+            peer: Some("10.0.0.1:40000".parse().unwrap()),
+            local_port: Some(5432),
+            local: None,
+        };
+        let s = b.build(Role::Server, &server, process(), &ex(&d)).unwrap();
+        assert_eq!(s.kind, SpanKind::Server);
+        assert_eq!(s.name.as_str(), "SELECT items");
+        assert!(s.error);
+        assert_eq!(
+            attr(&s, "db.response.status_code").unwrap().as_str(),
+            "42P01"
+        );
+        assert_eq!(attr(&s, "server.address").unwrap().as_str(), "host1");
+        assert_eq!(attr(&s, "client.address").unwrap().as_str(), "10.0.0.1");
+        // Neither operation nor table: the system names it.
+        d.operation = None;
+        d.collection = None;
+        let s = b.build(Role::Client, &conn, process(), &ex(&d)).unwrap();
+        assert_eq!(s.name.as_str(), "postgresql");
     }
 }

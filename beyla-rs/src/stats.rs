@@ -42,7 +42,8 @@ counters! {
     processes_instrumented,
     /// Connections opened on instrumented processes.
     connections_opened,
-    /// Connections whose traffic was not HTTP (TLS, Redis, garbage…): dropped, not parsed.
+    /// Connections whose traffic no parser takes (garbage, a protocol without a parser, TLS
+    /// answered in the clear): dropped, not parsed.
     connections_not_http,
     /// Connections dropped from the daemon's table for idleness or the table bound.
     connections_evicted,
@@ -57,6 +58,12 @@ counters! {
     http1_parse_errors,
     /// HTTP/2 parse failures.
     http2_parse_errors,
+    /// PostgreSQL, MySQL, Redis and Memcached parse failures (lost message sync, malformed
+    /// messages).
+    postgres_parse_errors,
+    mysql_parse_errors,
+    redis_parse_errors,
+    memcached_parse_errors,
     /// Spans built.
     spans_created,
     /// Spans not built because the caller's trace context was not sampled.
@@ -94,6 +101,19 @@ counters! {
 }
 
 impl Stats {
+    /// The parse-failure counter of `protocol`'s parser.
+    pub fn parse_errors(&self, protocol: crate::protocol::Protocol) -> &AtomicU64 {
+        use crate::protocol::Protocol;
+        match protocol {
+            Protocol::Http1 => &self.http1_parse_errors,
+            Protocol::Http2 | Protocol::Grpc => &self.http2_parse_errors,
+            Protocol::Postgres => &self.postgres_parse_errors,
+            Protocol::Mysql => &self.mysql_parse_errors,
+            Protocol::Redis => &self.redis_parse_errors,
+            Protocol::Memcached => &self.memcached_parse_errors,
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }

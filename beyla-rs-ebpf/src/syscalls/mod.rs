@@ -22,7 +22,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user},
     },
-    macros::raw_tracepoint,
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
     programs::RawTracePointContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
@@ -171,9 +172,17 @@ fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
     data::data(key, conn, direction, src, ret, pid_tgid, fd as i32, 0)
 }
 
+/// The last connection each tracked process accepted, `[fd, conn_id]`: a server that forks a
+/// child to serve each connection it accepts (PostgreSQL's postmaster, inetd-style servers)
+/// hands it over at its next fork (see `on_fork`). Processes that serve their own accepts
+/// overwrite it each time; LRU: exited processes cannot pin slots.
+#[map]
+static LAST_ACCEPT: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
+
 fn on_accept(a: &Args, pid_tgid: u64, newfd: i64) -> Res {
     let conn = ConnInfo::new(next_conn_id(), ROLE_SERVER);
     insert_conn(pid_tgid, newfd as u32, conn, true);
+    let _ = LAST_ACCEPT.insert(&((pid_tgid >> 32) as u32), &[newfd as u64, conn.conn_id], 0);
     let listen_fd = a.di as u32;
     let addr = a.si;
     let addrlen_ptr = a.dx;
@@ -407,7 +416,38 @@ fn on_fork(a: &Args, pid_tgid: u64, child: u32) -> Res {
     if !set_tracked(child, true) {
         count(STAT_PID_MAP_FULL);
     }
-    emit_simple(EventKind::Fork, pid_tgid, -1, child)
+    emit_simple(EventKind::Fork, pid_tgid, -1, child)?;
+    hand_over(pid_tgid, child)
+}
+
+/// The child of a fork holds a copy of every fd, but connections are keyed by `(tgid, fd)`:
+/// the connection the parent accepted last, if still open, is registered for the child too
+/// (reported as a `Dup`), so a child that serves it is followed. Only that one: walking every
+/// fd of the parent is not possible here, and forking servers fork right after the accept.
+fn hand_over(pid_tgid: u64, child: u32) -> Res {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map value read.
+    let Some(&[fd, conn_id]) = (unsafe { LAST_ACCEPT.get(&tgid) }) else {
+        return Ok(());
+    };
+    let _ = LAST_ACCEPT.remove(&tgid);
+    let fd = fd as u32;
+    let Some(conn) = live_conn(conn_key(tgid, fd)).filter(|c| c.conn_id == conn_id) else {
+        return Ok(());
+    };
+    // The child's fd table is a fresh copy: no close of this fd is pending in it.
+    insert_conn(
+        (child as u64) << 32 | child as u64,
+        fd,
+        ConnInfo {
+            fd_state: 0,
+            ..conn
+        },
+        false,
+    );
+    let s = scratch()?;
+    fill_header(s, EventKind::Dup, pid_tgid, fd as i32, fd, Some(&conn));
+    submit(s, 0)
 }
 
 /// A tracked socket was duplicated (`dup*`, `fcntl(F_DUPFD*)`): the new fd is the same

@@ -18,8 +18,9 @@ mod protocol {
     pub mod http1;
 }
 
-use protocol::http1::{Http1Connection, MAX_PENDING, MAX_TARGET_LEN, MAX_VALUE_LEN, Verdict};
-use protocol::{Direction, Exchange, Extents, Protocol, Role, Segment};
+use protocol::http1::{Http1Connection, MAX_PENDING, MAX_TARGET_LEN, MAX_VALUE_LEN};
+use protocol::Verdict;
+use protocol::{Direction, HttpExchange, Extents, Protocol, Role, Segment};
 
 const BOUNDS: [usize; 8] = [usize::MAX, 8, 16, 33, 64, 256, 1024, 4096];
 
@@ -59,7 +60,7 @@ fn decode(mut d: &[u8]) -> Option<(u8, Vec<Seg<'_>>)> {
     Some((cfg, segs))
 }
 
-fn check(e: &Exchange) {
+fn check(e: &HttpExchange) {
     assert_eq!(e.protocol, Some(Protocol::Http1));
     assert_eq!(e.stream_id, 0);
     assert!(e.end_ns >= e.start_ns, "{e:?}");
@@ -78,7 +79,7 @@ fn check(e: &Exchange) {
 }
 
 /// Runs the segments; `one_byte` feeds complete segments one byte at a time.
-fn run(cfg: u8, segs: &[Seg<'_>], one_byte: bool) -> (Vec<Exchange>, Http1Connection, Verdict) {
+fn run(cfg: u8, segs: &[Seg<'_>], one_byte: bool) -> (Vec<HttpExchange>, Http1Connection, Verdict) {
     let role = if cfg & 1 != 0 {
         Role::Client
     } else {

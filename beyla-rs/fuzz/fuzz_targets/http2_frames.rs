@@ -20,10 +20,8 @@ mod protocol {
     pub mod http2;
 }
 
-use protocol::http2::{
-    Http2Connection, MAX_CONNECTION_MEMORY, MAX_STREAMS, MAX_TARGET_LEN, Verdict2,
-};
-use protocol::{Direction, Exchange, Extents, Role, Segment};
+use protocol::http2::{Http2Connection, MAX_CONNECTION_MEMORY, MAX_STREAMS, MAX_TARGET_LEN};
+use protocol::{Direction, Extents, HttpExchange, Role, Segment, Verdict};
 
 const BOUNDS: [usize; 8] = [usize::MAX, 9, 16, 33, 64, 256, 1024, 4096];
 
@@ -60,7 +58,7 @@ fn parse(mut d: &[u8]) -> Vec<Rec<'_>> {
     v
 }
 
-fn check(c: &Http2Connection, out: &[Exchange]) {
+fn check(c: &Http2Connection, out: &[HttpExchange]) {
     assert!(
         c.memory_estimate() <= MAX_CONNECTION_MEMORY,
         "{}",
@@ -82,7 +80,7 @@ fn run(
     bound: usize,
     recs: &[Rec<'_>],
     bytewise: bool,
-) -> (Vec<Exchange>, u64) {
+) -> (Vec<HttpExchange>, u64) {
     let mut c = Http2Connection::new(role, midway);
     let mut out = Vec::new();
     let req = role.request_direction();
@@ -125,9 +123,9 @@ fn run(
             };
             let v = c.on_segment(&seg, &mut out);
             if not_http2 {
-                assert_eq!(v, Verdict2::NotHttp2, "NotHttp2 is sticky");
+                assert_eq!(v, Verdict::Reject, "NotHttp2 is sticky");
             }
-            not_http2 |= v == Verdict2::NotHttp2;
+            not_http2 |= v == Verdict::Reject;
             check(&c, &out);
         }
     }

@@ -112,6 +112,26 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
             vec![("protocol", "http2")],
             "Parse failures that forced a resync, by protocol",
         ),
+        "postgres_parse_errors" => (
+            fam("parse_errors"),
+            vec![("protocol", "postgresql")],
+            "Parse failures that forced a resync, by protocol",
+        ),
+        "mysql_parse_errors" => (
+            fam("parse_errors"),
+            vec![("protocol", "mysql")],
+            "Parse failures that forced a resync, by protocol",
+        ),
+        "redis_parse_errors" => (
+            fam("parse_errors"),
+            vec![("protocol", "redis")],
+            "Parse failures that forced a resync, by protocol",
+        ),
+        "memcached_parse_errors" => (
+            fam("parse_errors"),
+            vec![("protocol", "memcached")],
+            "Parse failures that forced a resync, by protocol",
+        ),
         "spans_created" => (fam(name), vec![], "Spans built and sampled in"),
         "spans_not_sampled" => (
             fam(name),

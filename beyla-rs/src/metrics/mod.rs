@@ -7,6 +7,8 @@
 //! | `http.client.request.duration` | s | `http.request.method`, `http.response.status_code`, `server.address`, `server.port` |
 //! | `http.{server,client}.{request,response}.body.size` | By | as the durations |
 //! | `rpc.server.duration`, `rpc.client.duration` | s | `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code` |
+//! | `db.client.operation.duration` | s | `db.system.name`, `db.operation.name`, `db.collection.name`, `db.namespace`, `db.response.status_code`, `server.address`, `server.port` |
+//! | `db.server.operation.duration` | s | as the client's, without `server.address`/`server.port` (the database's own side; not a semantic-conventions name) |
 //!
 //! `service.name` and the rest of the process's resource are the OTLP resource (one
 //! OpenTelemetry `SdkMeterProvider` per instrumented process, read by a `ManualReader`), and
@@ -107,6 +109,16 @@ struct Instruments {
     http_client_response_size: Histogram<f64>,
     rpc_server_duration: Histogram<f64>,
     rpc_client_duration: Histogram<f64>,
+    db_server_duration: Histogram<f64>,
+    db_client_duration: Histogram<f64>,
+}
+
+/// The three kinds of series: which instruments and families a measurement goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    Http,
+    Rpc,
+    Db,
 }
 
 impl Instruments {
@@ -165,6 +177,14 @@ impl Instruments {
                 "rpc.client.duration",
                 "Duration of GRPC service calls from the client side, in seconds",
             ),
+            db_server_duration: duration(
+                "db.server.operation.duration",
+                "Duration of database and cache operations as served by the database, in seconds",
+            ),
+            db_client_duration: duration(
+                "db.client.operation.duration",
+                "Duration of database and cache client operations, in seconds",
+            ),
         }
     }
 
@@ -184,18 +204,24 @@ impl Instruments {
         }
     }
 
-    fn rpc(&self, server: bool) -> &Histogram<f64> {
-        if server {
-            &self.rpc_server_duration
-        } else {
-            &self.rpc_client_duration
+    /// The one duration histogram of RPC and database series.
+    fn duration(&self, family: Family, server: bool) -> &Histogram<f64> {
+        match (family, server) {
+            (Family::Rpc, true) => &self.rpc_server_duration,
+            (Family::Rpc, false) => &self.rpc_client_duration,
+            (Family::Db, true) => &self.db_server_duration,
+            (Family::Db, false) => &self.db_client_duration,
+            (Family::Http, _) => self.http(server)[0],
         }
     }
 
-    fn bind(&self, rpc: bool, server: bool, attrs: &[KeyValue], shape: &Shape) -> Bound {
-        let fam = families(rpc, server);
-        if rpc {
-            return Bound::Rpc(self.rpc(server).bind(&shape.filter(fam[0], attrs)));
+    fn bind(&self, family: Family, server: bool, attrs: &[KeyValue], shape: &Shape) -> Bound {
+        let fam = families(family, server);
+        if family != Family::Http {
+            return Bound::Duration(
+                self.duration(family, server)
+                    .bind(&shape.filter(fam[0], attrs)),
+            );
         }
         let [d, rq, rs] = self.http(server);
         Bound::Http {
@@ -208,15 +234,16 @@ impl Instruments {
     /// Record without a bound handle (past [`MAX_BOUND`]).
     fn record(
         &self,
-        (rpc, server): (bool, bool),
+        (family, server): (Family, bool),
         attrs: &[KeyValue],
         shape: &Shape,
         secs: f64,
         sizes: (f64, f64),
     ) {
-        let fam = families(rpc, server);
-        if rpc {
-            self.rpc(server).record(secs, &shape.filter(fam[0], attrs));
+        let fam = families(family, server);
+        if family != Family::Http {
+            self.duration(family, server)
+                .record(secs, &shape.filter(fam[0], attrs));
             return;
         }
         let [d, rq, rs] = self.http(server);
@@ -227,7 +254,7 @@ impl Instruments {
 }
 
 /// The metric families, by index into [`Shape::allowed`].
-const FAMILIES: [(&str, &str); 8] = [
+const FAMILIES: [(&str, &str); 10] = [
     ("http.server.request.duration", "_seconds"),
     ("http.server.request.body.size", "_bytes"),
     ("http.server.response.body.size", "_bytes"),
@@ -236,21 +263,25 @@ const FAMILIES: [(&str, &str); 8] = [
     ("http.client.response.body.size", "_bytes"),
     ("rpc.server.duration", "_seconds"),
     ("rpc.client.duration", "_seconds"),
+    ("db.server.operation.duration", "_seconds"),
+    ("db.client.operation.duration", "_seconds"),
 ];
 
 /// Family indexes of one series kind: duration, request size, response size.
-fn families(rpc: bool, server: bool) -> [usize; 3] {
-    match (rpc, server) {
-        (false, true) => [0, 1, 2],
-        (false, false) => [3, 4, 5],
-        (true, true) => [6, 6, 6],
-        (true, false) => [7, 7, 7],
+fn families(family: Family, server: bool) -> [usize; 3] {
+    match (family, server) {
+        (Family::Http, true) => [0, 1, 2],
+        (Family::Http, false) => [3, 4, 5],
+        (Family::Rpc, true) => [6, 6, 6],
+        (Family::Rpc, false) => [7, 7, 7],
+        (Family::Db, true) => [8, 8, 8],
+        (Family::Db, false) => [9, 9, 9],
     }
 }
 
 /// Every attribute a metric may carry. Those in [`OPTIONAL`] for a family are off unless
 /// `attributes.select` includes them; the span builder fills them only then ([`Extras`]).
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 16] = [
     "http.request.method",
     "http.response.status_code",
     "http.route",
@@ -262,6 +293,11 @@ const KEYS: [&str; 11] = [
     "rpc.service",
     "rpc.method",
     "rpc.grpc.status_code",
+    "db.system.name",
+    "db.operation.name",
+    "db.collection.name",
+    "db.namespace",
+    "db.response.status_code",
 ];
 
 /// Off by default (cardinality), per family.
@@ -272,8 +308,10 @@ fn optional(family: usize, key: &str) -> bool {
             "url.path" | "client.address" | "server.port" | "server.address"
         ),
         3..=5 => key == "url.path",
-        6 => matches!(key, "client.address" | "server.port" | "server.address"),
-        _ => matches!(key, "server.address" | "server.port"),
+        6 | 8 => matches!(key, "client.address" | "server.port" | "server.address"),
+        7 => matches!(key, "server.address" | "server.port"),
+        // The database's address is part of the client's series by default (conventions).
+        _ => false,
     }
 }
 
@@ -370,13 +408,14 @@ enum Bound {
         request_size: BoundHistogram<f64>,
         response_size: BoundHistogram<f64>,
     },
-    Rpc(BoundHistogram<f64>),
+    /// RPC and database series: a duration only.
+    Duration(BoundHistogram<f64>),
 }
 
 impl Bound {
     fn record(&self, seconds: f64, sizes: (f64, f64)) {
         match self {
-            Bound::Rpc(d) => d.record(seconds),
+            Bound::Duration(d) => d.record(seconds),
             Bound::Http {
                 duration,
                 request_size,
@@ -423,6 +462,19 @@ pub enum Series {
         address: Option<StringValue>,
         port: Option<u16>,
         client_address: Option<StringValue>,
+    },
+    Db {
+        server: bool,
+        /// `db.system.name`.
+        system: &'static str,
+        operation: Option<StringValue>,
+        collection: Option<StringValue>,
+        namespace: Option<StringValue>,
+        /// `db.response.status_code` (errors only).
+        status: Option<StringValue>,
+        /// The database's `server.address` and `server.port` (client side).
+        address: Option<StringValue>,
+        port: Option<u16>,
     },
 }
 
@@ -471,6 +523,28 @@ impl Series {
                 status(&mut out, "rpc.grpc.status_code", *code);
                 peers(&mut out, address, port, client_address);
             }
+            Series::Db {
+                system,
+                operation,
+                collection,
+                namespace,
+                status: code,
+                address,
+                port,
+                ..
+            } => {
+                out.push(KeyValue::new("db.system.name", *system));
+                let opt = |out: &mut Vec<KeyValue>, key, v: &Option<StringValue>| {
+                    if let Some(v) = v {
+                        out.push(KeyValue::new(key, v.clone()));
+                    }
+                };
+                opt(&mut out, "db.operation.name", operation);
+                opt(&mut out, "db.collection.name", collection);
+                opt(&mut out, "db.namespace", namespace);
+                opt(&mut out, "db.response.status_code", code);
+                peers(&mut out, address, port, &None);
+            }
         }
         out
     }
@@ -495,6 +569,8 @@ impl Series {
                 client_address,
                 ..
             } => (address, port, client_address),
+            // The database side's series carry no peers (their cardinality is the clients').
+            Series::Db { .. } => return,
         };
         if server_address.is_some() {
             *a = server_address;
@@ -507,10 +583,12 @@ impl Series {
         }
     }
 
-    pub(crate) fn rpc_server(&self) -> (bool, bool) {
+    /// Which instruments the series records into, and whether on the server side.
+    pub(crate) fn family(&self) -> (Family, bool) {
         match self {
-            Series::Http { server, .. } => (false, *server),
-            Series::Rpc { server, .. } => (true, *server),
+            Series::Http { server, .. } => (Family::Http, *server),
+            Series::Rpc { server, .. } => (Family::Rpc, *server),
+            Series::Db { server, .. } => (Family::Db, *server),
         }
     }
 }
@@ -614,19 +692,19 @@ impl Metrics {
         }
         let Some(p) = procs.get_mut(&pid) else { return };
         let sizes = (m.request_size as f64, m.response_size as f64);
-        let (rpc, server) = m.series.rpc_server();
+        let (family, server) = m.series.family();
         if let Some(b) = p.bound.get(&m.series) {
             b.record(m.seconds, sizes);
             return;
         }
         let attrs = m.series.attributes();
         if p.bound.len() < MAX_BOUND {
-            let b = p.inst.bind(rpc, server, &attrs, &self.shape);
+            let b = p.inst.bind(family, server, &attrs, &self.shape);
             b.record(m.seconds, sizes);
             p.bound.insert(m.series.clone(), b);
         } else {
             p.inst
-                .record((rpc, server), &attrs, &self.shape, m.seconds, sizes);
+                .record((family, server), &attrs, &self.shape, m.seconds, sizes);
         }
     }
 

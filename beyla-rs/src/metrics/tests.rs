@@ -184,3 +184,60 @@ fn bound_and_unbound_recording_count_the_same() {
     assert_eq!(client_count.len(), 1, "{client_count:?}");
     assert!(client_count[0].ends_with(" 2"), "{client_count:?}");
 }
+
+/// Database operations, built by the span builder as the pipeline does: the client and server
+/// families with the conventions' names, no query text, the error's status code.
+#[test]
+fn db_metrics_from_spans() {
+    use crate::{
+        clock::Clock,
+        connection::ConnMeta,
+        protocol::{Db, DbSystem, Exchange, ExchangeFlags, Kind, Role},
+        span::SpanBuilder,
+    };
+    let m = Metrics::new(GlobalResource::default(), None);
+    let b = SpanBuilder::new(Clock::new());
+    let op = |error: bool| Exchange {
+        start_ns: 1_000,
+        end_ns: 3_001_000,
+        request_size: 40,
+        response_size: 90,
+        flags: ExchangeFlags::default(),
+        kind: Kind::Db(Db {
+            system: DbSystem::Postgresql,
+            operation: Some("SELECT".into()),
+            collection: Some("items".into()),
+            namespace: Some("shop".into()),
+            query: Some("SELECT name FROM items WHERE id = $1".into()),
+            status_code: error.then(|| "42P01".into()),
+            error,
+        }),
+    };
+    let conn = ConnMeta {
+        tgid: 7,
+        peer: Some("127.0.0.1:5432".parse().unwrap()),
+        local_port: None,
+        local: None,
+    };
+    for error in [false, false, true] {
+        let p = b.prepare(Role::Client, &conn, process(7), &op(error));
+        m.record(&p.span.process, &p.measurement);
+    }
+    let server = ConnMeta {
+        tgid: 8,
+        peer: Some("127.0.0.1:40000".parse().unwrap()),
+        local_port: Some(5432),
+        local: None,
+    };
+    let p = b.prepare(Role::Server, &server, process(8), &op(false));
+    m.record(&p.span.process, &p.measurement);
+    let text = prom::render(&m.collect(false, false));
+    let ok = "db_client_operation_duration_seconds_count{db_collection_name=\"items\",db_namespace=\"shop\",db_operation_name=\"SELECT\",db_system_name=\"postgresql\",server_address=\"127.0.0.1\",server_port=\"5432\",service_instance_id=\"h-7\",service_name=\"shop\"}";
+    assert!(text.contains(&format!("{ok} 2")), "{text}");
+    assert!(text.contains("db_response_status_code=\"42P01\""), "{text}");
+    assert!(text.contains("db_server_operation_duration_seconds_count{db_collection_name=\"items\",db_namespace=\"shop\",db_operation_name=\"SELECT\",db_system_name=\"postgresql\",service_instance_id=\"h-8\",service_name=\"shop\"} 1"), "{text}");
+    assert!(
+        !text.contains("WHERE") && !text.contains("client_address"),
+        "{text}"
+    );
+}

@@ -10,6 +10,7 @@
 //! Nothing in this module knows about eBPF, processes or OpenTelemetry: it is pure and
 //! deterministic, which is what makes it testable over every split point and fuzzable.
 
+pub mod detect;
 pub mod http1;
 pub mod http2;
 
@@ -168,13 +169,47 @@ impl<'a> Extents<'a> {
     }
 }
 
-/// The application protocol an [`Exchange`] was carried in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The application protocol an exchange was carried in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http1,
     Http2,
     /// HTTP/2 with `content-type: application/grpc*`.
     Grpc,
+    /// PostgreSQL frontend/backend protocol 3.
+    Postgres,
+    /// MySQL client/server protocol (MariaDB too).
+    Mysql,
+    /// Redis serialization protocol (RESP2, RESP3, inline commands).
+    Redis,
+    /// Memcached text protocol (and its meta commands).
+    Memcached,
+}
+
+impl Protocol {
+    /// Every protocol, for per-protocol counters.
+    pub const ALL: [Protocol; 7] = [
+        Protocol::Http1,
+        Protocol::Http2,
+        Protocol::Grpc,
+        Protocol::Postgres,
+        Protocol::Mysql,
+        Protocol::Redis,
+        Protocol::Memcached,
+    ];
+
+    /// A short lower-case name (counter labels, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Postgres => "postgresql",
+            Protocol::Mysql => "mysql",
+            Protocol::Redis => "redis",
+            Protocol::Memcached => "memcached",
+        }
+    }
 }
 
 /// Why an exchange is less than complete. Spans carry these so that a user can tell a partial
@@ -188,9 +223,149 @@ pub struct ExchangeFlags {
     pub incomplete: bool,
 }
 
-/// One request and its response on one connection: what a span is built from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One request and its response on one connection, whatever the protocol: what a span and a
+/// metric measurement are built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exchange {
+    /// First byte of the request seen (monotonic ns).
+    pub start_ns: u64,
+    /// Last byte of the response seen (monotonic ns).
+    pub end_ns: u64,
+    /// Payload octets each way: the body sizes for HTTP, the messages for the others.
+    pub request_size: u64,
+    pub response_size: u64,
+    pub flags: ExchangeFlags,
+    pub kind: Kind,
+}
+
+/// What the exchange was, per protocol family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Http(Http),
+    Db(Db),
+}
+
+/// An HTTP request/response (HTTP/1.x, HTTP/2, gRPC).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Http {
+    pub protocol: Option<Protocol>,
+    pub method: String,
+    pub target: String,
+    pub authority: Option<String>,
+    pub scheme: Option<String>,
+    pub status: Option<u16>,
+    pub grpc_status: Option<u32>,
+    pub content_type: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub stream_id: u32,
+}
+
+/// The database or cache system of a [`Db`] exchange (`db.system.name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DbSystem {
+    Postgresql,
+    Mysql,
+    Mariadb,
+    Redis,
+    Memcached,
+}
+
+impl DbSystem {
+    /// The semantic conventions' `db.system.name` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbSystem::Postgresql => "postgresql",
+            DbSystem::Mysql => "mysql",
+            DbSystem::Mariadb => "mariadb",
+            DbSystem::Redis => "redis",
+            DbSystem::Memcached => "memcached",
+        }
+    }
+}
+
+/// One database or cache operation: a statement and its result, a command and its reply.
+/// Holds no values: query text has its literals replaced by `?`, Redis keeps command and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Db {
+    pub system: DbSystem,
+    /// `db.operation.name`: `SELECT`, `INSERT`, `GET`, `HSET`, `get`, … (upper case for SQL
+    /// and Redis, as sent for Memcached).
+    pub operation: Option<String>,
+    /// `db.collection.name`: the table the statement names, when it names one.
+    pub collection: Option<String>,
+    /// `db.namespace`: the database (PostgreSQL startup, MySQL handshake / `COM_INIT_DB` /
+    /// `USE`), the Redis database index after `SELECT n` (`"0"` before one).
+    pub namespace: Option<String>,
+    /// `db.query.text`: SQL with literals as `?`; Redis: command and first key; Memcached:
+    /// command and keys.
+    pub query: Option<String>,
+    /// `db.response.status_code`: SQLSTATE, MySQL error number, Redis error prefix
+    /// (`ERR`, `WRONGTYPE`), Memcached error reply (`SERVER_ERROR`, `CLIENT_ERROR`, `ERROR`).
+    pub status_code: Option<String>,
+    /// The operation failed (an error reply).
+    pub error: bool,
+}
+
+/// What a parser asks of its caller after a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep feeding segments.
+    Continue,
+    /// The bytes are not this parser's protocol: stop feeding the connection to it.
+    Reject,
+    /// The connection now speaks HTTP/2 (h2c upgrade or prior knowledge): hand later bytes to
+    /// the HTTP/2 parser ([`Parser::take_upgrade`] holds the upgrade request).
+    SwitchToHttp2,
+}
+
+/// How sure a protocol module is that a connection's first bytes are its protocol (see
+/// `detect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    /// Not this protocol.
+    No,
+    /// Could be this protocol mid-way (the port decides).
+    Maybe,
+    /// Certainly this protocol.
+    Yes,
+}
+
+/// The request that asked for `Upgrade: h2c`, answered by `101 Switching Protocols`: it is
+/// HTTP/2 stream 1 from there on (RFC 7540 §3.2), so its response comes in HTTP/2 frames.
+#[derive(Debug)]
+pub struct H2cUpgrade {
+    /// The request, without a response yet (`protocol` is HTTP/2, `stream_id` 1).
+    pub request: HttpExchange,
+    /// Where the HTTP/2 bytes start in the segment that carried the 101 head: `None` when the
+    /// head's end was not captured.
+    pub http2_offset: Option<usize>,
+}
+
+/// One protocol's per-connection parser: segments in the kernel's order in, finished exchanges
+/// out. Parsers keep bounded memory per connection whatever the input, never panic, and treat
+/// a truncated capture (a segment's head only) as normal.
+pub trait Parser: Send {
+    /// The protocol parsed (for per-protocol counters; the HTTP/2 parser says `Http2`).
+    fn protocol(&self) -> Protocol;
+    /// Feed one segment; finished exchanges are appended to `out`.
+    fn on_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) -> Verdict;
+    /// The connection closed at `ts_ns`: flush what is pending (as incomplete where the
+    /// response was not seen whole).
+    fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>);
+    /// Parse failures on this connection so far (cumulative): lost framing, malformed
+    /// messages, length fields that do not add up.
+    fn parse_errors(&self) -> u64;
+    /// After [`Verdict::SwitchToHttp2`]: the `h2c` upgrade request, if that was the reason.
+    fn take_upgrade(&mut self) -> Option<H2cUpgrade> {
+        None
+    }
+}
+
+/// One HTTP request and its response as the HTTP parsers build it: the [`Http`] fields and
+/// the exchange's times and sizes together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpExchange {
     pub protocol: Option<Protocol>,
     /// Request method (`GET`, …; `POST` for gRPC).
     pub method: String,
@@ -219,6 +394,49 @@ pub struct Exchange {
     /// HTTP/2 stream id; 0 for HTTP/1.x.
     pub stream_id: u32,
     pub flags: ExchangeFlags,
+}
+
+impl From<HttpExchange> for Exchange {
+    fn from(h: HttpExchange) -> Self {
+        Exchange {
+            start_ns: h.start_ns,
+            end_ns: h.end_ns,
+            request_size: h.request_body_size,
+            response_size: h.response_body_size,
+            flags: h.flags,
+            kind: Kind::Http(Http {
+                protocol: h.protocol,
+                method: h.method,
+                target: h.target,
+                authority: h.authority,
+                scheme: h.scheme,
+                status: h.status,
+                grpc_status: h.grpc_status,
+                content_type: h.content_type,
+                traceparent: h.traceparent,
+                tracestate: h.tracestate,
+                stream_id: h.stream_id,
+            }),
+        }
+    }
+}
+
+impl Exchange {
+    /// The HTTP fields, for HTTP exchanges.
+    pub fn http(&self) -> Option<&Http> {
+        match &self.kind {
+            Kind::Http(h) => Some(h),
+            Kind::Db(_) => None,
+        }
+    }
+
+    /// The database fields, for database and cache exchanges.
+    pub fn db(&self) -> Option<&Db> {
+        match &self.kind {
+            Kind::Db(d) => Some(d),
+            Kind::Http(_) => None,
+        }
+    }
 }
 
 /// The only request headers whose *values* the parsers keep. Everything else is skipped: the

@@ -114,6 +114,9 @@ struct ConnCtx {
     current: Option<SlotId>,
     /// The last request that finished on the connection.
     last: Option<SlotId>,
+    /// The parent the last finished client request had: requests written together with it
+    /// (a Redis pipeline, pipelined HTTP/1) finish without a slot of their own and share it.
+    last_parent: Option<(SlotId, bool)>,
     /// Local and peer address of a client connection (`None` until looked up, or unknown:
     /// short-lived connections are often closed before the lookup).
     addrs: Option<(SocketAddr, SocketAddr)>,
@@ -129,6 +132,7 @@ impl ConnCtx {
         Self {
             current: None,
             last: None,
+            last_parent: None,
             addrs: None,
             peer: None,
             looked_up: false,
@@ -346,7 +350,18 @@ impl Tracker {
             .entry(conn_id)
             .or_insert_with(|| ConnCtx::new(ts_ns));
         c.last_ns = ts_ns;
-        if c.current.is_some_and(|s| self.slots.contains_key(&s)) {
+        if let Some(cur) = c.current.filter(|s| self.slots.contains_key(s)) {
+            // A request already in flight: this segment continues it. A client connection's
+            // first writes (a database startup or handshake, made while no request was being
+            // served) open a slot that its first real request then takes: that request's
+            // parent is the server request its thread serves now.
+            if role == Role::Client
+                && self.slots.get(&cur).is_some_and(|s| s.parent.is_none())
+                && let Some(p) = self.client_parent(tgid, tid)
+                && let Some(slot) = self.slots.get_mut(&cur)
+            {
+                slot.parent = Some(p);
+            }
             return;
         }
         let id = self.next;
@@ -367,18 +382,7 @@ impl Tracker {
                         self.client_local.insert(l, conn_id);
                     }
                 }
-                let in_flight = |s: &SlotId| self.slots.get(s).is_some_and(|s| s.done.is_none());
-                let on_thread = self.threads.get(&(tgid, tid)).copied().filter(in_flight);
-                let parent = on_thread
-                    .or_else(|| match self.serving.get(&tgid).map(Vec::as_slice) {
-                        Some([only]) => Some(*only),
-                        _ => None,
-                    })
-                    .map(|s| (s, false));
-                if let Some(p) = parent.and_then(|(p, _)| self.slots.get_mut(&p)) {
-                    p.referenced = true;
-                }
-                parent
+                self.client_parent(tgid, tid)
             }
         };
         let thread = (role == Role::Server).then_some((tgid, tid));
@@ -400,6 +404,23 @@ impl Tracker {
                 referenced: false,
             },
         );
+    }
+
+    /// The parent of a client request written by thread `(tgid, tid)` now: the server request
+    /// the thread serves, else the process's only one in flight (marked referenced).
+    fn client_parent(&mut self, tgid: u32, tid: u32) -> Option<(SlotId, bool)> {
+        let in_flight = |s: &SlotId| self.slots.get(s).is_some_and(|s| s.done.is_none());
+        let on_thread = self.threads.get(&(tgid, tid)).copied().filter(in_flight);
+        let parent = on_thread
+            .or_else(|| match self.serving.get(&tgid).map(Vec::as_slice) {
+                Some([only]) => Some(*only),
+                _ => None,
+            })
+            .map(|s| (s, false));
+        if let Some(p) = parent.and_then(|(p, _)| self.slots.get_mut(&p)) {
+            p.referenced = true;
+        }
+        parent
     }
 
     fn unlink(&mut self, id: SlotId, thread: Option<(u32, u32)>, role: Role, tgid: u32) {
@@ -450,6 +471,37 @@ impl Tracker {
                 .filter(|s| s.done.is_none())
                 .map(|s| (id, s.span_id, s.thread, s.tgid, s.parent))
         });
+        if role == Role::Client
+            && let Some(c) = self.conns.get_mut(&conn_id)
+        {
+            match slot {
+                Some((.., parent)) => c.last_parent = parent,
+                None if header.is_none() => {
+                    if let Some(parent) = c.last_parent {
+                        // Written together with the last request (pipelined): its sibling.
+                        let id = self.next;
+                        self.next += 1;
+                        self.slots.insert(
+                            id,
+                            Slot {
+                                span_id: span.span_id,
+                                tgid: 0,
+                                role,
+                                start_ns,
+                                thread: None,
+                                parent: Some(parent),
+                                held: Vec::new(),
+                                done: None,
+                                referenced: false,
+                            },
+                        );
+                        self.settle(id, span, Some(parent), start_ns, end_ns, out);
+                        return;
+                    }
+                }
+                None => {}
+            }
+        }
         let Some((id, span_id, thread, tgid, parent)) = slot else {
             // No request start seen (e.g. the connection was joined mid-way): stand-alone.
             let sampled = self
@@ -807,6 +859,58 @@ mod tests {
     /// The callee's records come first (it read, answered and both records were written while
     /// the caller was still inside its `write`): B's span is parked, not a root, and joins A's
     /// trace once A's request is read. Without a caller it goes out as a root after PARK_NS.
+    /// A database connection opened before any request (its startup written outside one) and
+    /// a pipeline of three commands written during a request: all three are the request's
+    /// children, the two without a slot of their own as siblings of the first.
+    #[test]
+    fn pipelined_client_requests_on_an_early_connection_join_the_request() {
+        let mut t = Tracker::new(Sampler::default());
+        let mut out = Vec::new();
+        t.on_connect(2, None, 1);
+        // The startup message: no request is being served.
+        t.on_request_segment(2, 100, 101, Role::Client, 5, || None);
+        t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+        // The pipeline, one write.
+        t.on_request_segment(2, 100, 101, Role::Client, 12, || None);
+        for (n, (s, e)) in [(12, 14), (12, 15), (12, 16)].into_iter().enumerate() {
+            let mut c = span(100, SpanKind::Client, 7 + n as u128);
+            c.span_id = SpanId::from(0x100 + n as u64);
+            t.on_finished(2, Role::Client, c, None, s, e, None, None, &mut out);
+        }
+        assert!(out.is_empty(), "held until the request finishes: {out:?}");
+        let mut server = span(100, SpanKind::Server, 3);
+        server.span_id = SpanId::from(0x99);
+        t.on_finished(1, Role::Server, server, None, 10, 20, None, None, &mut out);
+        assert_eq!(out.len(), 4, "{out:?}");
+        let root = out
+            .iter()
+            .find(|d| d.span.kind == SpanKind::Server)
+            .unwrap();
+        for d in out.iter().filter(|d| d.span.kind == SpanKind::Client) {
+            assert_eq!(d.span.parent_span_id, root.span.span_id);
+            assert_eq!(d.span.trace_id, root.span.trace_id);
+        }
+        let mut ids: Vec<_> = out.iter().map(|d| d.span.span_id.to_bytes()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "distinct span ids");
+        // After the request: a lone command on the same connection is a root, not a late
+        // sibling of a finished parent.
+        t.on_finished(
+            2,
+            Role::Client,
+            span(100, SpanKind::Client, 11),
+            None,
+            30,
+            31,
+            None,
+            None,
+            &mut out,
+        );
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[4].span.parent_span_id, SpanId::INVALID);
+    }
+
     #[test]
     fn callee_finished_before_callers_request_is_read_joins_after_all() {
         for caller_arrives in [true, false] {

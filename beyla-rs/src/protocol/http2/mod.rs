@@ -4,7 +4,7 @@
 //! [`frame::FrameReader`] (reassembly, skipping payload it does not need by length, resync
 //! after bytes it never saw) and an [`hpack::Decoder`] whose dynamic table may be partly
 //! unknown. Streams are tracked independently, so any number of concurrent streams on one
-//! connection each give exactly one [`Exchange`], from the first byte of the request HEADERS to
+//! connection each give exactly one [`HttpExchange`], from the first byte of the request HEADERS to
 //! the frame carrying END_STREAM in the response direction (RFC 9113 §5.1, §8.1), trailers
 //! included: unary, client-, server-streaming and bidi gRPC calls get their true duration.
 //!
@@ -20,7 +20,7 @@ pub mod hpack;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Direction, Exchange, ExchangeFlags, Protocol, Role, Segment};
+use super::{Direction, ExchangeFlags, HttpExchange, Protocol, Role, Segment, Verdict};
 use frame::{Feed, Frame, FrameReader, ReadEvent, flags, kind};
 use hpack::{Decoder, Field};
 
@@ -59,14 +59,6 @@ pub const MAX_CONNECTION_MEMORY: usize = 2
         + 1024)
     + MAX_STREAMS_MEMORY
     + 64 * 1024;
-
-/// The parser's verdict on a segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict2 {
-    Continue,
-    /// Not HTTP/2: the caller should stop feeding this connection to the HTTP/2 parser.
-    NotHttp2,
-}
 
 /// Drops and parse failures, for the daemon's internal metrics. All counts are cumulative for
 /// the connection.
@@ -177,7 +169,7 @@ struct PendingBlock {
 
 #[derive(Debug)]
 struct Stream {
-    ex: Exchange,
+    ex: HttpExchange,
     /// A final (non-1xx) response header block was seen; later blocks are trailers.
     final_response: bool,
     mem: usize,
@@ -253,6 +245,30 @@ pub fn looks_like_http2(data: &[u8]) -> bool {
     frame::looks_like_http2(data)
 }
 
+impl super::Parser for Http2Connection {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http2
+    }
+
+    fn on_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<super::Exchange>) -> Verdict {
+        let mut done = Vec::new();
+        let v = Http2Connection::on_segment(self, seg, &mut done);
+        out.extend(done.into_iter().map(super::Exchange::from));
+        v
+    }
+
+    fn on_close(&mut self, ts_ns: u64, out: &mut Vec<super::Exchange>) {
+        let mut done = Vec::new();
+        Http2Connection::on_close(self, ts_ns, &mut done);
+        out.extend(done.into_iter().map(super::Exchange::from));
+    }
+
+    fn parse_errors(&self) -> u64 {
+        let c = self.counters();
+        c.sync_lost + c.hpack_errors + c.protocol_errors
+    }
+}
+
 impl Http2Connection {
     /// `joined_midway`: the connection existed before the daemon saw it, so frame boundaries
     /// and both HPACK dynamic tables are unknown at first.
@@ -293,7 +309,7 @@ impl Http2Connection {
 
     /// After an `h2c` upgrade (RFC 7540 §3.2): `request`, made in HTTP/1.1, is stream 1, whose
     /// response comes in HTTP/2 frames. Call before feeding the first HTTP/2 bytes.
-    pub fn upgraded(role: Role, mut request: Exchange) -> Self {
+    pub fn upgraded(role: Role, mut request: HttpExchange) -> Self {
         let mut c = Self::new(role, false);
         request.stream_id = 1;
         request.protocol = Some(
@@ -323,9 +339,9 @@ impl Http2Connection {
     }
 
     /// Feeds one captured syscall; finished exchanges are appended to `out`.
-    pub fn on_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) -> Verdict2 {
+    pub fn on_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<HttpExchange>) -> Verdict {
         if self.not_http2 {
-            return Verdict2::NotHttp2;
+            return Verdict::Reject;
         }
         let d = seg.direction;
         let conn = &mut self.conn;
@@ -338,22 +354,22 @@ impl Http2Connection {
         );
         if feed == Feed::NotHttp2 {
             self.not_http2 = true;
-            return Verdict2::NotHttp2;
+            return Verdict::Reject;
         }
         if self.joined_midway && !self.readers.iter().any(FrameReader::ever_synced) {
             self.unsynced_segments += 1;
             let scanned: u64 = self.readers.iter().map(FrameReader::scanned_unsynced).sum();
             if scanned >= SYNC_SCAN_BUDGET || self.unsynced_segments >= SYNC_SEGMENT_BUDGET {
                 self.not_http2 = true;
-                return Verdict2::NotHttp2;
+                return Verdict::Reject;
             }
         }
-        Verdict2::Continue
+        Verdict::Continue
     }
 
     /// The connection closed at `ts_ns`: every open stream becomes an exchange with
     /// `flags.incomplete = true` and `end_ns = ts_ns`.
-    pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
+    pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<HttpExchange>) {
         let ids: Vec<u32> = self.conn.streams.keys().copied().collect();
         for id in ids {
             self.conn.finish(id, ts_ns, true, out);
@@ -397,7 +413,7 @@ impl Http2Connection {
 }
 
 impl ConnState {
-    fn on_event(&mut self, d: Direction, ev: ReadEvent<'_>, out: &mut Vec<Exchange>) {
+    fn on_event(&mut self, d: Direction, ev: ReadEvent<'_>, out: &mut Vec<HttpExchange>) {
         match ev {
             ReadEvent::Frame(f) => self.on_frame(d, f, out),
             ReadEvent::SyncLost => {
@@ -430,7 +446,7 @@ impl ConnState {
         dec.desync();
     }
 
-    fn on_frame(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<Exchange>) {
+    fn on_frame(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<HttpExchange>) {
         self.counters.frames += 1;
         let h = f.header;
         let di = dir_index(d);
@@ -468,7 +484,7 @@ impl ConnState {
     }
 
     /// RFC 9113 §6.1. Body size excludes the pad length octet and the padding.
-    fn on_data(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<Exchange>) {
+    fn on_data(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<HttpExchange>) {
         let h = f.header;
         let mut body = u64::from(h.length);
         if h.has(flags::PADDED) {
@@ -499,7 +515,7 @@ impl ConnState {
 
     /// HEADERS (RFC 9113 §6.2) or PUSH_PROMISE (§6.6): strip padding, priority and the
     /// promised stream id, then start a header block.
-    fn on_headers(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<Exchange>) {
+    fn on_headers(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<HttpExchange>) {
         let h = f.header;
         let push = h.kind == kind::PUSH_PROMISE;
         let len = h.length as usize;
@@ -544,7 +560,7 @@ impl ConnState {
         }
     }
 
-    fn finish_block(&mut self, d: Direction, block: PendingBlock, out: &mut Vec<Exchange>) {
+    fn finish_block(&mut self, d: Direction, block: PendingBlock, out: &mut Vec<HttpExchange>) {
         let di = dir_index(d);
         self.header_blocks += 1;
         let mut info = BlockInfo::default();
@@ -580,7 +596,7 @@ impl ConnState {
         block: PendingBlock,
         info: BlockInfo,
         partial: bool,
-        _out: &mut Vec<Exchange>,
+        _out: &mut Vec<HttpExchange>,
     ) {
         if let Some(st) = self.streams.get_mut(&id) {
             // Request trailers (client streaming ends with them, RFC 9113 §8.1).
@@ -602,7 +618,7 @@ impl ConnState {
         } else {
             Protocol::Http2
         };
-        let ex = Exchange {
+        let ex = HttpExchange {
             protocol: Some(protocol),
             method: info.method.unwrap_or_default(),
             target: info.path.unwrap_or_default(),
@@ -662,7 +678,7 @@ impl ConnState {
         block: PendingBlock,
         info: BlockInfo,
         partial: bool,
-        out: &mut Vec<Exchange>,
+        out: &mut Vec<HttpExchange>,
     ) {
         let Some(st) = self.streams.get_mut(&id) else {
             self.counters.orphan_frames += 1;
@@ -725,7 +741,7 @@ impl ConnState {
 
     /// RFC 9113 §6.8: a GOAWAY from the server means streams above its last stream id were
     /// not processed.
-    fn on_goaway(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<Exchange>) {
+    fn on_goaway(&mut self, d: Direction, f: Frame<'_>, out: &mut Vec<HttpExchange>) {
         self.counters.goaways += 1;
         if d == self.req_dir {
             return;
@@ -744,7 +760,7 @@ impl ConnState {
         }
     }
 
-    fn finish(&mut self, id: u32, end_ns: u64, incomplete: bool, out: &mut Vec<Exchange>) {
+    fn finish(&mut self, id: u32, end_ns: u64, incomplete: bool, out: &mut Vec<HttpExchange>) {
         if let Some(st) = self.streams.remove(&id) {
             self.streams_bytes -= st.mem;
             let mut ex = st.ex;

@@ -172,7 +172,7 @@ fn run_writes(
     role: Role,
     midway: bool,
     writes: &[(From, Vec<u8>)],
-) -> (Http2Connection, Vec<Exchange>) {
+) -> (Http2Connection, Vec<HttpExchange>) {
     let mut c = Http2Connection::new(role, midway);
     let mut out = Vec::new();
     for (i, (from, bytes)) in writes.iter().enumerate() {
@@ -183,11 +183,7 @@ fn run_writes(
             total_len: bytes.len() as u64,
             extents: Extents::EMPTY,
         };
-        assert_eq!(
-            c.on_segment(&seg, &mut out),
-            Verdict2::Continue,
-            "write {i}"
-        );
+        assert_eq!(c.on_segment(&seg, &mut out), Verdict::Continue, "write {i}");
     }
     (c, out)
 }
@@ -202,7 +198,7 @@ fn seg(direction: Direction, ts_ns: u64, data: &[u8]) -> Segment<'_> {
     }
 }
 
-fn check_unary(ex: &Exchange, stream: u32, method: &str, code: u32) {
+fn check_unary(ex: &HttpExchange, stream: u32, method: &str, code: u32) {
     assert_eq!(ex.protocol, Some(Protocol::Grpc));
     assert_eq!(ex.method, "POST");
     assert_eq!(ex.target, format!("/pkg.Service/{method}"));
@@ -282,7 +278,7 @@ fn reassembly_over_every_split_point() {
         out
     };
     assert_eq!(reference.len(), 2);
-    let strip = |mut e: Exchange| {
+    let strip = |mut e: HttpExchange| {
         e.start_ns = 0;
         e.end_ns = 0;
         e
@@ -311,7 +307,7 @@ fn reassembly_over_every_split_point() {
                 vec![seg(d2, 1, whole), seg(d1, 2, a), seg(d1, 3, b)]
             };
             for s in &order {
-                assert_eq!(c.on_segment(s, &mut out), Verdict2::Continue, "{which} {k}");
+                assert_eq!(c.on_segment(s, &mut out), Verdict::Continue, "{which} {k}");
             }
             assert_eq!(out.len(), 2, "split {which}/{k}");
             for (got, want) in out.into_iter().zip(&reference) {
@@ -390,7 +386,7 @@ fn truncated_capture_with_1mib_data_frame() {
                     Extents::EMPTY
                 },
             };
-            assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
+            assert_eq!(c.on_segment(&s, &mut out), Verdict::Continue);
         }
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].request_body_size, n as u64);
@@ -440,7 +436,7 @@ fn small_frames_after_large_data_are_read_from_the_tail() {
                         Extents::EMPTY
                     },
                 };
-                assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
+                assert_eq!(c.on_segment(&s, &mut out), Verdict::Continue);
             }
             if tail_len >= 64 {
                 assert_eq!(out.len(), 2, "tail {tail_len} {role:?}: {out:?}");
@@ -557,7 +553,7 @@ fn frame_headers_past_the_head_arrive_as_extents() {
                         total_len: data.len() as u64,
                         extents: Extents::new(ext),
                     };
-                    assert_eq!(c.on_segment(&s, &mut out), Verdict2::Continue);
+                    assert_eq!(c.on_segment(&s, &mut out), Verdict::Continue);
                 }
             }
             assert_eq!(out.len(), 2, "{role:?} chunk {chunk}: {out:?}");
@@ -593,7 +589,7 @@ fn memory_estimate_of_an_idle_grpc_connection() {
 #[test]
 fn h2c_upgraded_request_is_stream_1() {
     for role in [Role::Server, Role::Client] {
-        let request = Exchange {
+        let request = HttpExchange {
             protocol: Some(Protocol::Http1),
             method: "GET".into(),
             target: "/up?x=1".into(),
@@ -627,7 +623,7 @@ fn h2c_upgraded_request_is_stream_1() {
         let mut out = Vec::new();
         assert_eq!(
             c.on_segment(&seg(resp, 10, &w), &mut out),
-            Verdict2::Continue
+            Verdict::Continue
         );
         // Then the client's preface and a second request on stream 3.
         let mut w2 = PREFACE.to_vec();
@@ -645,7 +641,7 @@ fn h2c_upgraded_request_is_stream_1() {
         ));
         assert_eq!(
             c.on_segment(&seg(req, 20, &w2), &mut out),
-            Verdict2::Continue
+            Verdict::Continue
         );
         let w3 = frame(
             kind::HEADERS,
@@ -655,7 +651,7 @@ fn h2c_upgraded_request_is_stream_1() {
         );
         assert_eq!(
             c.on_segment(&seg(resp, 30, &w3), &mut out),
-            Verdict2::Continue
+            Verdict::Continue
         );
         assert_eq!(out.len(), 2, "{role:?}: {out:?}");
         assert_eq!(out[0].target, "/up?x=1");
@@ -1241,7 +1237,7 @@ fn garbage_is_not_http2_without_panic() {
         let midway = round % 2 == 0;
         let mut c = Http2Connection::new(Role::Server, midway);
         let mut out = Vec::new();
-        let mut verdict = Verdict2::Continue;
+        let mut verdict = Verdict::Continue;
         for i in 0..100 {
             let len = (lcg(&mut seed) % 2000) as usize;
             let data: Vec<u8> = (0..len).map(|_| lcg(&mut seed) as u8).collect();
@@ -1259,11 +1255,11 @@ fn garbage_is_not_http2_without_panic() {
             };
             verdict = c.on_segment(&s, &mut out);
             assert!(c.memory_estimate() <= MAX_CONNECTION_MEMORY);
-            if verdict == Verdict2::NotHttp2 {
+            if verdict == Verdict::Reject {
                 break;
             }
         }
-        assert_eq!(verdict, Verdict2::NotHttp2, "round {round}");
+        assert_eq!(verdict, Verdict::Reject, "round {round}");
     }
     // HTTP/1.1 on a fresh connection.
     let mut c = Http2Connection::new(Role::Server, false);
@@ -1273,7 +1269,7 @@ fn garbage_is_not_http2_without_panic() {
             &seg(Direction::Ingress, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             &mut out
         ),
-        Verdict2::NotHttp2
+        Verdict::Reject
     );
 }
 
