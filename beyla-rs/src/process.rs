@@ -177,6 +177,18 @@ impl Processes {
         if let Some(&e) = self.entries.get(&parent) {
             self.assign(child, e);
         }
+        // Until it execs, a forked child runs the parent's program with its environment: its
+        // facts are the parent's. Taken now, because a child that serves one connection
+        // (PostgreSQL's backends) may be gone before its first span is built.
+        if !self.infos.contains_key(&child) {
+            let p = self.info(parent);
+            let info = ProcessInfo {
+                pid: child,
+                instance_id: format!("{}-{child}", self.host.host_name),
+                ..(*p).clone()
+            };
+            self.infos.insert(child, Arc::new(info));
+        }
     }
 
     /// Resource facts for a process, read from /proc on first use.

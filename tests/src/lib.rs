@@ -12,6 +12,8 @@
 //! - [`counters`]: the daemon's own counters, read while it runs; [`Daemon::wait_idle`]
 //!   waits on them instead of sleeping.
 //! - [`expect`]: exact-count span expectations with readable failure reports.
+//! - [`databases`]: private PostgreSQL, MariaDB, Redis and Memcached servers, the Python
+//!   database client and web app, the database span contract.
 //! - [`tls`]: a test CA, HTTPS servers and clients (nginx, Python, Node, Go, grpcio), TLS
 //!   probes that speak no HTTP, the HTTPS span contract.
 //! - [`require_root`]: every kernel-touching test calls it first. It panics (never skips) when
@@ -22,6 +24,7 @@
 
 pub mod counters;
 pub mod daemon;
+pub mod databases;
 pub mod expect;
 pub mod exposition;
 pub mod fixtures;

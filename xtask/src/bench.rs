@@ -13,9 +13,12 @@
 //! 5. nginx over HTTPS at a fixed rate with keep-alive (wrk, paced): nginx's and the daemon's
 //!    CPU and the BPF time per request, and the cost to wrk, an unselected process that maps
 //!    the same libssl the uprobes are on (see [`https`]).
+//! 6. a private PostgreSQL under `pgbench -S` at a fixed rate, and a private Redis under
+//!    `redis-benchmark -t get,set`: the server's and the daemon's CPU and the BPF time per
+//!    query or request, spans against the operations (see [`db`]).
 //!
-//! `--only saturation,rates,https,unselected` runs only those (`cargo xtask bench --only
-//! https`); `--quick` halves the rounds' length.
+//! `--only saturation,rates,https,unselected,pgbench,redis` runs only those (`cargo xtask
+//! bench --only https`); `--quick` halves the rounds' length.
 //!
 //! What keeps it measuring the daemon rather than itself:
 //! - Rounds are counterbalanced: without → with in even rounds, with → without in odd ones,
@@ -57,6 +60,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
+mod db;
 mod https;
 pub mod vm;
 
@@ -1260,7 +1264,14 @@ fn ensure_tools() -> Result<()> {
 }
 
 /// The host bench's workloads, for `--only` (all when it is not given).
-const WORKLOADS: [&str; 4] = ["saturation", "rates", "https", "unselected"];
+const WORKLOADS: [&str; 6] = [
+    "saturation",
+    "rates",
+    "https",
+    "unselected",
+    db::ROWS[0],
+    db::ROWS[1],
+];
 
 /// `--only a,b` from the command line (`cargo xtask bench --only https`): the workloads to
 /// run; all without it.
@@ -1307,7 +1318,21 @@ pub fn run(quick: bool) -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let only = selected_workloads(&args)?;
     let want = |w: &str| only.contains(&w);
-    ensure_tools()?;
+    // The host rows' tools (nginx, wrk, openssl) are not needed by the database rows, whose
+    // servers and load generators are Debian's packages too.
+    if only.iter().any(|w| !db::ROWS.contains(w)) {
+        ensure_tools()?;
+    }
+    if db::check_tools(want("pgbench"), want("redis")).is_err() {
+        crate::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        crate::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(["postgresql", "redis-server", "redis-tools", "bpftool"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    db::check_tools(want("pgbench"), want("redis"))?;
     let bin = crate::build(true)?;
     // BPF run-time statistics give the in-kernel cost, but cost something themselves (two
     // clock reads per program run; in a KVM guest the clock is paravirtual): they are on only
@@ -1368,6 +1393,24 @@ pub fn run(quick: bool) -> Result<()> {
     } else {
         None
     };
+    let mut dbs = Vec::new();
+    if want("pgbench") {
+        eprintln!(
+            "bench: PostgreSQL, pgbench -S at {} tx/s over {} connections",
+            db::PG_RATE,
+            db::PG_CLIENTS
+        );
+        bpf_stats(true)?;
+        dbs.push(db::pgbench(&bin, dur)?);
+    }
+    if want("redis") {
+        eprintln!(
+            "bench: Redis, redis-benchmark -t get,set over {} connections",
+            db::REDIS_CLIENTS
+        );
+        bpf_stats(true)?;
+        dbs.push(db::redis(&bin, dur)?);
+    }
     bpf_stats(false)?;
     let mut uns = Vec::new();
     if want("unselected") {
@@ -1445,6 +1488,10 @@ pub fn run(quick: bool) -> Result<()> {
         md.push_str(&https::markdown(tls, dur));
         md.push('\n');
     }
+    if !dbs.is_empty() {
+        md.push_str(&db::markdown(&dbs, dur));
+        md.push('\n');
+    }
     if !uns.is_empty() {
         md.push_str("| unselected busy process (dd /dev/zero → /dev/null) | syscalls | without (s) | with (s) | slowdown |\n|---|---|---|---|---|\n");
         for u in &uns {
@@ -1484,6 +1531,7 @@ pub fn run(quick: bool) -> Result<()> {
         "bpf_ns_of_generator_operations": generator,
         "rates": rates,
         "https": tls,
+        "databases": dbs,
         "unselected": uns,
         "markdown": md,
     });

@@ -24,7 +24,7 @@ fn usage() -> ! {
          commands:\n  \
            build [--release]    install missing toolchain parts, build the eBPF object and the daemon\n  \
            demo [--seconds N]   build, start a bundled HTTP server and client, run beyla-rs on them\n  \
-           bench [--quick] [--only saturation,rates,https,unselected]\n                       \
+           bench [--quick] [--only saturation,rates,https,unselected,pgbench,redis]\n                       \
            overhead of beyla-rs vs. no instrumentation (nginx, wrk, dd)\n  \
            bench --vm 6.1|6.12  the capture backends compared inside a Debian kernel in QEMU\n  \
            fuzz [--seconds N]   run every cargo-fuzz target for N seconds (default 60)\n  \

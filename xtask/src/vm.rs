@@ -50,7 +50,9 @@ const KERNELS: &[Kernel] = &[
 /// three stacks with keep-alive and `proxy_pass` CLIENT spans, connections opened before
 /// start-up, servers started later, HTTP/2 and gRPC with the kernel's frame walk (1 MiB
 /// messages, 50 concurrent streams), HTTPS through OpenSSL's shared libssl (nginx with a
-/// plaintext listener beside, Python server and client), and trace joining across processes (also while the fd of a finished call
+/// plaintext listener beside, Python server and client), databases (PostgreSQL's forked
+/// backends as SERVER spans; a web app's PostgreSQL and Redis CLIENT spans as children of its
+/// HTTP spans), and trace joining across processes (also while the fd of a finished call
 /// already holds the next one).
 pub const SMOKE: &[(&str, &str)] = &[
     (
@@ -82,6 +84,11 @@ pub const SMOKE: &[(&str, &str)] = &[
     ("http2", "nginx_h2c_server_spans_from_curl_prior_knowledge"),
     ("https", "nginx_https_keepalive_and_new_connections"),
     ("https", "python_https_server_and_client"),
+    ("databases", "postgres_server_spans_from_forked_backends"),
+    (
+        "databases",
+        "web_app_database_spans_are_children_of_its_http_spans",
+    ),
     ("context", "python_chain_joins_the_callers_trace"),
     (
         "context",

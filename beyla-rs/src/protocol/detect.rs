@@ -13,7 +13,7 @@
 
 use super::{
     Detected, Direction, Exchange, Parser, Protocol, Role, Segment, http1::Http1Connection,
-    http2::Http2Connection,
+    http2::Http2Connection, memcached, mysql, postgres, redis,
 };
 
 /// One protocol the daemon can parse besides HTTP.
@@ -26,7 +26,32 @@ struct Entry {
 }
 
 /// The protocols recognised by their first bytes, in the order they are asked.
-const TABLE: &[Entry] = &[];
+const TABLE: &[Entry] = &[
+    Entry {
+        protocol: Protocol::Postgres,
+        port: postgres::DEFAULT_PORT,
+        detect: postgres::detect,
+        new: |role, midway| Box::new(postgres::PostgresConnection::new(role, midway)),
+    },
+    Entry {
+        protocol: Protocol::Mysql,
+        port: mysql::DEFAULT_PORT,
+        detect: mysql::detect,
+        new: |role, midway| Box::new(mysql::MysqlConnection::new(role, midway)),
+    },
+    Entry {
+        protocol: Protocol::Redis,
+        port: redis::DEFAULT_PORT,
+        detect: redis::detect,
+        new: |role, midway| Box::new(redis::RedisConnection::new(role, midway)),
+    },
+    Entry {
+        protocol: Protocol::Memcached,
+        port: memcached::DEFAULT_PORT,
+        detect: memcached::detect,
+        new: |role, midway| Box::new(memcached::MemcachedConnection::new(role, midway)),
+    },
+];
 
 /// The parser for a connection whose first captured segment is `seg`. `server_port`: the
 /// port of the connection's server end (the local port for servers, the peer's for clients).

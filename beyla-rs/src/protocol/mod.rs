@@ -13,6 +13,11 @@
 pub mod detect;
 pub mod http1;
 pub mod http2;
+pub mod memcached;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+pub mod sql;
 
 /// Which way the bytes went, seen from the instrumented process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -258,7 +258,7 @@ fn paced_wrk(port: u16, rate: u64, dur: Duration, conns: usize, script: &Path) -
 }
 
 /// Processes named `beyla-rs` other than `ours`.
-fn other_daemons(ours: Option<u32>) -> usize {
+pub(super) fn other_daemons(ours: Option<u32>) -> usize {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -274,7 +274,7 @@ fn other_daemons(ours: Option<u32>) -> usize {
 
 /// Waits (up to 5 minutes) until no other `beyla-rs` runs: another daemon's probes on the same
 /// libssl trap nginx and wrk too, whichever side is measured.
-fn wait_alone(ours: Option<u32>) {
+pub(super) fn wait_alone(ours: Option<u32>) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut said = false;
     while other_daemons(ours) > 0 && Instant::now() < deadline {
@@ -287,13 +287,13 @@ fn wait_alone(ours: Option<u32>) {
 }
 
 /// Samples [`other_daemons`] every 100 ms until [`Watch::finish`], which returns the most seen.
-struct Watch {
+pub(super) struct Watch {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<usize>,
 }
 
 impl Watch {
-    fn start(ours: Option<u32>) -> Self {
+    pub(super) fn start(ours: Option<u32>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let handle = thread::spawn(move || {
@@ -307,14 +307,14 @@ impl Watch {
         Self { stop, handle }
     }
 
-    fn finish(self) -> usize {
+    pub(super) fn finish(self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or(0)
     }
 }
 
 /// Attempts per side: a side during which another `beyla-rs` ran is run again.
-const ATTEMPTS: usize = 3;
+pub(super) const ATTEMPTS: usize = 3;
 
 /// One side without the daemon.
 fn side_without(nginx: &Nginx, script: &Path, dur: Duration) -> Result<HttpsRound> {
