@@ -1,9 +1,6 @@
 //! Fuzzes the PostgreSQL connection parser with arbitrary segment sequences.
 //!
-//! Input layout: one config byte, then segments. Config: bit 0 role (client/server), bit 1
-//! joined midway, bits 2..5 the capture bound. Each segment: a header byte (bit 7 direction,
-//! bit 6 close the connection before it, bit 5 add unseen bytes, bits 0..4 high length bits),
-//! a low length byte, an optional extra-unseen byte, then the segment's bytes.
+//! Input layout: see `common/segments.rs` (a config byte, then segments).
 //!
 //! Besides "never panics", it checks the parser's invariants (times, bounded queues, maps and
 //! buffers, close flushes everything, a rejection is final), and, when no heuristic was
@@ -22,51 +19,20 @@ mod protocol {
     include!(concat!(env!("OUT_DIR"), "/protocol_types.rs"));
     pub mod postgres;
     pub mod sql;
+    pub mod stream;
 }
+
+#[path = "common/db.rs"]
+mod db;
+#[path = "common/segments.rs"]
+mod segments;
 
 use protocol::postgres::{
     MAX_PENDING, MAX_PORTALS, MAX_QUEUE, MAX_STATEMENTS, PostgresConnection, detect,
 };
 use protocol::sql::{MAX_KEEP, MAX_TEXT_LEN};
-use protocol::{Direction, Exchange, Extents, Role, Segment, Verdict};
-
-const BOUNDS: [usize; 8] = [usize::MAX, 8, 16, 33, 64, 256, 1024, 4096];
-
-struct Seg<'a> {
-    dir: Direction,
-    close_before: bool,
-    bytes: &'a [u8],
-    extra: u64,
-}
-
-fn decode(mut d: &[u8]) -> Option<(u8, Vec<Seg<'_>>)> {
-    let (&cfg, rest) = d.split_first()?;
-    d = rest;
-    let mut segs = Vec::new();
-    while d.len() >= 2 {
-        let h = d[0];
-        let len = (usize::from(h & 0x1f) << 8 | usize::from(d[1])).min(d.len() - 2);
-        d = &d[2..];
-        let mut extra = 0;
-        if h & 0x20 != 0 && !d.is_empty() {
-            extra = u64::from(d[0]) * 61;
-            d = &d[1..];
-        }
-        let len = len.min(d.len());
-        segs.push(Seg {
-            dir: if h & 0x80 != 0 {
-                Direction::Egress
-            } else {
-                Direction::Ingress
-            },
-            close_before: h & 0x40 != 0,
-            bytes: &d[..len],
-            extra,
-        });
-        d = &d[len..];
-    }
-    Some((cfg, segs))
-}
+use protocol::{Exchange, Role, Verdict};
+use segments::{Config, Seg};
 
 fn check(e: &Exchange) {
     assert!(e.end_ns >= e.start_ns, "{e:?}");
@@ -87,72 +53,26 @@ fn check_conn(c: &PostgresConnection) {
 }
 
 /// Runs the segments; `one_byte` feeds complete segments one byte at a time.
-fn run(cfg: u8, segs: &[Seg<'_>], one_byte: bool) -> (Vec<Exchange>, PostgresConnection, Verdict) {
-    let role = if cfg & 1 != 0 {
-        Role::Client
-    } else {
-        Role::Server
-    };
-    let bound = BOUNDS[usize::from(cfg >> 2) & 7];
-    let mut conn = PostgresConnection::new(role, cfg & 2 != 0);
-    let mut out = Vec::new();
-    let mut last = Verdict::Continue;
-    let mut closed = false;
-    let mut ts = 0;
-    for s in segs {
-        ts += 1;
-        if s.close_before && !closed {
-            conn.on_close(ts, &mut out);
-            assert_eq!(conn.pending(), 0, "close flushes everything");
-            closed = true;
-        }
-        let captured = s.bytes.len().min(bound);
-        let total = s.bytes.len() as u64 + s.extra;
-        // The kernel's 8-octet tail copy, as an extent at the end of the syscall's data.
-        let tail = if (captured as u64) < total {
-            let t = &s.bytes[s.bytes.len().saturating_sub(8)..];
-            Extents::encode(&[(total - t.len() as u64, t)])
-        } else {
-            Vec::new()
-        };
-        let pieces: Vec<&[u8]> = if one_byte && (captured as u64) == total {
-            s.bytes.chunks(1).collect()
-        } else {
-            vec![&s.bytes[..captured]]
-        };
-        for data in pieces {
-            let seg = Segment {
-                direction: s.dir,
-                ts_ns: ts,
-                data,
-                total_len: if data.len() == captured {
-                    total
-                } else {
-                    data.len() as u64
-                },
-                extents: Extents::new(&tail),
-            };
-            let before = out.len();
-            let v = conn.on_segment(&seg, &mut out);
-            if last != Verdict::Continue {
-                assert_eq!(v, last, "a final verdict is sticky");
-                assert_eq!(out.len(), before);
-            }
-            assert_ne!(v, Verdict::SwitchToHttp2);
-            last = v;
-            check_conn(&conn);
-        }
-    }
-    if !closed {
-        conn.on_close(ts + 1, &mut out);
-    }
-    assert_eq!(conn.pending(), 0, "close flushes everything");
-    out.iter().for_each(check);
-    (out, conn, last)
+fn run(
+    cfg: Config,
+    segs: &[Seg<'_>],
+    one_byte: bool,
+) -> (Vec<Exchange>, PostgresConnection, Verdict) {
+    let conn = PostgresConnection::new(cfg.role, cfg.midway);
+    let r = db::run(
+        conn,
+        cfg,
+        segs,
+        one_byte,
+        PostgresConnection::pending,
+        check_conn,
+    );
+    r.out.iter().for_each(check);
+    (r.out, r.conn, r.verdict)
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((cfg, segs)) = decode(data) else {
+    let Some((cfg, segs)) = segments::decode(data) else {
         return;
     };
     if let Some(s) = segs.first() {
@@ -160,20 +80,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = detect(role, s.dir, s.bytes);
         }
     }
-    let (out, conn, verdict) = run(cfg, &segs, false);
-    // Differential: with exact framing, segment boundaries must not matter.
-    let exact = |c: &PostgresConnection| {
-        let s = c.stats();
-        s.sync_lost + s.malformed + s.resyncs + s.heuristics == 0
-    };
-    let exact_input = cfg & 2 == 0
-        && BOUNDS[usize::from(cfg >> 2) & 7] == usize::MAX
-        && segs.iter().all(|s| s.extra == 0);
-    if exact_input && exact(&conn) && segs.len() <= 64 {
-        let (out1, conn1, verdict1) = run(cfg, &segs, true);
-        if exact(&conn1) {
-            assert_eq!(verdict, verdict1);
-            assert_eq!(out, out1);
-        }
-    }
+    // Exact framing all along: no heuristic, no lost or malformed message.
+    segments::check_one_byte_feed(
+        cfg,
+        &segs,
+        |one_byte| run(cfg, &segs, one_byte),
+        |c: &PostgresConnection| {
+            let s = c.stats();
+            s.sync_lost + s.malformed + s.resyncs + s.heuristics == 0
+        },
+    );
 });

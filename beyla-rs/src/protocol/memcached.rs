@@ -90,10 +90,11 @@ use std::collections::VecDeque;
 
 use memchr::memchr;
 
-use super::redis::Detected;
-use super::{
-    Db, DbSystem, Direction, Exchange, ExchangeFlags, Kind, Protocol, Role, Segment, Verdict,
+use super::stream::{
+    self, DbConn, Fault, LineBuf, Mode, ReplySync, Run, add_lost_reply, close_waiting,
+    finish_waiting, memmem, runs, seg_total, strip_cr,
 };
+use super::{DbSystem, Detected, Direction, Exchange, Protocol, Role, Segment, Verdict};
 
 /// The port memcached listens on by default.
 pub const DEFAULT_PORT: u16 = 11211;
@@ -173,26 +174,6 @@ pub struct MemcachedConnection {
     pub stats: MemcachedStats,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Active,
-    /// After `watch`: a log stream, ignored.
-    Ignore,
-    /// After `on_close`.
-    Closed,
-    /// Not memcached: `Reject` was returned and is returned again.
-    Rejected,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReplySync {
-    InSync,
-    /// Reply framing is lost; `may_resync` once the outstanding commands were finished.
-    Lost {
-        may_resync: bool,
-    },
-}
-
 /// The shape of the reply a command gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
@@ -239,22 +220,22 @@ fn code_bit(word: &[u8]) -> u8 {
 }
 
 /// A command sent, waiting for its reply.
+type Pending = stream::Pending<Awaited>;
+
+/// What a command sent means for its reply.
 #[derive(Debug)]
-struct Pending {
-    start_ns: u64,
-    request_size: u64,
-    operation: Option<String>,
-    query: Option<String>,
+struct Awaited {
     expect: Expect,
     quiet: Option<Quiet>,
     /// No reply comes (`noreply`, `quit`).
     silent: bool,
-    partial: bool,
-    /// Stands for commands in uncaptured bytes: consumes replies, emits nothing.
-    hidden: bool,
-    /// Reply octets counted for it while sync was lost.
-    reply_bytes: u64,
 }
+
+/// What every exchange says of the connection.
+const MEMCACHED: DbConn = DbConn {
+    system: DbSystem::Memcached,
+    namespace: None,
+};
 
 /// Whose reply is being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,12 +301,8 @@ impl MemcachedConnection {
     }
 
     fn handle_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) -> Verdict {
-        match self.mode {
-            Mode::Rejected => return Verdict::Reject,
-            Mode::Ignore | Mode::Closed => return Verdict::Continue,
-            // No bytes moved (EOF reads, empty writes): nothing to see, not even a time.
-            Mode::Active if seg_total(seg) == 0 => return Verdict::Continue,
-            Mode::Active => {}
+        if let Some(v) = self.mode.skips(seg) {
+            return v;
         }
         if seg.direction == self.role.request_direction() {
             self.on_commands(seg, out)
@@ -361,7 +338,7 @@ impl MemcachedConnection {
                     Step::Line => {
                         let buf = self.req.line.take_buf();
                         let parsed = parse_command(strip_cr(&buf), self.cmd_start);
-                        self.req.line.restore(buf);
+                        self.req.line.restore(buf, 2 * MAX_LINE);
                         let mut p = parsed;
                         if self.strict() && !p.known {
                             return self.reject();
@@ -371,7 +348,7 @@ impl MemcachedConnection {
                             // memcached may answer before it has swallowed the data block
                             // (`SERVER_ERROR object too large for cache`): the command is
                             // queued now, its size known from the line.
-                            Some(n) if !p.pending.silent => {
+                            Some(n) if !p.pending.proto.silent => {
                                 let mut pending = p.pending;
                                 pending.request_size = self.req.take_size() + n + 2;
                                 self.req.expect_data(n + 2);
@@ -415,8 +392,8 @@ impl MemcachedConnection {
     /// A command read whole (or cut by lost sync).
     fn on_command(&mut self, mut p: Pending, ts: u64, out: &mut Vec<Exchange>) {
         p.request_size = self.req.take_size();
-        if p.silent {
-            out.push(exchange(p, ts, 0, false, false, None));
+        if p.proto.silent {
+            out.push(p.exchange(MEMCACHED, ts, 0, false, false, None));
             return;
         }
         self.enqueue(p);
@@ -426,7 +403,7 @@ impl MemcachedConnection {
         if self.pending.len() >= MAX_PENDING {
             if let Some(old) = self.pending.pop_front()
                 && !old.hidden
-                && old.quiet.is_none()
+                && old.proto.quiet.is_none()
             {
                 // A quiet command may never get a reply: skipping one would lose a reply
                 // that belongs to a later command.
@@ -446,25 +423,21 @@ impl MemcachedConnection {
         } else if self.req.in_line() {
             let buf = self.req.line.take_buf();
             let parsed = parse_command(strip_cr(&buf), self.cmd_start);
-            self.req.line.restore(buf);
+            self.req.line.restore(buf, 2 * MAX_LINE);
             if parsed.known {
                 let mut p = parsed.pending;
                 p.partial = true;
                 self.on_command(p, ts, out);
             }
         }
-        self.enqueue(Pending {
-            start_ns: ts,
-            request_size: 0,
-            operation: None,
-            query: None,
-            expect: Expect::Line,
-            quiet: None,
-            silent: false,
-            partial: true,
-            hidden: true,
-            reply_bytes: 0,
-        });
+        self.enqueue(Pending::hidden(
+            ts,
+            Awaited {
+                expect: Expect::Line,
+                quiet: None,
+                silent: false,
+            },
+        ));
         self.req = Reader::default();
         self.req_lost = true;
         self.flush_due = true;
@@ -475,7 +448,7 @@ impl MemcachedConnection {
         self.last_reply_ns = ts;
         match self.reply_sync {
             ReplySync::Lost { may_resync: false } => {
-                self.count_lost_reply(seg_total(seg));
+                add_lost_reply(&mut self.pending, seg_total(seg));
                 self.try_end_lost_values(seg, out);
                 return;
             }
@@ -502,7 +475,7 @@ impl MemcachedConnection {
                     Step::Line => {
                         let buf = self.resp.line.take_buf();
                         let r = self.on_reply_line(strip_cr(&buf), ts, out);
-                        self.resp.line.restore(buf);
+                        self.resp.line.restore(buf, 2 * MAX_LINE);
                         r
                     }
                     Step::DataDone => {
@@ -570,7 +543,10 @@ impl MemcachedConnection {
     ) -> Result<(), Fault> {
         let target = self.match_reply(word, line, ts, out);
         let expect = match target {
-            Target::Front => self.pending.front().map_or(Expect::Line, |p| p.expect),
+            Target::Front => self
+                .pending
+                .front()
+                .map_or(Expect::Line, |p| p.proto.expect),
             Target::Nobody => guess_expect(word),
         };
         let error = is_error(word);
@@ -628,11 +604,11 @@ impl MemcachedConnection {
             if front.hidden {
                 return Target::Nobody;
             }
-            match &front.quiet {
+            match &front.proto.quiet {
                 Some(q) if !q.could_answer(word, line) => {
                     // It succeeded silently.
                     if let Some(p) = self.pending.pop_front() {
-                        out.push(exchange(p, ts, 0, false, false, None));
+                        out.push(p.exchange(MEMCACHED, ts, 0, false, false, None));
                     }
                 }
                 _ => return Target::Front,
@@ -650,7 +626,7 @@ impl MemcachedConnection {
             && let Some(p) = self.pending.pop_front()
         {
             let size = p.reply_bytes.saturating_add(size);
-            out.push(exchange(p, ts, size, false, cur.error, cur.status));
+            out.push(p.exchange(MEMCACHED, ts, size, false, cur.error, cur.status));
         }
     }
 
@@ -672,7 +648,7 @@ impl MemcachedConnection {
                 .is_some_and(|c| matches!(c.shape, Shape::Values | Shape::Lines));
         self.resp = Reader::default();
         self.cur = None;
-        self.count_lost_reply(lost);
+        add_lost_reply(&mut self.pending, lost);
         self.reply_sync = ReplySync::Lost { may_resync: false };
         self.lost_in_values = in_values;
         self.flush_due = true;
@@ -695,31 +671,17 @@ impl MemcachedConnection {
         }
         if let Some(p) = self.pending.pop_front() {
             let size = p.reply_bytes;
-            out.push(exchange(p, seg.ts_ns, size, false, false, None));
+            out.push(p.exchange(MEMCACHED, seg.ts_ns, size, false, false, None));
         }
         self.lost_in_values = false;
         self.reply_sync = ReplySync::InSync;
         self.resp = Reader::default();
     }
 
-    fn count_lost_reply(&mut self, n: u64) {
-        if let Some(p) = self.pending.front_mut() {
-            p.reply_bytes = p.reply_bytes.saturating_add(n);
-        }
-    }
-
     /// Finishes every outstanding command as incomplete (sync was lost and a new command
     /// starts: the client is done waiting for them).
     fn flush(&mut self, ts: u64, out: &mut Vec<Exchange>) {
-        let last = self.last_reply_ns;
-        while let Some(p) = self.pending.pop_front() {
-            if p.hidden {
-                continue;
-            }
-            let end = if last >= p.start_ns { last } else { ts };
-            let size = p.reply_bytes;
-            out.push(exchange(p, end, size, true, false, None));
-        }
+        finish_waiting(&mut self.pending, &MEMCACHED, self.last_reply_ns, ts, out);
         // A reply still being read belongs to a command just finished.
         if let Some(cur) = self.cur.as_mut() {
             cur.target = Target::Nobody;
@@ -750,21 +712,14 @@ impl MemcachedConnection {
     fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         if self.mode == Mode::Active {
             // The reply being read belongs to the oldest command.
-            let mut reading = if self.reply_sync == ReplySync::InSync
+            let reading = if self.reply_sync == ReplySync::InSync
                 && self.cur.as_ref().is_some_and(|c| c.target == Target::Front)
             {
                 self.resp.take_size()
             } else {
                 0
             };
-            while let Some(p) = self.pending.pop_front() {
-                if p.hidden {
-                    reading = 0;
-                    continue;
-                }
-                let size = p.reply_bytes.saturating_add(std::mem::take(&mut reading));
-                out.push(exchange(p, ts_ns, size, true, false, None));
-            }
+            close_waiting(&mut self.pending, &MEMCACHED, reading, ts_ns, out);
         }
         if self.mode != Mode::Rejected {
             self.mode = Mode::Closed;
@@ -788,35 +743,6 @@ impl super::Parser for MemcachedConnection {
 
     fn parse_errors(&self) -> u64 {
         self.stats.lost_sync + self.stats.malformed + self.stats.orphan_replies
-    }
-}
-
-fn exchange(
-    p: Pending,
-    end_ns: u64,
-    response_size: u64,
-    incomplete: bool,
-    error: bool,
-    status_code: Option<String>,
-) -> Exchange {
-    Exchange {
-        start_ns: p.start_ns,
-        end_ns: end_ns.max(p.start_ns),
-        request_size: p.request_size,
-        response_size,
-        flags: ExchangeFlags {
-            partial: p.partial,
-            incomplete,
-        },
-        kind: Kind::Db(Db {
-            system: DbSystem::Memcached,
-            operation: p.operation,
-            collection: None,
-            namespace: None,
-            query: p.query,
-            status_code,
-            error,
-        }),
     }
 }
 
@@ -925,12 +851,14 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
         request_size: 0,
         operation: Some(name.to_string()),
         query: None,
-        expect: Expect::Line,
-        quiet: None,
-        silent: false,
         partial: false,
         hidden: false,
         reply_bytes: 0,
+        proto: Awaited {
+            expect: Expect::Line,
+            quiet: None,
+            silent: false,
+        },
     };
     let mut q = name.to_string();
     let mut data = None;
@@ -942,7 +870,7 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
                 push_key(&mut q, k);
             }
             if args.len() == n || args.len() == n + 1 {
-                p.silent = noreply;
+                p.proto.silent = noreply;
                 let numbers = arg(1)
                     .and_then(parse_u64)
                     .is_some_and(|f| f <= u64::from(u32::MAX))
@@ -967,7 +895,7 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
                     break;
                 }
             }
-            p.expect = Expect::Values;
+            p.proto.expect = Expect::Values;
         }
         "delete" | "incr" | "decr" | "touch" => {
             let (min, max) = if name == "delete" { (1, 3) } else { (2, 3) };
@@ -975,7 +903,7 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
                 push_key(&mut q, k);
             }
             if (min..=max).contains(&args.len()) {
-                p.silent = noreply;
+                p.proto.silent = noreply;
             } else {
                 valid = false;
             }
@@ -983,13 +911,13 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
         "flush_all" | "verbosity" | "cache_memlimit" => {
             let (min, max) = if name == "flush_all" { (0, 2) } else { (1, 2) };
             if (min..=max).contains(&args.len()) {
-                p.silent = noreply;
+                p.proto.silent = noreply;
             } else {
                 valid = false;
             }
         }
         "version" | "quit" | "shutdown" | "misbehave" | "debugtime" | "refresh_certs" => {
-            p.silent = name == "quit";
+            p.proto.silent = name == "quit";
         }
         "slabs" | "lru" | "extstore" => {
             push_sub(&mut q, arg(0));
@@ -997,16 +925,16 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
         }
         "stats" => {
             push_sub(&mut q, arg(0));
-            p.expect = Expect::Lines;
+            p.proto.expect = Expect::Lines;
         }
         "lru_crawler" => {
             push_sub(&mut q, arg(0));
             if matches!(arg(0), Some(b"metadump" | b"mgdump")) {
-                p.expect = Expect::Lines;
+                p.proto.expect = Expect::Lines;
             }
             valid = !args.is_empty();
         }
-        "watch" => p.expect = Expect::Watch,
+        "watch" => p.proto.expect = Expect::Watch,
         "mn" => {}
         "mg" | "ms" | "md" | "ma" | "me" => {
             let Some(k) = arg(0) else {
@@ -1054,7 +982,7 @@ fn parse_command(line: &[u8], start_ns: u64) -> Parsed {
                     .find_map(|f| f.strip_prefix(b"O"))
                     .map(|o| o.get(..MAX_OPAQUE).unwrap_or(o).to_vec());
                 let key = has(b"k").then(|| k.get(..MAX_KEY_LEN).unwrap_or(k).to_vec());
-                p.quiet = Some(Quiet {
+                p.proto.quiet = Some(Quiet {
                     answers: answers & !suppressed,
                     opaque,
                     key,
@@ -1254,146 +1182,8 @@ fn detect_command(data: &[u8]) -> Detected {
     }
 }
 
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn memmem(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
 // ---------------------------------------------------------------------------------------------
-// Segment runs, lines and data blocks.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// A line boundary fell in uncaptured bytes.
-    Unseen,
-    /// A reply line that does not fit.
-    Malformed,
-}
-
-/// A stretch of a segment's bytes: captured, or known only by its length.
-#[derive(Clone, Copy, Debug)]
-enum Run<'a> {
-    Seen(&'a [u8]),
-    Unseen(u64),
-}
-
-impl<'a> Run<'a> {
-    fn len(&self) -> u64 {
-        match self {
-            Run::Seen(b) => b.len() as u64,
-            Run::Unseen(n) => *n,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Consumes up to `n` octets; returns how many.
-    fn skip(&mut self, n: u64) -> u64 {
-        match self {
-            Run::Seen(b) => {
-                let k = usize::try_from(n).unwrap_or(usize::MAX).min(b.len());
-                *b = b.get(k..).unwrap_or(&[]);
-                k as u64
-            }
-            Run::Unseen(u) => {
-                let k = n.min(*u);
-                *u -= k;
-                k
-            }
-        }
-    }
-}
-
-/// The octets a segment stands for (its head cannot be longer, whatever `total_len` says).
-fn seg_total(seg: &Segment<'_>) -> u64 {
-    seg.total_len.max(seg.data.len() as u64)
-}
-
-/// A segment as runs in order: the captured head, then unseen gaps and the extents past the
-/// head (the tail copy), then what remains unseen.
-fn runs<'a>(seg: &Segment<'a>) -> impl Iterator<Item = Run<'a>> + use<'a> {
-    let total = seg_total(seg);
-    let data = seg.data;
-    let mut extents = seg.extents.iter();
-    let mut pos = 0u64;
-    let mut started = false;
-    let mut queued: Option<Run<'a>> = None;
-    std::iter::from_fn(move || {
-        if let Some(r) = queued.take() {
-            return Some(r);
-        }
-        if !started {
-            started = true;
-            pos = data.len() as u64;
-            if !data.is_empty() {
-                return Some(Run::Seen(data));
-            }
-        }
-        for (off, bytes) in extents.by_ref() {
-            let end = off.saturating_add(bytes.len() as u64).min(total);
-            if off >= total || end <= pos {
-                continue;
-            }
-            let from = off.max(pos);
-            let lo = usize::try_from(from - off).unwrap_or(usize::MAX);
-            let hi = usize::try_from(end - off).unwrap_or(usize::MAX);
-            let seen = bytes.get(lo..hi).unwrap_or(&[]);
-            let gap = from - pos;
-            pos = end;
-            if gap > 0 {
-                queued = Some(Run::Seen(seen));
-                return Some(Run::Unseen(gap));
-            }
-            return Some(Run::Seen(seen));
-        }
-        if pos < total {
-            let gap = total - pos;
-            pos = total;
-            return Some(Run::Unseen(gap));
-        }
-        None
-    })
-}
-
-/// A line being received, possibly across segments; octets past [`MAX_LINE`] are dropped.
-#[derive(Debug, Default)]
-struct LineBuf {
-    buf: Vec<u8>,
-}
-
-impl LineBuf {
-    /// Takes octets from `input` up to and including the next LF; true when the line is whole.
-    fn take(&mut self, input: &mut &[u8]) -> bool {
-        let (part, rest, done) = match memchr(b'\n', input) {
-            Some(i) => {
-                let (part, rest) = input.split_at(i);
-                (part, rest.get(1..).unwrap_or(&[]), true)
-            }
-            None => (*input, &[][..], false),
-        };
-        let room = MAX_LINE.saturating_sub(self.buf.len());
-        self.buf.extend_from_slice(part.get(..room).unwrap_or(part));
-        *input = rest;
-        done
-    }
-
-    /// The line, leaving the buffer empty (give it back with `restore`).
-    fn take_buf(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
-    }
-
-    fn restore(&mut self, mut buf: Vec<u8>) {
-        buf.clear();
-        if buf.capacity() <= 2 * MAX_LINE {
-            self.buf = buf;
-        }
-    }
-}
+// Lines and data blocks.
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum ReadState {
@@ -1460,7 +1250,7 @@ impl Reader {
                         return Step::Bad(Fault::Unseen);
                     };
                     let before = b.len();
-                    let done = self.line.take(b);
+                    let done = self.line.take(b, MAX_LINE);
                     self.size += (before - b.len()) as u64;
                     if done {
                         self.state = ReadState::Start;
@@ -1485,86 +1275,23 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Extents, Parser};
+    use super::super::testing::{self, TestConn, db, op, query};
+    use super::super::{ExchangeFlags, Parser};
     use super::*;
 
-    fn db(e: &Exchange) -> &Db {
-        e.db().expect("a Db exchange")
-    }
+    type Conv = testing::Conv<MemcachedConnection>;
 
-    fn op(e: &Exchange) -> &str {
-        db(e).operation.as_deref().unwrap_or("")
-    }
-
-    fn query(e: &Exchange) -> &str {
-        db(e).query.as_deref().unwrap_or("")
-    }
-
-    /// One connection fed by a test, each call one segment at the next time stamp.
-    struct Conv {
-        conn: MemcachedConnection,
-        role: Role,
-        out: Vec<Exchange>,
-        ts: u64,
-    }
-
-    impl Conv {
-        fn new(role: Role, midway: bool) -> Self {
-            Conv {
-                conn: MemcachedConnection::new(role, midway),
-                role,
-                out: Vec::new(),
-                ts: 0,
-            }
+    impl TestConn for MemcachedConnection {
+        fn open(role: Role, joined_midway: bool) -> Self {
+            MemcachedConnection::new(role, joined_midway)
         }
 
-        fn client() -> Self {
-            Conv::new(Role::Client, false)
+        fn waiting(&self) -> usize {
+            self.pending()
         }
 
-        fn dir(&self, request: bool) -> Direction {
-            match (request, self.role.request_direction()) {
-                (true, d) => d,
-                (false, Direction::Ingress) => Direction::Egress,
-                (false, Direction::Egress) => Direction::Ingress,
-            }
-        }
-
-        /// A segment holding the first `bound` octets of `full` and an 8-octet tail copy.
-        fn feed(&mut self, request: bool, full: &[u8], bound: usize) -> Verdict {
-            self.ts += 1;
-            let n = bound.min(full.len());
-            let raw = if n < full.len() {
-                let t = &full[full.len().saturating_sub(8)..];
-                Extents::encode(&[((full.len() - t.len()) as u64, t)])
-            } else {
-                Vec::new()
-            };
-            let seg = Segment {
-                direction: self.dir(request),
-                ts_ns: self.ts,
-                data: &full[..n],
-                total_len: full.len() as u64,
-                extents: Extents::new(&raw),
-            };
-            self.conn.on_segment(&seg, &mut self.out)
-        }
-
-        fn cmd(&mut self, b: &[u8]) -> Verdict {
-            self.feed(true, b, usize::MAX)
-        }
-
-        fn reply(&mut self, b: &[u8]) -> Verdict {
-            self.feed(false, b, usize::MAX)
-        }
-
-        fn close(&mut self) {
-            self.ts += 1;
-            self.conn.on_close(self.ts, &mut self.out);
-        }
-
-        fn take(&mut self) -> Vec<Exchange> {
-            std::mem::take(&mut self.out)
+        fn check_bounds(&self) {
+            assert!(self.pending() <= MAX_PENDING);
         }
     }
 
@@ -2264,69 +1991,21 @@ mod tests {
         for _ in 0..100 {
             c.cmd(&[b'a'; 1000]);
         }
-        assert!(c.conn.req.line.buf.capacity() <= 2 * MAX_LINE);
-    }
-
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
+        assert!(c.conn.req.line.capacity() <= 2 * MAX_LINE);
     }
 
     #[test]
     fn garbage_never_panics() {
-        let mut rng = Lcg(11);
         let alphabet = b"VALUE END STORED get set mg ms q O k v 0 1 5 \r\n HD VA EN MN";
         let (cmds, replies, _) = pipeline(24);
-        for round in 0..3000 {
-            let midway = round % 3 == 0;
-            let role = if round % 2 == 0 {
-                Role::Client
-            } else {
-                Role::Server
-            };
-            let mut c = Conv::new(role, midway);
-            for _ in 0..(rng.next() % 12) {
-                let len = (rng.next() % 200) as usize;
-                let mut buf: Vec<u8> = match rng.next() % 4 {
-                    0 => (0..len).map(|_| rng.next() as u8).collect(),
-                    1 => (0..len)
-                        .map(|_| alphabet[(rng.next() as usize) % alphabet.len()])
-                        .collect(),
-                    2 => {
-                        let from = (rng.next() as usize) % cmds.len();
-                        cmds[from..(from + len).min(cmds.len())].to_vec()
-                    }
-                    _ => {
-                        let from = (rng.next() as usize) % replies.len();
-                        replies[from..(from + len).min(replies.len())].to_vec()
-                    }
-                };
-                if rng.next().is_multiple_of(5) {
-                    buf.extend(std::iter::repeat_n(b'z', (rng.next() % 3000) as usize));
-                }
-                let bound = [8, 16, 64, 1024, usize::MAX][(rng.next() % 5) as usize];
-                c.feed(rng.next().is_multiple_of(2), &buf, bound);
-                assert!(c.conn.pending() <= MAX_PENDING);
-            }
-            c.close();
-            assert_eq!(c.conn.pending(), 0);
-            for e in c.take() {
-                assert!(e.end_ns >= e.start_ns);
-                assert!(
-                    db(&e)
-                        .query
-                        .as_ref()
-                        .is_none_or(|q| q.len() <= MAX_QUERY_LEN)
-                );
-            }
-        }
+        testing::garbage_pipelines::<MemcachedConnection>(11, alphabet, &cmds, &replies, |e| {
+            assert!(
+                db(e)
+                    .query
+                    .as_ref()
+                    .is_none_or(|q| q.len() <= MAX_QUERY_LEN)
+            );
+        });
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod sql;
+pub mod stream;
+// Test-only: `#![cfg(test)]` is inside, so that this line goes the way of the others where
+// the modules are mounted alone (the fuzz crate and harnesses strip `pub mod ` lines).
+pub mod testing;
 
 /// Which way the bytes went, seen from the instrumented process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -76,6 +76,7 @@ use memchr::memchr;
 use super::sql::{
     self, BoundedMap, Detected, Dialect, Framing, MAX_KEEP, Msg, Reader, Step, Summary,
 };
+use super::stream::{seg_total, segment_end};
 use super::{
     Db, DbSystem, Direction, Exchange, ExchangeFlags, Kind, Protocol, Role, Segment, Verdict,
 };
@@ -347,14 +348,6 @@ fn skip_query_attributes(p: &[u8]) -> Option<&[u8]> {
     Some(p)
 }
 
-fn summarize(text: &[u8]) -> Arc<Summary> {
-    let text = text.get(..MAX_KEEP).unwrap_or(text);
-    Arc::new(sql::summarize_with(
-        &String::from_utf8_lossy(text),
-        Dialect::Mysql,
-    ))
-}
-
 impl MysqlConnection {
     /// A connection seen from its start (`joined_midway == false`): it must start with the
     /// server greeting or the client's handshake response. One that existed before the
@@ -435,7 +428,7 @@ impl MysqlConnection {
             Phase::Closed | Phase::Ignore => return Verdict::Continue,
             _ => {}
         }
-        if seg.total_len == 0 && seg.data.is_empty() {
+        if seg_total(seg) == 0 {
             return Verdict::Continue;
         }
         let v = if seg.direction == self.role.request_direction() {
@@ -521,7 +514,7 @@ impl MysqlConnection {
                 Step::Msg(m) => self.st.client_packet(&m, srv_lost, out),
                 Step::Lost => {
                     self.st.stats.sync_lost += 1;
-                    let rest = seg.total_len.max(seg.data.len() as u64).saturating_sub(pos);
+                    let rest = seg_total(seg).saturating_sub(pos);
                     self.st.add_request(rest);
                     break;
                 }
@@ -604,7 +597,7 @@ impl MysqlConnection {
                 Step::Msg(m) => self.st.server_packet(&m, out),
                 Step::Lost => {
                     self.st.stats.sync_lost += 1;
-                    let rest = seg.total_len.max(seg.data.len() as u64).saturating_sub(pos);
+                    let rest = seg_total(seg).saturating_sub(pos);
                     self.st.add_response(rest, seg.ts_ns);
                     self.server_end(seg, out);
                     break;
@@ -649,7 +642,7 @@ impl MysqlConnection {
         {
             return;
         }
-        let Some(t) = sql::segment_end(seg, 8) else {
+        let Some(t) = segment_end(seg, 8) else {
             return;
         };
         let status = if self.st.caps & CLIENT_DEPRECATE_EOF != 0 {
@@ -889,7 +882,7 @@ impl State {
                     Some(args)
                 };
                 if let Some(t) = text {
-                    let s = summarize(t);
+                    let s = sql::summarize_captured(t, Dialect::Mysql);
                     if s.operation.as_deref() == Some("USE") {
                         c.namespace =
                             sql::use_database(&String::from_utf8_lossy(t), Dialect::Mysql)
@@ -904,7 +897,7 @@ impl State {
             }
             // COM_STMT_PREPARE
             0x16 => {
-                let s = summarize(args);
+                let s = sql::summarize_captured(args, Dialect::Mysql);
                 self.last_prepare = Some(s.clone());
                 c.summary = Some(s);
                 c.expect = Expect::Prepare;
@@ -1357,6 +1350,9 @@ pub fn detect(role: Role, direction: Direction, data: &[u8]) -> Detected {
 #[cfg(test)]
 mod tests {
     use super::super::Extents;
+    use super::super::testing::{
+        self, Step, TestConn, cat, db, hex, request as cl, response as sv, truncated,
+    };
     use super::*;
 
     // ----- encoders -----
@@ -1566,131 +1562,38 @@ mod tests {
         p
     }
 
-    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
-        parts.concat()
-    }
-
     // ----- harness -----
 
-    #[derive(Clone)]
-    struct Step {
-        client: bool,
-        bytes: Vec<u8>,
-        captured: Option<usize>,
-    }
+    impl TestConn for MysqlConnection {
+        fn open(role: Role, joined_midway: bool) -> Self {
+            MysqlConnection::new(role, joined_midway)
+        }
 
-    fn cl(bytes: Vec<u8>) -> Step {
-        Step {
-            client: true,
-            bytes,
-            captured: None,
+        fn waiting(&self) -> usize {
+            self.pending()
+        }
+
+        fn check_bounds(&self) {
+            assert!(self.pending() <= MAX_PENDING);
+            assert!(self.statements() <= MAX_STATEMENTS);
+            assert!(self.buffered() <= 2 * MAX_KEEP);
         }
     }
 
-    fn sv(bytes: Vec<u8>) -> Step {
-        Step {
-            client: false,
-            bytes,
-            captured: None,
-        }
-    }
-
-    fn truncated(mut s: Step, captured: usize) -> Step {
-        s.captured = Some(captured);
-        s
-    }
-
-    fn dir(role: Role, client: bool) -> Direction {
-        match (role.request_direction(), client) {
-            (d, true) => d,
-            (Direction::Ingress, false) => Direction::Egress,
-            (Direction::Egress, false) => Direction::Ingress,
-        }
-    }
-
-    struct Run {
-        out: Vec<Exchange>,
-        conn: MysqlConnection,
-        verdicts: Vec<Verdict>,
-    }
-
-    fn check_bounds(c: &MysqlConnection) {
-        assert!(c.pending() <= MAX_PENDING);
-        assert!(c.statements() <= MAX_STATEMENTS);
-        assert!(c.buffered() <= 2 * MAX_KEEP);
-    }
+    type Run = testing::Run<MysqlConnection>;
 
     fn run_cut(role: Role, midway: bool, steps: &[Step], cut: Option<(usize, usize)>) -> Run {
-        let mut conn = MysqlConnection::new(role, midway);
-        let mut out = Vec::new();
-        let mut verdicts = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            let ts = 10 * (i as u64 + 1);
-            let captured = s.captured.unwrap_or(s.bytes.len()).min(s.bytes.len());
-            let tail_raw = if captured < s.bytes.len() {
-                let t = &s.bytes[s.bytes.len().saturating_sub(8)..];
-                Extents::encode(&[((s.bytes.len() - t.len()) as u64, t)])
-            } else {
-                Vec::new()
-            };
-            let pieces: Vec<(&[u8], u64)> = match cut {
-                Some((step, at)) if step == i && s.captured.is_none() && at <= s.bytes.len() => {
-                    let (a, b) = s.bytes.split_at(at);
-                    vec![(a, a.len() as u64), (b, b.len() as u64)]
-                }
-                _ => vec![(&s.bytes[..captured], s.bytes.len() as u64)],
-            };
-            for (data, total) in pieces {
-                let seg = Segment {
-                    direction: dir(role, s.client),
-                    ts_ns: ts,
-                    data,
-                    total_len: total,
-                    extents: if total > data.len() as u64 {
-                        Extents::new(&tail_raw)
-                    } else {
-                        Extents::EMPTY
-                    },
-                };
-                verdicts.push(conn.on_segment(&seg, &mut out));
-                check_bounds(&conn);
-            }
-        }
-        conn.on_close(10_000, &mut out);
-        assert_eq!(conn.pending(), 0);
-        for e in &out {
-            assert!(e.start_ns <= e.end_ns, "{e:?}");
-        }
-        Run {
-            out,
-            conn,
-            verdicts,
-        }
+        testing::run_cut(role, midway, steps, cut)
     }
 
     fn run(role: Role, steps: &[Step]) -> Run {
         run_cut(role, false, steps, None)
     }
 
+    /// Same exchanges whatever the role and wherever one step is cut in two (and the same
+    /// counters).
     fn run_all_ways(steps: &[Step]) -> Vec<Exchange> {
-        let base = run(Role::Client, steps);
-        let other = run(Role::Server, steps);
-        assert_eq!(base.out, other.out, "roles differ");
-        for (i, s) in steps.iter().enumerate() {
-            if s.captured.is_some() {
-                continue;
-            }
-            for at in 0..=s.bytes.len() {
-                let r = run_cut(Role::Client, false, steps, Some((i, at)));
-                assert_eq!(r.out, base.out, "step {i} cut at {at}");
-                assert_eq!(r.conn.stats(), base.conn.stats(), "step {i} cut at {at}");
-            }
-        }
-        base.out
-    }
-
-    fn db(e: &Exchange) -> &Db {
-        e.db().expect("db exchange")
+        testing::run_all_ways(steps, |c: &MysqlConnection| c.stats())
     }
 
     /// Greeting, handshake response (database `shop`), OK.
@@ -2205,14 +2108,14 @@ mod tests {
         let mut out = Vec::new();
         for (i, s) in steps.iter().enumerate() {
             let seg = Segment {
-                direction: dir(Role::Client, s.client),
+                direction: testing::direction(Role::Client, s.request),
                 ts_ns: i as u64,
                 data: &s.bytes,
                 total_len: s.bytes.len() as u64,
                 extents: Extents::EMPTY,
             };
             conn.on_segment(&seg, &mut out);
-            check_bounds(&conn);
+            conn.check_bounds();
         }
         assert_eq!(conn.statements(), MAX_STATEMENTS);
         assert_eq!(out.len(), 2);
@@ -2333,43 +2236,11 @@ mod tests {
         );
         assert_eq!(detect(c, Egress, &com(0x0e, &[1])), Detected::No);
         assert_eq!(detect(c, Egress, &packet(1, b"\x03SELECT 1")), Detected::No);
-        for http in [
-            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
-            b"POST /x HTTP/1.1\r\n",
-            b"PUT /x HTTP/1.1\r\n",
-            b"DELETE /x HTTP/1.1\r\n",
-            b"HEAD / HTTP/1.1\r\n",
-            b"PATCH / HTTP/1.1\r\n",
-            b"OPTIONS * HTTP/1.1\r\n",
-            b"HTTP/1.1 200 OK\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            &[0x16, 3, 1, 0, 0x80],
-            b"",
-        ] {
-            for (r, d) in [(c, Egress), (c, Ingress), (s, Egress), (s, Ingress)] {
-                assert_eq!(detect(r, d, http), Detected::No, "{http:?} {r:?} {d:?}");
-            }
-        }
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
+        testing::assert_rejects_other_protocols(detect);
     }
 
     #[test]
     fn garbage_never_panics_and_stays_bounded() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let pieces: Vec<Vec<u8>> = vec![
             greeting("8.0.36", BASE_CAPS | 0x0100_0000, 0),
             handshake_response(1, BASE_CAPS | 0x0800_0000, 0, "u", Some("d")),
@@ -2384,75 +2255,14 @@ mod tests {
             packet(1, b"\xfb"),
             vec![0xff, 0xff, 0xff, 0],
         ];
-        for round in 0..3000 {
-            let role = if round % 2 == 0 {
-                Role::Client
-            } else {
-                Role::Server
-            };
-            let mut conn = MysqlConnection::new(role, round % 3 == 0);
-            let mut out = Vec::new();
-            let mut stream = Vec::new();
-            for _ in 0..rng.below(40) {
-                if rng.below(4) == 0 {
-                    let n = rng.below(30) as usize;
-                    stream.extend((0..n).map(|_| rng.next() as u8));
-                } else {
-                    let mut p = pieces[rng.below(pieces.len() as u64) as usize].clone();
-                    if rng.below(10) == 0 && !p.is_empty() {
-                        let i = rng.below(p.len() as u64) as usize;
-                        p[i] = rng.next() as u8;
-                    }
-                    stream.extend(p);
-                }
-            }
-            let mut at = 0;
-            let mut ts = 0;
-            while at < stream.len() {
-                let n = (1 + rng.below(200) as usize).min(stream.len() - at);
-                let chunk = &stream[at..at + n];
-                at += n;
-                ts += 1 + rng.below(3);
-                let cap = if rng.below(3) == 0 {
-                    rng.below(n as u64 + 1) as usize
-                } else {
-                    n
-                };
-                let extra = if rng.below(5) == 0 {
-                    rng.below(100_000)
-                } else {
-                    0
-                };
-                let tail = Extents::encode(&[(
-                    (n as u64 + extra).saturating_sub(8),
-                    &chunk[n.saturating_sub(8)..],
-                )]);
-                let seg = Segment {
-                    direction: if rng.below(2) == 0 {
-                        Direction::Ingress
-                    } else {
-                        Direction::Egress
-                    },
-                    ts_ns: ts,
-                    data: &chunk[..cap],
-                    total_len: n as u64 + extra,
-                    extents: Extents::new(&tail),
-                };
-                let _ = conn.on_segment(&seg, &mut out);
-                check_bounds(&conn);
-            }
-            conn.on_close(ts + 1, &mut out);
-            assert_eq!(conn.pending(), 0);
-            for e in &out {
-                assert!(e.start_ns <= e.end_ns);
-                assert!(
-                    db(e)
-                        .query
-                        .as_ref()
-                        .is_none_or(|q| q.len() <= sql::MAX_TEXT_LEN)
-                );
-            }
-        }
+        testing::garbage_messages::<MysqlConnection>(0x2545_f491_4f6c_dd1d, &pieces, |e| {
+            assert!(
+                db(e)
+                    .query
+                    .as_ref()
+                    .is_none_or(|q| q.len() <= sql::MAX_TEXT_LEN)
+            );
+        });
     }
 
     /// mysql-connector-python 26 (pure Python, prepared cursor) against MariaDB 10.11, as a TCP
@@ -2564,12 +2374,6 @@ mod tests {
         ),
         (true, "0500000019020000000100000001"),
     ];
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-            .collect()
-    }
 
     #[test]
     fn real_connector_prepared() {

@@ -73,6 +73,7 @@ use memchr::memchr;
 use super::sql::{
     self, BoundedMap, Detected, Dialect, Framing, MAX_KEEP, Msg, Reader, Step, Summary,
 };
+use super::stream::{seg_total, segment_end};
 use super::{
     Db, DbSystem, Direction, Exchange, ExchangeFlags, Kind, Protocol, Role, Segment, Verdict,
 };
@@ -308,7 +309,7 @@ impl PostgresConnection {
             Phase::Closed | Phase::Cancel => return Verdict::Continue,
             _ => {}
         }
-        if seg.total_len == 0 && seg.data.is_empty() {
+        if seg_total(seg) == 0 {
             return Verdict::Continue;
         }
         let frontend = seg.direction == self.role.request_direction();
@@ -395,7 +396,7 @@ impl PostgresConnection {
                 Step::Msg(m) => self.st.frontend_message(framing, &m, be_lost, out),
                 Step::Lost => {
                     self.st.stats.sync_lost += 1;
-                    let rest = seg.total_len.max(seg.data.len() as u64).saturating_sub(pos);
+                    let rest = seg_total(seg).saturating_sub(pos);
                     self.st.add_request(rest);
                     self.frontend_end(seg, out);
                     break;
@@ -448,7 +449,7 @@ impl PostgresConnection {
         if self.st.phase != Phase::Ready {
             return;
         }
-        let Some(end) = sql::segment_end(seg, 5) else {
+        let Some(end) = segment_end(seg, 5) else {
             return;
         };
         match end {
@@ -503,8 +504,7 @@ impl PostgresConnection {
                 Step::Msg(m) => self.st.backend_message(framing, &m, out),
                 Step::Lost => {
                     self.st.stats.sync_lost += 1;
-                    self.st
-                        .add_response(seg.total_len.max(seg.data.len() as u64).saturating_sub(pos));
+                    self.st.add_response(seg_total(seg).saturating_sub(pos));
                     self.backend_end(seg, out);
                     break;
                 }
@@ -540,7 +540,7 @@ impl PostgresConnection {
         if self.st.phase != Phase::Ready {
             return;
         }
-        if let Some([b'Z', 0, 0, 0, 5, s]) = sql::segment_end(seg, 6)
+        if let Some([b'Z', 0, 0, 0, 5, s]) = segment_end(seg, 6)
             && matches!(s, b'I' | b'T' | b'E')
         {
             self.st.ready_for_query(seg.ts_ns, 0, out);
@@ -822,13 +822,13 @@ impl State {
             b'Q' => {
                 self.new_request(be_lost, out);
                 let (text, _, _) = cstr(p);
-                let summary = summarize(text);
+                let summary = sql::summarize_captured(text, Dialect::Postgres);
                 self.push_exchange(true, Some(summary), m, wire, out);
             }
             b'P' => {
                 let (name, rest, named) = cstr(p);
                 let (text, _, _) = cstr(rest);
-                let summary = summarize(text);
+                let summary = sql::summarize_captured(text, Dialect::Postgres);
                 if named {
                     if name.is_empty() {
                         self.unnamed_statement = Some(summary.clone());
@@ -1081,14 +1081,6 @@ impl State {
     }
 }
 
-fn summarize(text: &[u8]) -> Arc<Summary> {
-    let text = text.get(..MAX_KEEP).unwrap_or(text);
-    Arc::new(sql::summarize_with(
-        &String::from_utf8_lossy(text),
-        Dialect::Postgres,
-    ))
-}
-
 /// `data` is consistent, as far as it goes, with a startup-family message.
 fn startup_prefix_ok(data: &[u8]) -> bool {
     let Some(len) = be_u32(data).map(u64::from) else {
@@ -1251,7 +1243,9 @@ pub fn detect(role: Role, direction: Direction, data: &[u8]) -> Detected {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Extents;
+    use super::super::testing::{
+        self, Step, TestConn, cat, db, hex, request as fe, response as be, truncated,
+    };
     use super::*;
 
     // ----- encoders -----
@@ -1388,10 +1382,6 @@ mod tests {
         msg(b'K', &[0, 0, 0, 7, 1, 2, 3, 4])
     }
 
-    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
-        parts.concat()
-    }
-
     /// The backend's answer to a StartupMessage.
     fn welcome() -> Vec<u8> {
         cat(&[
@@ -1404,131 +1394,37 @@ mod tests {
 
     // ----- harness -----
 
-    /// One segment: frontend or backend, its octets, and how many of them were captured
-    /// (`None`: all).
-    #[derive(Clone)]
-    struct Step {
-        frontend: bool,
-        bytes: Vec<u8>,
-        captured: Option<usize>,
-    }
+    impl TestConn for PostgresConnection {
+        fn open(role: Role, joined_midway: bool) -> Self {
+            PostgresConnection::new(role, joined_midway)
+        }
 
-    fn fe(bytes: Vec<u8>) -> Step {
-        Step {
-            frontend: true,
-            bytes,
-            captured: None,
+        fn waiting(&self) -> usize {
+            self.pending()
+        }
+
+        fn check_bounds(&self) {
+            assert!(self.pending() <= MAX_QUEUE);
+            let (s, p) = self.remembered();
+            assert!(s <= MAX_STATEMENTS && p <= MAX_PORTALS);
+            assert!(self.buffered() <= 2 * MAX_KEEP);
         }
     }
 
-    fn be(bytes: Vec<u8>) -> Step {
-        Step {
-            frontend: false,
-            bytes,
-            captured: None,
-        }
-    }
+    type Run = testing::Run<PostgresConnection>;
 
-    fn truncated(mut s: Step, captured: usize) -> Step {
-        s.captured = Some(captured);
-        s
-    }
-
-    fn dir(role: Role, frontend: bool) -> Direction {
-        match (role.request_direction(), frontend) {
-            (d, true) => d,
-            (Direction::Ingress, false) => Direction::Egress,
-            (Direction::Egress, false) => Direction::Ingress,
-        }
-    }
-
-    struct Run {
-        out: Vec<Exchange>,
-        conn: PostgresConnection,
-        verdicts: Vec<Verdict>,
-    }
-
-    /// Feeds step `i` at time `10 * (i + 1)` (cut into pieces at `cuts`, same time), then
-    /// closes at 10_000.
     fn run_cut(role: Role, midway: bool, steps: &[Step], cut: Option<(usize, usize)>) -> Run {
-        let mut conn = PostgresConnection::new(role, midway);
-        let mut out = Vec::new();
-        let mut verdicts = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            let ts = 10 * (i as u64 + 1);
-            let captured = s.captured.unwrap_or(s.bytes.len()).min(s.bytes.len());
-            let tail_raw = if captured < s.bytes.len() {
-                let t = &s.bytes[s.bytes.len().saturating_sub(8)..];
-                Extents::encode(&[((s.bytes.len() - t.len()) as u64, t)])
-            } else {
-                Vec::new()
-            };
-            let pieces: Vec<(&[u8], u64)> = match cut {
-                Some((step, at)) if step == i && s.captured.is_none() && at <= s.bytes.len() => {
-                    let (a, b) = s.bytes.split_at(at);
-                    vec![(a, a.len() as u64), (b, b.len() as u64)]
-                }
-                _ => vec![(&s.bytes[..captured], s.bytes.len() as u64)],
-            };
-            for (data, total) in pieces {
-                let seg = Segment {
-                    direction: dir(role, s.frontend),
-                    ts_ns: ts,
-                    data,
-                    total_len: total,
-                    extents: if total > data.len() as u64 {
-                        Extents::new(&tail_raw)
-                    } else {
-                        Extents::EMPTY
-                    },
-                };
-                verdicts.push(conn.on_segment(&seg, &mut out));
-                check_bounds(&conn);
-            }
-        }
-        conn.on_close(10_000, &mut out);
-        check_bounds(&conn);
-        for e in &out {
-            assert!(e.start_ns <= e.end_ns, "{e:?}");
-        }
-        Run {
-            out,
-            conn,
-            verdicts,
-        }
+        testing::run_cut(role, midway, steps, cut)
     }
 
     fn run(role: Role, steps: &[Step]) -> Run {
         run_cut(role, false, steps, None)
     }
 
-    fn check_bounds(c: &PostgresConnection) {
-        assert!(c.pending() <= MAX_QUEUE);
-        let (s, p) = c.remembered();
-        assert!(s <= MAX_STATEMENTS && p <= MAX_PORTALS);
-        assert!(c.buffered() <= 2 * MAX_KEEP);
-    }
-
-    /// Same exchanges whatever the role and wherever one step is cut in two.
+    /// Same exchanges whatever the role and wherever one step is cut in two (and as many framing
+    /// losses).
     fn run_all_ways(steps: &[Step]) -> Vec<Exchange> {
-        let base = run(Role::Client, steps);
-        let other = run(Role::Server, steps);
-        assert_eq!(base.out, other.out, "roles differ");
-        for (i, s) in steps.iter().enumerate() {
-            if s.captured.is_some() {
-                continue;
-            }
-            for at in 0..=s.bytes.len() {
-                let r = run_cut(Role::Client, false, steps, Some((i, at)));
-                assert_eq!(r.out, base.out, "step {i} cut at {at}");
-                assert_eq!(r.conn.stats().sync_lost, base.conn.stats().sync_lost);
-            }
-        }
-        base.out
-    }
-
-    fn db(e: &Exchange) -> &Db {
-        e.db().expect("db exchange")
+        testing::run_all_ways(steps, |c: &PostgresConnection| c.stats().sync_lost)
     }
 
     fn login() -> Vec<Step> {
@@ -2315,45 +2211,11 @@ mod tests {
         // A startup message in the response direction is not one.
         assert_eq!(detect(c, Ingress, &su), Detected::No);
         assert_eq!(detect(c, Egress, &query("SELECT 1")[..4]), Detected::No);
-        for http in [
-            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
-            b"POST /x HTTP/1.1\r\n",
-            b"PUT /x HTTP/1.1\r\n",
-            b"DELETE /x HTTP/1.1\r\n",
-            b"HEAD / HTTP/1.1\r\n",
-            b"PATCH / HTTP/1.1\r\n",
-            b"OPTIONS * HTTP/1.1\r\n",
-            b"CONNECT a:443 HTTP/1.1\r\n",
-            b"HTTP/1.1 200 OK\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            &[0x16, 3, 1, 0, 0x80],
-            b"",
-        ] {
-            for (r, d) in [(c, Egress), (c, Ingress), (s, Egress), (s, Ingress)] {
-                assert_eq!(detect(r, d, http), Detected::No, "{http:?} {r:?} {d:?}");
-            }
-        }
-    }
-
-    /// A small deterministic generator for garbage tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
+        testing::assert_rejects_other_protocols(detect);
     }
 
     #[test]
     fn garbage_never_panics_and_stays_bounded() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         // Real messages mixed with random octets, cut at random places.
         let pieces: Vec<Vec<u8>> = vec![
             startup(&[("user", "u")]),
@@ -2371,77 +2233,15 @@ mod tests {
             untyped(SSL_REQUEST, &[]),
             b"S".to_vec(),
         ];
-        for round in 0..3000 {
-            let role = if round % 2 == 0 {
-                Role::Client
-            } else {
-                Role::Server
-            };
-            let mut conn = PostgresConnection::new(role, round % 3 == 0);
-            let mut out = Vec::new();
-            let mut stream = Vec::new();
-            for _ in 0..rng.below(40) {
-                if rng.below(4) == 0 {
-                    let n = rng.below(30) as usize;
-                    stream.extend((0..n).map(|_| rng.next() as u8));
-                } else {
-                    let p = &pieces[rng.below(pieces.len() as u64) as usize];
-                    let mut p = p.clone();
-                    if rng.below(10) == 0 && !p.is_empty() {
-                        let i = rng.below(p.len() as u64) as usize;
-                        p[i] = rng.next() as u8;
-                    }
-                    stream.extend(p);
-                }
-            }
-            let mut at = 0;
-            let mut ts = 0;
-            while at < stream.len() {
-                let n = (1 + rng.below(200) as usize).min(stream.len() - at);
-                let chunk = &stream[at..at + n];
-                at += n;
-                ts += 1 + rng.below(3);
-                let cap = if rng.below(3) == 0 {
-                    rng.below(n as u64 + 1) as usize
-                } else {
-                    n
-                };
-                let extra = if rng.below(5) == 0 {
-                    rng.below(100_000)
-                } else {
-                    0
-                };
-                let tail = Extents::encode(&[(
-                    (n as u64 + extra).saturating_sub(8),
-                    &chunk[n.saturating_sub(8)..],
-                )]);
-                let seg = Segment {
-                    direction: if rng.below(2) == 0 {
-                        Direction::Ingress
-                    } else {
-                        Direction::Egress
-                    },
-                    ts_ns: ts,
-                    data: &chunk[..cap],
-                    total_len: n as u64 + extra,
-                    extents: Extents::new(&tail),
-                };
-                let _ = conn.on_segment(&seg, &mut out);
-                check_bounds(&conn);
-            }
-            conn.on_close(ts + 1, &mut out);
-            assert_eq!(conn.pending(), 0);
-            for e in &out {
-                assert!(e.start_ns <= e.end_ns);
-                let d = db(e);
-                assert!(
-                    d.query
-                        .as_ref()
-                        .is_none_or(|q| q.len() <= sql::MAX_TEXT_LEN)
-                );
-                assert!(d.status_code.as_ref().is_none_or(|c| c.len() == 5));
-            }
-        }
+        testing::garbage_messages::<PostgresConnection>(0x9e37_79b9_7f4a_7c15, &pieces, |e| {
+            assert!(
+                db(e)
+                    .query
+                    .as_ref()
+                    .is_none_or(|q| q.len() <= sql::MAX_TEXT_LEN)
+            );
+            assert!(db(e).status_code.as_ref().is_none_or(|c| c.len() == 5));
+        });
     }
 
     /// psycopg 3.3 (libpq 15) against PostgreSQL 15: `sslmode=prefer` refused, then a pipeline
@@ -2504,12 +2304,6 @@ mod tests {
         ),
         (true, "5800000004"),
     ];
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-            .collect()
-    }
 
     #[test]
     fn real_psycopg_pipeline() {

@@ -100,9 +100,11 @@ use std::collections::VecDeque;
 
 use memchr::memchr;
 
-use super::{
-    Db, DbSystem, Direction, Exchange, ExchangeFlags, Kind, Protocol, Role, Segment, Verdict,
+use super::stream::{
+    self, DbConn, Fault, LineBuf, Mode, ReplySync, Run, add_lost_reply, close_waiting,
+    finish_waiting, memmem, runs, seg_total,
 };
+use super::{DbSystem, Direction, Exchange, Protocol, Role, Segment, Verdict};
 
 /// The port Redis listens on by default.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -201,41 +203,15 @@ pub struct RedisConnection {
     pub stats: RedisStats,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Active,
-    /// Pub/sub, `MONITOR` or replication stream: every byte is ignored.
-    Ignore,
-    /// After `on_close`.
-    Closed,
-    /// Not Redis: `Reject` was returned and is returned again.
-    Rejected,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReplySync {
-    InSync,
-    /// Reply framing is lost; `may_resync` once the outstanding commands were finished.
-    Lost {
-        may_resync: bool,
-    },
-}
-
 /// A command sent, waiting for its reply.
+type Pending = stream::Pending<Awaited>;
+
+/// What a command sent means for its replies.
 #[derive(Debug)]
-struct Pending {
-    start_ns: u64,
-    request_size: u64,
-    operation: Option<String>,
-    query: Option<String>,
+struct Awaited {
     kind: CmdKind,
     /// Replies beyond the first one this command gets (`UNSUBSCRIBE a b`).
     extra_replies: u64,
-    partial: bool,
-    /// Stands for commands in uncaptured bytes: consumes replies, emits nothing.
-    hidden: bool,
-    /// Reply octets counted for it so far (a multi-reply command, lost sync).
-    reply_bytes: u64,
 }
 
 /// What a command does to the connection state, once answered.
@@ -295,12 +271,8 @@ impl RedisConnection {
     }
 
     fn handle_segment(&mut self, seg: &Segment<'_>, out: &mut Vec<Exchange>) -> Verdict {
-        match self.mode {
-            Mode::Rejected => return Verdict::Reject,
-            Mode::Ignore | Mode::Closed => return Verdict::Continue,
-            // No bytes moved (EOF reads, empty writes): nothing to see, not even a time.
-            Mode::Active if seg_total(seg) == 0 => return Verdict::Continue,
-            Mode::Active => {}
+        if let Some(v) = self.mode.skips(seg) {
+            return v;
         }
         if seg.direction == self.role.request_direction() {
             self.on_commands(seg, out)
@@ -385,23 +357,25 @@ impl RedisConnection {
             request_size: cmd.size,
             operation,
             query,
-            kind,
-            extra_replies,
             partial,
             hidden: false,
             reply_bytes: 0,
+            proto: Awaited {
+                kind,
+                extra_replies,
+            },
         };
         // Commands the server will not answer are finished now, so that replies stay paired.
         if (self.reply_off && kind != CmdKind::ReplyOn) || self.skip_next {
             self.skip_next = false;
-            out.push(self.exchange(p, ts, 0, false, false, None));
+            out.push(p.exchange(self.db_conn(), ts, 0, false, false, None));
             return;
         }
         match kind {
             CmdKind::ReplyOff | CmdKind::ReplySkip => {
                 self.reply_off = kind == CmdKind::ReplyOff;
                 self.skip_next = kind == CmdKind::ReplySkip;
-                out.push(self.exchange(p, ts, 0, false, false, None));
+                out.push(p.exchange(self.db_conn(), ts, 0, false, false, None));
                 return;
             }
             CmdKind::ReplyOn => self.reply_off = false,
@@ -415,7 +389,9 @@ impl RedisConnection {
             if let Some(old) = self.pending.pop_front()
                 && !old.hidden
             {
-                self.skip_replies = self.skip_replies.saturating_add(1 + old.extra_replies);
+                self.skip_replies = self
+                    .skip_replies
+                    .saturating_add(1 + old.proto.extra_replies);
             }
             self.stats.dropped_pending += 1;
         }
@@ -429,17 +405,13 @@ impl RedisConnection {
             self.on_command(cmd, ts, true, out);
         }
         if !self.reply_off {
-            self.enqueue(Pending {
-                start_ns: ts,
-                request_size: 0,
-                operation: None,
-                query: None,
-                kind: CmdKind::Plain,
-                extra_replies: 0,
-                partial: true,
-                hidden: true,
-                reply_bytes: 0,
-            });
+            self.enqueue(Pending::hidden(
+                ts,
+                Awaited {
+                    kind: CmdKind::Plain,
+                    extra_replies: 0,
+                },
+            ));
         }
         self.req.reset();
         self.req_lost = true;
@@ -451,7 +423,7 @@ impl RedisConnection {
         self.last_reply_ns = ts;
         match self.reply_sync {
             ReplySync::Lost { may_resync: false } => {
-                self.count_lost_reply(seg_total(seg));
+                add_lost_reply(&mut self.pending, seg_total(seg));
                 return;
             }
             ReplySync::Lost { may_resync: true } => {
@@ -489,7 +461,7 @@ impl RedisConnection {
                     if line_end {
                         let size = std::mem::take(&mut self.stream_line);
                         if let Some(p) = self.pending.pop_front() {
-                            out.push(self.exchange(p, ts, size, false, false, None));
+                            out.push(p.exchange(self.db_conn(), ts, size, false, false, None));
                         }
                         self.enter_ignore();
                         return;
@@ -513,7 +485,7 @@ impl RedisConnection {
                         self.resp = ReplyReader::default();
                         self.reply_sync = ReplySync::Lost { may_resync: false };
                         self.flush_due = true;
-                        self.count_lost_reply(lost);
+                        add_lost_reply(&mut self.pending, lost);
                         return;
                     }
                 }
@@ -524,13 +496,7 @@ impl RedisConnection {
     fn front_is_stream(&self) -> bool {
         self.pending
             .front()
-            .is_some_and(|p| !p.hidden && p.kind == CmdKind::Stream)
-    }
-
-    fn count_lost_reply(&mut self, n: u64) {
-        if let Some(p) = self.pending.front_mut() {
-            p.reply_bytes = p.reply_bytes.saturating_add(n);
-        }
+            .is_some_and(|p| !p.hidden && p.proto.kind == CmdKind::Stream)
     }
 
     fn on_reply(&mut self, r: Reply, ts: u64, out: &mut Vec<Exchange>) {
@@ -539,7 +505,7 @@ impl RedisConnection {
             let confirms = self.skip_replies == 0
                 && is_pubsub_confirmation(&r.first)
                 && self.pending.front().is_some_and(|p| {
-                    !p.hidden && matches!(p.kind, CmdKind::Subscribe | CmdKind::Unsubscribe)
+                    !p.hidden && matches!(p.proto.kind, CmdKind::Subscribe | CmdKind::Unsubscribe)
                 });
             if !confirms {
                 return;
@@ -556,8 +522,8 @@ impl RedisConnection {
         if front.hidden {
             return;
         }
-        if front.extra_replies > 0 {
-            front.extra_replies -= 1;
+        if front.proto.extra_replies > 0 {
+            front.proto.extra_replies -= 1;
             front.reply_bytes = front.reply_bytes.saturating_add(r.size);
             return;
         }
@@ -567,7 +533,7 @@ impl RedisConnection {
         let error = matches!(r.ty, b'-' | b'!');
         let status = if error { error_code(&r.text) } else { None };
         let simple = if r.ty == b'+' { r.text.as_slice() } else { b"" };
-        match p.kind {
+        match p.proto.kind {
             CmdKind::Select(Some(n)) if simple == b"OK" => self.db = Some(n),
             CmdKind::Select(Some(n)) if simple == b"QUEUED" && self.in_tx => self.tx_db = Some(n),
             CmdKind::Multi if !error => {
@@ -597,9 +563,9 @@ impl RedisConnection {
             }
             _ => {}
         }
-        let switch = matches!(p.kind, CmdKind::Subscribe | CmdKind::Stream) && !error;
+        let switch = matches!(p.proto.kind, CmdKind::Subscribe | CmdKind::Stream) && !error;
         let size = p.reply_bytes.saturating_add(r.size);
-        out.push(self.exchange(p, ts, size, false, error, status));
+        out.push(p.exchange(self.db_conn(), ts, size, false, error, status));
         if switch {
             self.enter_ignore();
         }
@@ -608,15 +574,8 @@ impl RedisConnection {
     /// Finishes every outstanding command as incomplete (sync was lost and a new command
     /// starts: the client is done waiting for them).
     fn flush(&mut self, ts: u64, out: &mut Vec<Exchange>) {
-        let last = self.last_reply_ns;
-        while let Some(p) = self.pending.pop_front() {
-            if p.hidden {
-                continue;
-            }
-            let end = if last >= p.start_ns { last } else { ts };
-            let size = p.reply_bytes;
-            out.push(self.exchange(p, end, size, true, false, None));
-        }
+        let to = self.db_conn();
+        finish_waiting(&mut self.pending, &to, self.last_reply_ns, ts, out);
         // A reply still being read belongs to a command just finished.
         self.skip_replies = u64::from(!self.resp.idle());
         self.stream_line = 0;
@@ -645,52 +604,24 @@ impl RedisConnection {
         }
     }
 
-    fn exchange(
-        &self,
-        p: Pending,
-        end_ns: u64,
-        response_size: u64,
-        incomplete: bool,
-        error: bool,
-        status_code: Option<String>,
-    ) -> Exchange {
-        Exchange {
-            start_ns: p.start_ns,
-            end_ns: end_ns.max(p.start_ns),
-            request_size: p.request_size,
-            response_size,
-            flags: ExchangeFlags {
-                partial: p.partial,
-                incomplete,
-            },
-            kind: Kind::Db(Db {
-                system: DbSystem::Redis,
-                operation: p.operation,
-                collection: None,
-                namespace: self.db.map(|n| n.to_string()),
-                query: p.query,
-                status_code,
-                error,
-            }),
+    /// The system and the selected database, for the exchanges.
+    fn db_conn(&self) -> DbConn {
+        DbConn {
+            system: DbSystem::Redis,
+            namespace: self.db.map(|n| n.to_string()),
         }
     }
 
     fn close(&mut self, ts_ns: u64, out: &mut Vec<Exchange>) {
         if self.mode == Mode::Active {
             // The reply being read belongs to the oldest command.
-            let mut reading = if self.reply_sync == ReplySync::InSync && self.skip_replies == 0 {
+            let reading = if self.reply_sync == ReplySync::InSync && self.skip_replies == 0 {
                 self.resp.size_if_reading() + self.stream_line
             } else {
                 0
             };
-            while let Some(p) = self.pending.pop_front() {
-                if p.hidden {
-                    reading = 0;
-                    continue;
-                }
-                let size = p.reply_bytes.saturating_add(std::mem::take(&mut reading));
-                out.push(self.exchange(p, ts_ns, size, true, false, None));
-            }
+            let to = self.db_conn();
+            close_waiting(&mut self.pending, &to, reading, ts_ns, out);
         }
         if self.mode != Mode::Rejected {
             self.mode = Mode::Closed;
@@ -715,152 +646,6 @@ impl super::Parser for RedisConnection {
     fn parse_errors(&self) -> u64 {
         self.stats.lost_sync + self.stats.malformed + self.stats.orphan_replies
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Segment runs and lines.
-
-/// A stretch of a segment's bytes: captured, or known only by its length.
-#[derive(Clone, Copy, Debug)]
-enum Run<'a> {
-    Seen(&'a [u8]),
-    Unseen(u64),
-}
-
-impl<'a> Run<'a> {
-    fn len(&self) -> u64 {
-        match self {
-            Run::Seen(b) => b.len() as u64,
-            Run::Unseen(n) => *n,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Consumes up to `n` octets: the captured ones (empty when unseen) and how many.
-    fn take(&mut self, n: u64) -> (&'a [u8], u64) {
-        match self {
-            Run::Seen(b) => {
-                let k = usize::try_from(n).unwrap_or(usize::MAX).min(b.len());
-                let (head, rest) = b.split_at(k);
-                *b = rest;
-                (head, k as u64)
-            }
-            Run::Unseen(u) => {
-                let k = n.min(*u);
-                *u -= k;
-                (&[], k)
-            }
-        }
-    }
-}
-
-/// The octets a segment stands for (its head cannot be longer, whatever `total_len` says).
-fn seg_total(seg: &Segment<'_>) -> u64 {
-    seg.total_len.max(seg.data.len() as u64)
-}
-
-/// A segment as runs in order: the captured head, then unseen gaps and the extents past the
-/// head (the tail copy), then what remains unseen.
-fn runs<'a>(seg: &Segment<'a>) -> impl Iterator<Item = Run<'a>> + use<'a> {
-    let total = seg_total(seg);
-    let data = seg.data;
-    let mut extents = seg.extents.iter();
-    let mut pos = 0u64;
-    let mut started = false;
-    let mut queued: Option<Run<'a>> = None;
-    std::iter::from_fn(move || {
-        if let Some(r) = queued.take() {
-            return Some(r);
-        }
-        if !started {
-            started = true;
-            pos = data.len() as u64;
-            if !data.is_empty() {
-                return Some(Run::Seen(data));
-            }
-        }
-        for (off, bytes) in extents.by_ref() {
-            let end = off.saturating_add(bytes.len() as u64).min(total);
-            if off >= total || end <= pos {
-                continue;
-            }
-            let from = off.max(pos);
-            let lo = usize::try_from(from - off).unwrap_or(usize::MAX);
-            let hi = usize::try_from(end - off).unwrap_or(usize::MAX);
-            let seen = bytes.get(lo..hi).unwrap_or(&[]);
-            let gap = from - pos;
-            pos = end;
-            if gap > 0 {
-                queued = Some(Run::Seen(seen));
-                return Some(Run::Unseen(gap));
-            }
-            return Some(Run::Seen(seen));
-        }
-        if pos < total {
-            let gap = total - pos;
-            pos = total;
-            return Some(Run::Unseen(gap));
-        }
-        None
-    })
-}
-
-/// A line being received, possibly across segments; octets past `cap` are dropped.
-#[derive(Debug, Default)]
-struct LineBuf {
-    buf: Vec<u8>,
-    overflow: bool,
-}
-
-impl LineBuf {
-    /// Takes octets from `input` up to and including the next LF; true when the line is whole.
-    fn take(&mut self, input: &mut &[u8], cap: usize) -> bool {
-        let (part, rest, done) = match memchr(b'\n', input) {
-            Some(i) => {
-                let (part, rest) = input.split_at(i);
-                (part, rest.get(1..).unwrap_or(&[]), true)
-            }
-            None => (*input, &[][..], false),
-        };
-        let room = cap.saturating_sub(self.buf.len());
-        if part.len() > room {
-            self.overflow = true;
-        }
-        self.buf.extend_from_slice(part.get(..room).unwrap_or(part));
-        *input = rest;
-        done
-    }
-
-    /// The line without its CR (when the CR was kept).
-    fn line(&self) -> &[u8] {
-        self.buf.strip_suffix(b"\r").unwrap_or(&self.buf)
-    }
-
-    /// The line ended with CRLF (unknown, hence accepted, when it overflowed).
-    fn crlf(&self) -> bool {
-        self.overflow || self.buf.ends_with(b"\r")
-    }
-
-    /// Empties the line, zeroing it first: an inline `AUTH` line holds a password.
-    fn clear(&mut self) {
-        self.buf.fill(0);
-        self.buf.clear();
-        self.overflow = false;
-        if self.buf.capacity() > MAX_LINE {
-            self.buf = Vec::new();
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// A header or boundary fell in uncaptured bytes.
-    Unseen,
-    /// Not RESP.
-    Malformed,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,7 +724,7 @@ struct CommandReader {
 impl CommandReader {
     fn reset(&mut self) {
         self.state = CmdState::Idle;
-        self.line.clear();
+        self.line.clear(MAX_LINE);
         self.odd = false;
         self.cmd = Command::default();
     }
@@ -1017,7 +802,7 @@ impl CommandReader {
                     // Control octets other than CR are odd as soon as they are seen (a CR is odd
                     // only where it does not end the line: judged on the whole line).
                     if inline
-                        && (self.line.overflow
+                        && (self.line.overflowed()
                             || seen
                                 .get(..used)
                                 .unwrap_or(&[])
@@ -1027,13 +812,13 @@ impl CommandReader {
                         self.odd = true;
                     }
                     if !done {
-                        if !inline && self.line.overflow {
+                        if !inline && self.line.overflowed() {
                             return CmdStep::Bad(Fault::Malformed);
                         }
                         return CmdStep::More;
                     }
                     let step = self.on_line();
-                    self.line.clear();
+                    self.line.clear(MAX_LINE);
                     if let Some(step) = step {
                         return step;
                     }
@@ -1722,13 +1507,13 @@ impl ReplyReader {
                         .take(b, if long { MAX_LINE } else { MAX_HEADER_LINE });
                     self.size += (before - b.len()) as u64;
                     if !done {
-                        if !long && self.line.overflow {
+                        if !long && self.line.overflowed() {
                             return ReplyStep::Bad(Fault::Malformed);
                         }
                         return ReplyStep::More;
                     }
                     let r = self.on_line(t);
-                    self.line.clear();
+                    self.line.clear(MAX_LINE);
                     if let Err(fault) = r {
                         return ReplyStep::Bad(fault);
                     }
@@ -1921,10 +1706,6 @@ fn is_control(c: u8) -> bool {
     (c < 0x20 && c != b'\t') || c == 0x7f
 }
 
-fn memmem(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Detection.
 
@@ -2077,7 +1858,8 @@ fn detect_reply(data: &[u8]) -> Detected {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Extents, Parser};
+    use super::super::testing::{self, TestConn, db, op, query};
+    use super::super::{ExchangeFlags, Parser};
     use super::*;
 
     /// Builds a command as redis-py and most clients send it: an array of bulk strings.
@@ -2098,83 +1880,19 @@ mod tests {
         v
     }
 
-    fn db(e: &Exchange) -> &Db {
-        e.db().expect("a Db exchange")
-    }
+    type Conv = testing::Conv<RedisConnection>;
 
-    fn op(e: &Exchange) -> &str {
-        db(e).operation.as_deref().unwrap_or("")
-    }
-
-    fn query(e: &Exchange) -> &str {
-        db(e).query.as_deref().unwrap_or("")
-    }
-
-    /// One connection fed by a test, each call one segment at the next time stamp.
-    struct Conv {
-        conn: RedisConnection,
-        role: Role,
-        out: Vec<Exchange>,
-        ts: u64,
-    }
-
-    impl Conv {
-        fn new(role: Role, midway: bool) -> Self {
-            Conv {
-                conn: RedisConnection::new(role, midway),
-                role,
-                out: Vec::new(),
-                ts: 0,
-            }
+    impl TestConn for RedisConnection {
+        fn open(role: Role, joined_midway: bool) -> Self {
+            RedisConnection::new(role, joined_midway)
         }
 
-        fn client() -> Self {
-            Conv::new(Role::Client, false)
+        fn waiting(&self) -> usize {
+            self.pending()
         }
 
-        fn dir(&self, request: bool) -> Direction {
-            match (request, self.role.request_direction()) {
-                (true, d) => d,
-                (false, Direction::Ingress) => Direction::Egress,
-                (false, Direction::Egress) => Direction::Ingress,
-            }
-        }
-
-        /// A segment holding the first `bound` octets of `full` and an 8-octet tail copy.
-        fn feed(&mut self, request: bool, full: &[u8], bound: usize) -> Verdict {
-            self.ts += 1;
-            let n = bound.min(full.len());
-            let raw = if n < full.len() {
-                let t = &full[full.len().saturating_sub(8)..];
-                Extents::encode(&[((full.len() - t.len()) as u64, t)])
-            } else {
-                Vec::new()
-            };
-            let seg = Segment {
-                direction: self.dir(request),
-                ts_ns: self.ts,
-                data: &full[..n],
-                total_len: full.len() as u64,
-                extents: Extents::new(&raw),
-            };
-            self.conn.on_segment(&seg, &mut self.out)
-        }
-
-        fn cmd(&mut self, b: &[u8]) -> Verdict {
-            self.feed(true, b, usize::MAX)
-        }
-
-        fn reply(&mut self, b: &[u8]) -> Verdict {
-            self.feed(false, b, usize::MAX)
-        }
-
-        fn close(&mut self) {
-            self.ts += 1;
-            self.conn.on_close(self.ts, &mut self.out);
-        }
-
-        fn take(&mut self) -> Vec<Exchange> {
-            std::mem::take(&mut self.out)
+        fn check_bounds(&self) {
+            assert!(self.pending() <= MAX_PENDING);
         }
     }
 
@@ -3087,70 +2805,21 @@ mod tests {
         for _ in 0..100 {
             c.cmd(&[b'a'; 1000]);
         }
-        assert!(c.conn.req.line.buf.capacity() <= 2 * MAX_LINE);
-    }
-
-    /// A small deterministic generator for the garbage tests.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
+        assert!(c.conn.req.line.capacity() <= 2 * MAX_LINE);
     }
 
     #[test]
     fn garbage_never_panics() {
-        let mut rng = Lcg(7);
         let alphabet = b"*$+-:_,#!=(%~|>\r\n0123456789-?abcGETSUBSCRIBE ";
         let (cmds, replies, _) = pipeline(20);
-        for round in 0..3000 {
-            let midway = round % 3 == 0;
-            let role = if round % 2 == 0 {
-                Role::Client
-            } else {
-                Role::Server
-            };
-            let mut c = Conv::new(role, midway);
-            for _ in 0..(rng.next() % 12) {
-                let len = (rng.next() % 200) as usize;
-                let mut buf: Vec<u8> = match rng.next() % 4 {
-                    0 => (0..len).map(|_| rng.next() as u8).collect(),
-                    1 => (0..len)
-                        .map(|_| alphabet[(rng.next() as usize) % alphabet.len()])
-                        .collect(),
-                    2 => {
-                        let from = (rng.next() as usize) % cmds.len();
-                        cmds[from..(from + len).min(cmds.len())].to_vec()
-                    }
-                    _ => {
-                        let from = (rng.next() as usize) % replies.len();
-                        replies[from..(from + len).min(replies.len())].to_vec()
-                    }
-                };
-                if rng.next().is_multiple_of(5) {
-                    buf.extend(std::iter::repeat_n(b'z', (rng.next() % 3000) as usize));
-                }
-                let bound = [8, 16, 64, 1024, usize::MAX][(rng.next() % 5) as usize];
-                c.feed(rng.next().is_multiple_of(2), &buf, bound);
-                assert!(c.conn.pending() <= MAX_PENDING);
-            }
-            c.close();
-            assert_eq!(c.conn.pending(), 0);
-            for e in c.take() {
-                assert!(e.end_ns >= e.start_ns);
-                let d = db(&e);
-                assert!(
-                    d.query
-                        .as_ref()
-                        .is_none_or(|q| q.len() <= 2 * MAX_NAME_LEN + MAX_KEY_LEN * 4 + 2)
-                );
-            }
-        }
+        testing::garbage_pipelines::<RedisConnection>(7, alphabet, &cmds, &replies, |e| {
+            assert!(
+                db(e)
+                    .query
+                    .as_ref()
+                    .is_none_or(|q| q.len() <= 2 * MAX_NAME_LEN + MAX_KEY_LEN * 4 + 2)
+            );
+        });
     }
 
     #[test]
@@ -3162,33 +2831,5 @@ mod tests {
         c.reply(b"+PONG\r\n");
         assert_eq!(c.take().len(), 1);
         assert_eq!(c.conn.parse_errors(), 0);
-    }
-
-    #[test]
-    fn runs_cover_head_gap_and_tail() {
-        let full: Vec<u8> = (0..40u8).collect();
-        let raw = Extents::encode(&[(32, &full[32..])]);
-        let seg = Segment {
-            direction: Direction::Egress,
-            ts_ns: 1,
-            data: &full[..10],
-            total_len: 40,
-            extents: Extents::new(&raw),
-        };
-        let r: Vec<String> = runs(&seg).map(|r| format!("{r:?}")).collect();
-        assert_eq!(r.len(), 3);
-        assert!(r[1].contains("Unseen(22)"));
-        // A tail overlapping the head is clipped; bad extents are ignored.
-        let raw = Extents::encode(&[(5, &full[5..12]), (100, b"zz")]);
-        let seg = Segment {
-            direction: Direction::Egress,
-            ts_ns: 1,
-            data: &full[..10],
-            total_len: 12,
-            extents: Extents::new(&raw),
-        };
-        let total: u64 = runs(&seg).map(|r| r.len()).sum();
-        assert_eq!(total, 12);
-        assert!(runs(&seg).all(|r| matches!(r, Run::Seen(_))));
     }
 }

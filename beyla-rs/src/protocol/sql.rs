@@ -25,6 +25,8 @@
 //! zeroed once the message has been handled, so statement values and authentication data are
 //! not kept beyond the message in flight.
 
+use std::sync::Arc;
+
 use memchr::{memchr, memchr2, memmem};
 
 /// Longest summarized statement text (octets); longer texts are cut at a character boundary.
@@ -1125,15 +1127,11 @@ impl<K: std::hash::Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 }
 
-/// The last `n` octets of a segment, when known: from the captured head when it holds the
-/// whole segment, else from the tail copy.
-pub(super) fn segment_end<'a>(seg: &super::Segment<'a>, n: usize) -> Option<&'a [u8]> {
-    let b = if seg.is_complete() {
-        seg.data
-    } else {
-        seg.tail()
-    };
-    b.len().checked_sub(n).and_then(|s| b.get(s..))
+/// The summary of statement text as a parser captured it: at most [`MAX_KEEP`] octets, decoded
+/// lossily (the cut may split a character), shared by every exchange that runs the statement.
+pub(super) fn summarize_captured(text: &[u8], dialect: Dialect) -> Arc<Summary> {
+    let text = text.get(..MAX_KEEP).unwrap_or(text);
+    Arc::new(summarize_with(&String::from_utf8_lossy(text), dialect))
 }
 
 #[cfg(test)]
@@ -1762,18 +1760,5 @@ mod tests {
         m.insert(4, 40);
         assert_eq!(m.len(), 3);
         assert_eq!(m.get(&2), Some(&20));
-    }
-
-    #[test]
-    fn segment_end_uses_tail_or_data() {
-        let data = b"xxxxZ\0\0\0\x05I";
-        let mut sg = seg(data, data.len() as u64);
-        assert_eq!(segment_end(&sg, 6), Some(&b"Z\0\0\0\x05I"[..]));
-        sg.data = &data[..3];
-        assert_eq!(segment_end(&sg, 6), None);
-        let ext = super::super::Extents::test_tail(data, 8);
-        sg.extents = ext;
-        assert_eq!(segment_end(&sg, 6), Some(&b"Z\0\0\0\x05I"[..]));
-        assert_eq!(segment_end(&sg, 9), None);
     }
 }
