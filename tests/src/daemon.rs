@@ -196,12 +196,7 @@ impl DaemonBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("OTEL_") || k.starts_with("BEYLA_") {
-                cmd.env_remove(&*k);
-            }
-        }
+        crate::fixtures::clean_env(&mut cmd);
         let level = std::env::var("BEYLA_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
         cmd.env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
             .env("OTEL_BSP_SCHEDULE_DELAY", "200")

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::{OutputBuf, tail};
 use crate::expect::{resource_violations, time_violations};
-use crate::fixtures::{self, ServerProcess};
+use crate::fixtures::{self, ServerProcess, clean_env};
 use crate::otlp::{ReceivedSpan, SpanKind, SpanStatus, dump_spans};
 
 /// Password of the `postgres` role for TCP connections (SCRAM-SHA-256; local: trust).
@@ -36,10 +36,7 @@ pub fn db_start_timeout() -> Duration {
     crate::scaled(Duration::from_secs(60))
 }
 
-/// How long one client command may take.
-pub fn client_timeout() -> Duration {
-    crate::scaled(Duration::from_secs(60))
-}
+pub use crate::fixtures::client_timeout;
 
 /// Which database a [`DbServer`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,16 +141,6 @@ fn run_ok(what: &str, cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Removes the harness's own selection variables from a child's environment.
-fn clean_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("OTEL_") || k.starts_with("BEYLA_") {
-            cmd.env_remove(&*k);
-        }
-    }
 }
 
 impl DbServer {

@@ -149,6 +149,22 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Removes the test's own `OTEL_*`/`BEYLA_*` variables from a child's environment: a fixture
+/// must not inherit the selection and exporter settings meant for the daemon.
+pub fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("OTEL_") || k.starts_with("BEYLA_") {
+            cmd.env_remove(&*k);
+        }
+    }
+}
+
+/// How long a client fixture may take for its calls (one command, one run of a plan).
+pub fn client_timeout() -> Duration {
+    crate::scaled(Duration::from_secs(60))
+}
+
 /// Spawns `cmd` in its own process group with captured output, waits until `port` accepts.
 pub fn spawn_server(
     name: &str,
@@ -156,12 +172,7 @@ pub fn spawn_server(
     port: u16,
     dir: Option<tempfile::TempDir>,
 ) -> ServerProcess {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("OTEL_") || k.starts_with("BEYLA_") {
-            cmd.env_remove(&*k);
-        }
-    }
+    clean_env(&mut cmd);
     crate::die_with_parent(&mut cmd, libc::SIGKILL);
     cmd.process_group(0)
         .stdin(Stdio::null())

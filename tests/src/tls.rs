@@ -423,20 +423,8 @@ fn client_command(
     cmd
 }
 
-/// Removes the test's own `OTEL_*`/`BEYLA_*` variables (as the fixtures do).
-fn clean_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("OTEL_") || k.starts_with("BEYLA_") {
-            cmd.env_remove(&*k);
-        }
-    }
-}
-
-/// How long a client fixture may take for its calls.
-pub fn client_timeout() -> Duration {
-    crate::scaled(Duration::from_secs(60))
-}
+use crate::fixtures::clean_env;
+pub use crate::fixtures::client_timeout;
 
 fn run_json(what: &str, mut cmd: Command) -> serde_json::Value {
     clean_env(&mut cmd);
