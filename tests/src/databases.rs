@@ -15,14 +15,14 @@ use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{OutputBuf, tail};
 use crate::expect::{resource_violations, time_violations};
-use crate::fixtures::{self, ServerProcess, clean_env};
+use crate::fixtures::{self, ServerProcess, StdinChild, clean_env};
 use crate::otlp::{ReceivedSpan, SpanKind, SpanStatus, dump_spans};
 
 /// Password of the `postgres` role for TCP connections (SCRAM-SHA-256; local: trust).
@@ -537,8 +537,7 @@ pub fn db_app_script() -> PathBuf {
 /// a line on stdout. With a listening port it is instrumented by a daemon selecting that
 /// port. It exits when [`DbClient::finish`] closes its stdin (killed on drop).
 pub struct DbClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    proc: StdinChild,
     lines: Receiver<String>,
     stderr: Arc<OutputBuf>,
     seen: Vec<String>,
@@ -555,16 +554,9 @@ impl DbClient {
         }
         // Library deprecation warnings would only clutter the failure output.
         cmd.env("PYTHONWARNINGS", "ignore");
-        clean_env(&mut cmd);
-        crate::die_with_parent(&mut cmd, libc::SIGKILL);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start db_app.py ({cmd:?}): {e}"));
+        let mut proc = StdinChild::spawn("db_app.py", cmd);
         let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = proc.child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -574,37 +566,23 @@ impl DbClient {
             }
         });
         let stderr = Arc::new(OutputBuf::default());
-        stderr.capture(child.stderr.take().unwrap(), None);
+        stderr.capture(proc.child.stderr.take().unwrap(), None);
         let mut c = DbClient {
-            stdin: child.stdin.take(),
-            child,
+            proc,
             lines,
             stderr,
             seen: Vec::new(),
         };
-        if let Some(l) = listen {
-            let deadline = Instant::now() + fixtures::start_timeout();
-            while !crate::port_accepts(l) {
-                if let Ok(Some(st)) = c.child.try_wait() {
-                    std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "db_app.py exited with {st} before listening on {l}:\n{}",
-                        c.output()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "db_app.py did not listen on {l}:\n{}",
-                    c.output()
-                );
-                std::thread::sleep(Duration::from_millis(25));
-            }
+        if let Some(l) = listen
+            && let Err(why) = c.proc.wait_listening(l)
+        {
+            panic!("db_app.py {why}:\n{}", c.output());
         }
         c
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
     /// Basename of the interpreter's executable (`process.executable.name` of its spans).
@@ -623,7 +601,7 @@ impl DbClient {
     /// Runs one command (`{"run": scenario, …}`); returns its answer. Panics when the
     /// scenario failed (`"ok": false`) or gave no answer in time.
     pub fn run(&mut self, cmd: serde_json::Value) -> serde_json::Value {
-        let stdin = self.stdin.as_mut().expect("client finished");
+        let stdin = self.proc.stdin.as_mut().expect("client finished");
         writeln!(stdin, "{cmd}")
             .and_then(|()| stdin.flush())
             .unwrap_or_else(|e| panic!("db_app.py: cannot write to stdin: {e}"));
@@ -656,37 +634,20 @@ impl DbClient {
 
     /// Closes stdin and waits for a clean exit.
     pub fn finish(mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + fixtures::start_timeout();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => {
-                    assert!(
-                        st.success(),
-                        "db_app.py exited with {st}:\n{}",
-                        self.output()
-                    );
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => panic!(
-                    "db_app.py did not exit after stdin closed:\n{}",
-                    self.output()
-                ),
-            }
+        match self.proc.close_and_wait(fixtures::start_timeout()) {
+            Ok(st) => assert!(
+                st.success(),
+                "db_app.py exited with {st}:\n{}",
+                self.output()
+            ),
+            Err(why) => panic!("db_app.py {why}:\n{}", self.output()),
         }
     }
 }
 
 impl Drop for DbClient {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.proc.stop();
         if std::thread::panicking() {
             eprintln!("--- db_app.py client ---\n{}", self.output());
         }
@@ -714,8 +675,7 @@ pub fn web_app(port: u16, pg_port: u16, redis_port: u16) -> ServerProcess {
 /// An interactive `psql` (the real binary, [`psql_path`]) reading a script from its stdin:
 /// connected to `db` at start, it waits for [`Psql::run`] to send it commands.
 pub struct Psql {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    proc: StdinChild,
     output: Arc<OutputBuf>,
 }
 
@@ -732,59 +692,31 @@ impl Psql {
                 &server.port().to_string(),
             ])
             .args(["-U", "postgres", "-d", db]);
-        clean_env(&mut cmd);
-        crate::die_with_parent(&mut cmd, libc::SIGKILL);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start psql: {e}"));
+        let mut proc = StdinChild::spawn("psql", cmd);
         let output = Arc::new(OutputBuf::default());
-        output.capture(child.stdout.take().unwrap(), None);
-        output.capture(child.stderr.take().unwrap(), None);
-        Psql {
-            stdin: child.stdin.take(),
-            child,
-            output,
-        }
+        output.capture(proc.child.stdout.take().unwrap(), None);
+        output.capture(proc.child.stderr.take().unwrap(), None);
+        Psql { proc, output }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
     /// Sends `script`, closes stdin and waits for psql to exit; returns its exit status and
     /// output (stdout and stderr).
     pub fn run(mut self, script: &str) -> (ExitStatus, String) {
-        let mut stdin = self.stdin.take().expect("psql stdin");
+        let stdin = self.proc.stdin.as_mut().expect("psql stdin");
         stdin
             .write_all(script.as_bytes())
             .unwrap_or_else(|e| panic!("psql: cannot write its script: {e}"));
-        drop(stdin);
-        let deadline = Instant::now() + client_timeout();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    return (st, self.output.text());
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => panic!("psql did not finish its script:\n{}", self.output.text()),
+        match self.proc.close_and_wait(client_timeout()) {
+            Ok(st) => {
+                std::thread::sleep(Duration::from_millis(50));
+                (st, self.output.text())
             }
+            Err(_) => panic!("psql did not finish its script:\n{}", self.output.text()),
         }
-    }
-}
-
-impl Drop for Psql {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 

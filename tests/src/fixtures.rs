@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,86 @@ pub fn clean_env(cmd: &mut Command) {
 /// How long a client fixture may take for its calls (one command, one run of a plan).
 pub fn client_timeout() -> Duration {
     crate::scaled(Duration::from_secs(60))
+}
+
+/// A fixture process driven through its stdin (a client that waits for commands, `psql`
+/// reading a script): all three streams piped (the owner takes stdout and stderr), the
+/// environment cleaned, killed with the test process and, at the latest, on drop.
+pub struct StdinChild {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+}
+
+impl StdinChild {
+    pub fn spawn(name: &str, mut cmd: Command) -> StdinChild {
+        clean_env(&mut cmd);
+        crate::die_with_parent(&mut cmd, libc::SIGKILL);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        StdinChild {
+            stdin: child.stdin.take(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `port` accepts; why not, if the process exits first or [`start_timeout`]
+    /// passes (the caller adds the output).
+    pub fn wait_listening(&mut self, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + start_timeout();
+        while !crate::port_accepts(port) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the output readers catch up with what it printed last.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("exited with {st} before listening on {port}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "did not listen on {port} within {:?}",
+                    start_timeout()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(())
+    }
+
+    /// Closes stdin and waits up to `timeout` for the exit status.
+    pub fn close_and_wait(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Ok(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return Err("did not exit after stdin closed".to_owned()),
+            }
+        }
+    }
+
+    /// Closes stdin, kills the process if it still runs, and reaps it.
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StdinChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Spawns `cmd` in its own process group with captured output, waits until `port` accepts.

@@ -18,13 +18,12 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::daemon::OutputBuf;
 use crate::expect;
-use crate::fixtures::{self, Nginx, NginxOpts, ServerKind, ServerOpts, ServerProcess};
+use crate::fixtures::{self, Nginx, NginxOpts, ServerKind, ServerOpts, ServerProcess, StdinChild};
 use crate::otlp::ReceivedSpan;
 
 /// `https://127.0.0.1:<port><path>` (the certificates name 127.0.0.1).
@@ -466,9 +465,8 @@ pub fn run_https_client(
 /// instruments it) and then waits: start it before the daemon, start the daemon, then
 /// [`HeldClient::go`]. It exits when [`HeldClient::finish`] closes its stdin (or on drop).
 pub struct HeldClient {
-    child: Child,
+    proc: StdinChild,
     name: String,
-    stdin: Option<ChildStdin>,
     stdout: Arc<OutputBuf>,
     stderr: Arc<OutputBuf>,
     result: Option<serde_json::Value>,
@@ -477,43 +475,21 @@ pub struct HeldClient {
 impl HeldClient {
     /// Spawns `cmd` (which must bind 127.0.0.1:`listen`, then wait for a line on stdin, do
     /// its work, print one JSON line, and exit at stdin EOF); returns once `listen` accepts.
-    pub fn spawn(name: &str, mut cmd: Command, listen: u16) -> HeldClient {
-        clean_env(&mut cmd);
-        crate::die_with_parent(&mut cmd, libc::SIGKILL);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+    pub fn spawn(name: &str, cmd: Command, listen: u16) -> HeldClient {
+        let mut proc = StdinChild::spawn(name, cmd);
         let stdout = Arc::new(OutputBuf::default());
         let stderr = Arc::new(OutputBuf::default());
-        stdout.capture(child.stdout.take().unwrap(), None);
-        stderr.capture(child.stderr.take().unwrap(), None);
+        stdout.capture(proc.child.stdout.take().unwrap(), None);
+        stderr.capture(proc.child.stderr.take().unwrap(), None);
         let mut c = HeldClient {
-            stdin: child.stdin.take(),
-            child,
+            proc,
             name: name.to_string(),
             stdout,
             stderr,
             result: None,
         };
-        let deadline = Instant::now() + fixtures::start_timeout();
-        while !crate::port_accepts(listen) {
-            if let Ok(Some(st)) = c.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "{name} exited with {st} before listening on {listen}:\n{}",
-                    c.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen on {listen} within {:?}:\n{}",
-                fixtures::start_timeout(),
-                c.output()
-            );
-            std::thread::sleep(Duration::from_millis(25));
+        if let Err(why) = c.proc.wait_listening(listen) {
+            panic!("{name} {why}:\n{}", c.output());
         }
         c
     }
@@ -550,7 +526,7 @@ impl HeldClient {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
     /// Captured stdout and stderr.
     pub fn output(&self) -> String {
@@ -563,12 +539,12 @@ impl HeldClient {
 
     /// Lets the client do its work; returns its JSON line (the process stays alive).
     pub fn go(&mut self) -> serde_json::Value {
-        let stdin = self.stdin.as_mut().expect("go() twice");
+        let stdin = self.proc.stdin.as_mut().expect("go() twice");
         stdin
             .write_all(b"go\n")
             .and_then(|()| stdin.flush())
             .unwrap_or_else(|e| panic!("{}: cannot write to stdin: {e}", self.name));
-        let child = &mut self.child;
+        let child = &mut self.proc.child;
         let done = self.stdout.wait_for("}\n", client_timeout(), || {
             matches!(child.try_wait(), Ok(Some(_)))
         });
@@ -594,39 +570,21 @@ impl HeldClient {
 
     /// Closes stdin and waits for a clean exit.
     pub fn finish(mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + fixtures::start_timeout();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => {
-                    assert!(
-                        st.success(),
-                        "{} exited with {st}:\n{}",
-                        self.name,
-                        self.output()
-                    );
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => panic!(
-                    "{} did not exit after stdin closed:\n{}",
-                    self.name,
-                    self.output()
-                ),
-            }
+        match self.proc.close_and_wait(fixtures::start_timeout()) {
+            Ok(st) => assert!(
+                st.success(),
+                "{} exited with {st}:\n{}",
+                self.name,
+                self.output()
+            ),
+            Err(why) => panic!("{} {why}:\n{}", self.name, self.output()),
         }
     }
 }
 
 impl Drop for HeldClient {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.proc.stop();
         if std::thread::panicking() {
             eprintln!("--- {} ---\n{}", self.name, self.output());
         }
