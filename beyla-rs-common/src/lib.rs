@@ -108,6 +108,10 @@ pub enum EventKind {
     /// A tracked connection's fd was duplicated; `fd` is the new fd, `aux` the old one. The
     /// connection lives until its last fd is closed.
     Dup = 9,
+    /// A tracked connection's fd was sent to a process (`SCM_RIGHTS`); `fd` is the sender's.
+    /// The message in flight holds a reference, as a duplicated fd does; the receiver's fd
+    /// is registered as the same connection when it arrives.
+    Passed = 10,
 }
 
 impl EventKind {
@@ -122,6 +126,7 @@ impl EventKind {
             7 => Self::Exec,
             8 => Self::Exit,
             9 => Self::Dup,
+            10 => Self::Passed,
             _ => return None,
         })
     }
@@ -184,6 +189,11 @@ pub const EVENT_FLAG_MIDWAY: u8 = 1;
 /// connection is the socket the library reads and writes.
 pub const EVENT_FLAG_TLS: u8 = 2;
 
+/// [`EventHeader::flags`] of data events: bytes of this connection moved before these were
+/// not captured (a record lost: ring buffer full, user memory unreadable), so these may start
+/// in the middle of a message. The daemon joins the connection anew from here.
+pub const EVENT_FLAG_AFTER_LOSS: u8 = 4;
+
 /// Accept/connect events of the socket-level backends carry two socket addresses, each in
 /// [`SOCKADDR_LEN`] bytes: the peer's, then the local one.
 pub const SOCKADDR_PAIR_LEN: usize = 2 * SOCKADDR_LEN;
@@ -203,7 +213,12 @@ pub struct ConnInfo {
     pub role: u8,
     /// `CONN_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero while a record of the connection's bytes was lost (ring buffer full, user
+    /// memory unreadable) and no later one was sent: the next carries
+    /// [`EVENT_FLAG_AFTER_LOSS`]. A byte of its own, written in place by the data path alone,
+    /// so that it never races with the updates of `flags`.
+    pub lost: u8,
+    pub _pad: [u8; 5],
     /// The syscall backend's account of the fd, changed in place by atomic compare-and-exchange
     /// only: [`FD_CLOSED`] or [`FD_DISPLACED`], or else the number of closes of earlier
     /// connections on this fd that have not returned yet. A syscall's exit is the only point
@@ -234,7 +249,8 @@ impl ConnInfo {
             conn_id,
             role,
             flags: 0,
-            _pad: [0; 6],
+            lost: 0,
+            _pad: [0; 5],
             fd_state: 0,
         }
     }

@@ -6,8 +6,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user};
 use beyla_rs_common::{
-    CONN_WIDE_CAPTURE, ConnInfo, EVENT_HEADER_LEN, EXTENT_HEADER_LEN, EventKind, MAX_CAPTURE,
-    MAX_EXTENTS_LEN, MAX_IOV, TAIL_LEN, WIDE_TAIL_LEN, h2walk_key,
+    CONN_WIDE_CAPTURE, ConnInfo, EVENT_FLAG_AFTER_LOSS, EVENT_HEADER_LEN, EXTENT_HEADER_LEN,
+    EventKind, MAX_CAPTURE, MAX_EXTENTS_LEN, MAX_IOV, TAIL_LEN, WIDE_TAIL_LEN, h2walk_key,
 };
 
 use crate::{
@@ -46,6 +46,40 @@ pub enum Source {
 )]
 #[inline(always)]
 pub fn data(
+    key: u64,
+    conn: ConnInfo,
+    direction: u8,
+    src: Source,
+    ret: u64,
+    pid_tgid: u64,
+    fd: i32,
+    flags: u8,
+) -> Res {
+    let after_loss = conn.lost != 0;
+    let flags = if after_loss {
+        flags | EVENT_FLAG_AFTER_LOSS
+    } else {
+        flags
+    };
+    let sent = send(key, conn, direction, src, ret, pid_tgid, fd, flags);
+    // A lost record leaves a hole in the connection's bytes: flag the connection so that the
+    // next record says so (the daemon then resynchronises instead of misreading what
+    // follows). Written in place, only when it changes.
+    if sent.is_err() != after_loss
+        && let Some(p) = CONNS.get_ptr_mut(&key)
+    {
+        // SAFETY: map value byte write; only this path writes `lost`.
+        unsafe { (*p).lost = sent.is_err() as u8 };
+    }
+    sent
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what one call moved; both backends fill these from different places"
+)]
+#[inline(always)]
+fn send(
     key: u64,
     conn: ConnInfo,
     direction: u8,

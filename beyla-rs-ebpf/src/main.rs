@@ -2,6 +2,7 @@
 //!
 //! - `maps`: the maps shared with the daemon and their accessors;
 //! - `scratch`: the per-CPU workspace (the record being built, the loops' state);
+//! - `files`: from a descriptor to its open file and socket (BTF offsets);
 //! - `record`: building records in it, bounded user-memory copies, submitting to the ring
 //!   buffer;
 //! - `data`: the backend-neutral data path (head, tail copy or HTTP/2 frame extents), with
@@ -27,6 +28,7 @@
 )]
 
 mod data;
+mod files;
 mod h2walk;
 mod maps;
 mod process;

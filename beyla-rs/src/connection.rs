@@ -187,7 +187,8 @@ impl Connections {
     }
 
     /// Feed one data event. `role_hint` is used for connections the daemon never saw open;
-    /// `tls`: the segment is a TLS library's plaintext, not socket bytes.
+    /// `tls`: the segment is a TLS library's plaintext, not socket bytes; `after_loss`: the
+    /// kernel lost bytes of the connection just before these.
     #[expect(clippy::too_many_arguments, reason = "the fields of one kernel event")]
     pub fn data(
         &mut self,
@@ -196,6 +197,7 @@ impl Connections {
         fd: u32,
         role_hint: Option<Role>,
         tls: bool,
+        after_loss: bool,
         seg: &Segment<'_>,
         out: &mut Vec<Finished>,
         stats: &crate::stats::Stats,
@@ -222,8 +224,12 @@ impl Connections {
         });
         conn.last_ns = seg.ts_ns;
         // The process that moves a connection's bytes serves it: a forking server's child
-        // (PostgreSQL's backends) after the parent accepted it.
-        conn.meta.tgid = tgid;
+        // (PostgreSQL's backends) after the parent accepted it, a worker the connection was
+        // passed to. Its fd is the one the kernel entry to remove is under.
+        if conn.meta.tgid != tgid {
+            conn.meta.tgid = tgid;
+            conn.fd = fd;
+        }
         if tls {
             if conn.tls != Tls::Plaintext {
                 // Whatever was parsed of the socket bytes is void: the plaintext starts with
@@ -269,6 +275,24 @@ impl Connections {
                 }
                 Tls::Encrypted { .. } => return DataOutcome::Continue,
             }
+        }
+        if after_loss {
+            // The bytes before these are gone: what the parser holds in flight goes out as
+            // incomplete, and parsing starts over as on a connection joined mid-way (from the
+            // next message that starts here or later) rather than misreading the rest.
+            if let Some(mut p) = conn.parser.take() {
+                self.scratch.clear();
+                p.on_close(seg.ts_ns, &mut self.scratch);
+                for exchange in self.scratch.drain(..) {
+                    out.push(Finished {
+                        role: conn.role,
+                        meta: conn.meta.clone(),
+                        exchange,
+                    });
+                }
+            }
+            conn.joined_midway = true;
+            crate::stats::Stats::inc(&stats.connections_resynced);
         }
         let role = conn.role;
         let server_port = match role {
@@ -477,7 +501,7 @@ mod tests {
         let mut out = Vec::new();
         c.open(1, 7, Role::Server, meta(10), false, 0);
         let feed = |c: &mut Connections, out: &mut Vec<Finished>, tls, s: &Segment<'_>| {
-            c.data(1, 10, 7, Some(Role::Server), tls, s, out, &stats)
+            c.data(1, 10, 7, Some(Role::Server), tls, false, s, out, &stats)
         };
         use Direction::{Egress, Ingress};
         assert_eq!(
@@ -515,7 +539,7 @@ mod tests {
         c.open(1, 7, Role::Server, meta(10), false, 0);
         let peek = seg(Direction::Ingress, 1, b"\x16");
         assert_eq!(
-            c.data(1, 10, 7, None, false, &peek, &mut out, &stats),
+            c.data(1, 10, 7, None, false, false, &peek, &mut out, &stats),
             DataOutcome::Continue
         );
         c.data(
@@ -524,6 +548,7 @@ mod tests {
             7,
             None,
             true,
+            false,
             &seg(Direction::Ingress, 2, REQUEST),
             &mut out,
             &stats,
@@ -534,6 +559,7 @@ mod tests {
             7,
             None,
             true,
+            false,
             &seg(Direction::Egress, 3, RESPONSE),
             &mut out,
             &stats,
@@ -559,12 +585,12 @@ mod tests {
         c.open(1, 7, Role::Server, meta(10), false, 0);
         let hello = seg(Direction::Ingress, 1, CLIENT_HELLO);
         assert_eq!(
-            c.data(1, 10, 7, None, false, &hello, &mut out, &stats),
+            c.data(1, 10, 7, None, false, false, &hello, &mut out, &stats),
             DataOutcome::Continue
         );
         let answer = seg(Direction::Egress, 2, b"HTTP/1.1 400 Bad Request\r\n\r\n");
         assert_eq!(
-            c.data(1, 10, 7, None, false, &answer, &mut out, &stats),
+            c.data(1, 10, 7, None, false, false, &answer, &mut out, &stats),
             DataOutcome::Drop { tgid: 10, fd: 7 }
         );
         assert!(out.is_empty());
@@ -585,17 +611,17 @@ mod tests {
         let hello = seg(Direction::Ingress, 1, CLIENT_HELLO);
         let app = seg(Direction::Ingress, 2, APP_DATA);
         assert_eq!(
-            c.data(1, 10, 7, None, false, &hello, &mut out, &stats),
+            c.data(1, 10, 7, None, false, false, &hello, &mut out, &stats),
             DataOutcome::Continue
         );
         assert_eq!(
-            c.data(1, 10, 7, None, false, &app, &mut out, &stats),
+            c.data(1, 10, 7, None, false, false, &app, &mut out, &stats),
             DataOutcome::Drop { tgid: 10, fd: 7 }
         );
         let req = seg(Direction::Ingress, 3, REQUEST);
-        c.data(2, 10, 8, None, false, &req, &mut out, &stats);
+        c.data(2, 10, 8, None, false, false, &req, &mut out, &stats);
         let resp = seg(Direction::Egress, 4, RESPONSE);
-        c.data(2, 10, 8, None, false, &resp, &mut out, &stats);
+        c.data(2, 10, 8, None, false, false, &resp, &mut out, &stats);
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].exchange.http().and_then(|h| h.scheme.clone()),

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use beyla_rs_common::{EVENT_FLAG_MIDWAY, EVENT_FLAG_TLS, EventKind};
+use beyla_rs_common::{EVENT_FLAG_AFTER_LOSS, EVENT_FLAG_MIDWAY, EVENT_FLAG_TLS, EventKind};
 
 use crate::{
     capture::{DecodeError, Event, SocketLookup},
@@ -145,6 +145,24 @@ impl Pipeline {
                 info.exe_path,
                 info.service_name
             );
+        }
+    }
+
+    /// A process just selected by the port it bound may have started its workers before:
+    /// a Node `cluster` primary forks them first and opens the port when they ask to listen,
+    /// then passes them every connection it accepts. Its children running its own program are
+    /// its workers; other children (a supervisor's services, helper commands) are not taken.
+    fn track_workers(&mut self, pid: u32) {
+        let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+        let Some(own) = exe(pid) else { return };
+        for kid in children(pid, None) {
+            if kid == self.self_pid || self.tracked.contains(&kid) || exe(kid) != Some(own.clone())
+            {
+                continue;
+            }
+            self.processes.adopt(pid, kid);
+            self.start_tracking(kid, &format!("worker of instrumented pid {pid}"));
+            self.actions.push(KernelAction::TrackPid(kid));
         }
     }
 
@@ -290,6 +308,7 @@ impl Pipeline {
                     self.listeners.insert((pid, h.fd as u32), addr);
                 }
                 self.start_tracking(pid, &format!("bound selected port {}", h.aux));
+                self.track_workers(pid);
             }
             EventKind::Fork => {
                 let (parent, child) = (h.tgid, h.aux);
@@ -310,21 +329,11 @@ impl Pipeline {
                 // The kernel reported the child's pid in the parent's pid namespace; for
                 // processes in a container that differs from ours. /proc lists the children
                 // as we see them.
-                if let Ok(kids) =
-                    std::fs::read_to_string(format!("/proc/{parent}/task/{}/children", h.tid))
-                {
-                    for kid in kids
-                        .split_whitespace()
-                        .filter_map(|k| k.parse::<u32>().ok())
-                    {
-                        if kid != child && kid != me && !self.tracked.contains(&kid) {
-                            self.processes.inherit(parent, kid);
-                            self.start_tracking(
-                                kid,
-                                &format!("child of instrumented pid {parent}"),
-                            );
-                            self.actions.push(KernelAction::TrackPid(kid));
-                        }
+                for kid in children(parent, Some(h.tid)) {
+                    if kid != child && kid != me && !self.tracked.contains(&kid) {
+                        self.processes.inherit(parent, kid);
+                        self.start_tracking(kid, &format!("child of instrumented pid {parent}"));
+                        self.actions.push(KernelAction::TrackPid(kid));
                     }
                 }
             }
@@ -345,7 +354,8 @@ impl Pipeline {
                 }
             }
             EventKind::Exit => self.stop_tracking(h.tgid),
-            EventKind::Dup => self.connections.dup(h.conn_id),
+            // A passed descriptor in flight holds the connection open as a duplicate does.
+            EventKind::Dup | EventKind::Passed => self.connections.dup(h.conn_id),
         }
     }
 
@@ -439,6 +449,7 @@ impl Pipeline {
             h.fd as u32,
             ev.role(),
             h.flags & EVENT_FLAG_TLS != 0,
+            h.flags & EVENT_FLAG_AFTER_LOSS != 0,
             &seg,
             &mut self.finished,
             &self.stats,
@@ -499,4 +510,26 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The children of process `pid` as /proc lists them: those of thread `tid`, or of all its
+/// threads.
+fn children(pid: u32, tid: Option<u32>) -> Vec<u32> {
+    let tids: Vec<u32> = match tid {
+        Some(t) => vec![t],
+        None => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    tids.into_iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).ok())
+        .flat_map(|kids| {
+            kids.split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

@@ -172,6 +172,14 @@ impl Processes {
         }
     }
 
+    /// A running child of a tracked process (its worker) belongs to the parent's entry; its
+    /// facts are its own (read from /proc on first use).
+    pub fn adopt(&mut self, parent: u32, child: u32) {
+        if let Some(&e) = self.entries.get(&parent) {
+            self.assign(child, e);
+        }
+    }
+
     /// A tracked process forked: the child belongs to the parent's entry.
     pub fn inherit(&mut self, parent: u32, child: u32) {
         if let Some(&e) = self.entries.get(&parent) {

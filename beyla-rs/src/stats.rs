@@ -47,6 +47,9 @@ counters! {
     connections_not_http,
     /// Connections dropped from the daemon's table for idleness or the table bound.
     connections_evicted,
+    /// Connections joined anew after the kernel lost a record of their bytes (what was in
+    /// flight went out incomplete; parsing resumed at the next message).
+    connections_resynced,
     /// Connections followed through their TLS library's plaintext.
     connections_tls,
     /// Connections carrying TLS application data that no TLS probe covers (a library without

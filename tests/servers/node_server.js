@@ -1,8 +1,13 @@
 // Test HTTP/1.1 server (Node `http`) used by the beyla-rs integration tests.
 // Same routes as servers/http_server.py. Usage: node node_server.js --port N [--tls CERT KEY]
+// [--cluster WORKERS]
+// `--cluster WORKERS` runs a `cluster` primary that forks WORKERS workers (Node's default
+// round-robin scheduling on Linux: the primary accepts and passes each connection to a worker);
+// every answer names the process that served it in `X-Served-By`.
 // `--tls CERT KEY` serves HTTPS (`https.createServer`, Node's own OpenSSL). An https://
 // $UPSTREAM_URL is verified against Node's CAs plus $NODE_EXTRA_CA_CERTS.
 'use strict';
+const cluster = require('cluster');
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
@@ -27,6 +32,7 @@ function reply(res, code, body, ctype) {
 }
 
 const handler = (req, res) => {
+  res.setHeader('X-Served-By', String(process.pid));
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
@@ -70,4 +76,16 @@ const server =
       )
     : http.createServer(handler);
 server.keepAliveTimeout = 60000;
-server.listen(port, '127.0.0.1', () => process.stderr.write(`listening on 127.0.0.1:${port}\n`));
+const clusterArg = process.argv.indexOf('--cluster');
+if (clusterArg > 0 && cluster.isPrimary) {
+  const workers = parseInt(process.argv[clusterArg + 1], 10);
+  let listening = 0;
+  cluster.on('listening', (w) => {
+    process.stderr.write(`worker ${w.process.pid} listening\n`);
+    // The port accepts once the primary listens for the first worker; report ready when all do.
+    if (++listening === workers) process.stderr.write(`listening on 127.0.0.1:${port}\n`);
+  });
+  for (let i = 0; i < workers; i++) cluster.fork();
+} else {
+  server.listen(port, '127.0.0.1', () => process.stderr.write(`listening on 127.0.0.1:${port}\n`));
+}

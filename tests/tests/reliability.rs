@@ -487,12 +487,11 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
                 for _ in 0..40 {
                     assert_eq!(c.read_response("GET").status, 404);
                 }
+                c
             })
         })
         .collect();
-    for b in burst {
-        b.join().unwrap();
-    }
+    let mut burst_conns: Vec<RawConn> = burst.into_iter().map(|b| b.join().unwrap()).collect();
     let sent = 64 * 40;
     // Every record of the burst read, every span built exported: nothing can arrive after the
     // receiver is cleared below, and every burst span goes through the corruption check.
@@ -523,10 +522,22 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
             s.summary()
         );
     }
-    // Later requests give exactly their spans, correct.
+    // Later requests give exactly their spans, correct: on the burst's own connections,
+    // whose records the kernel lost (it flags them, and the daemon joins them anew instead of
+    // dropping them as not HTTP), and on a new one.
     rx.clear();
-    let mut c = RawConn::connect(srv.port());
+    let after = 2;
     let mut expected = Vec::new();
+    for (t, c) in burst_conns.iter_mut().enumerate() {
+        for i in 0..after {
+            assert_eq!(
+                c.request(&Request::get(&format!("/after-{t}-{i}"))).status,
+                404
+            );
+            expected.push(ExpectedSpan::server("GET", &format!("/after-{t}-{i}"), 404));
+        }
+    }
+    let mut c = RawConn::connect(srv.port());
     for i in 0..10 {
         let st = 200 + i;
         assert_eq!(
@@ -536,16 +547,45 @@ fn ring_buffer_overflow_is_counted_and_later_spans_are_correct() {
         );
         expected.push(ExpectedSpan::server("GET", "/status", st).port(srv.port()));
     }
-    expect_spans(&rx, otlp::server_of(srv.pid()), &expected);
+    let pid = srv.pid();
+    let is_burst = |s: &ReceivedSpan| {
+        s.attr_str("url.path")
+            .is_some_and(|p| p.starts_with("/burst-"))
+    };
+    expect_spans(
+        &rx,
+        move |s: &ReceivedSpan| otlp::server_of(pid)(s) && !is_burst(s),
+        &expected,
+    );
+    // A burst request whose response records were lost was still in flight on its connection:
+    // the next record, flagged, sends it out incomplete.
+    let late: Vec<_> = rx.spans_matching(is_burst);
+    for s in &late {
+        assert!(
+            s.attr("beyla.incomplete").and_then(|v| v.as_bool()) == Some(true),
+            "a burst span after the burst must be one flushed as incomplete: {}",
+            s.summary()
+        );
+    }
     let exit = d.stop_ok();
     let c = stop_counters(&exit.stderr);
     let lost = counter(&c, "events_lost_kernel");
+    assert_eq!(
+        counter(&c, "connections_not_http"),
+        0,
+        "a connection that lost records was dropped as not HTTP: {c:?}"
+    );
     eprintln!(
         "[measured] 64 KiB ring buffer, burst of {sent} requests with 3.5 KiB heads: \
          {lost} records lost (counted), {} burst spans exported, all well-formed ({incomplete} \
-         marked beyla.incomplete); the 10 later requests gave exactly their 10 correct spans; \
-         counters {c:?}",
-        burst_spans.len()
+         marked beyla.incomplete, {} more flushed incomplete by the next request), {} \
+         connections joined anew after a loss; the {} later \
+         requests on the burst's connections and 10 on a new one gave exactly their correct \
+         spans; counters {c:?}",
+        burst_spans.len(),
+        late.len(),
+        counter(&c, "connections_resynced"),
+        64 * after,
     );
     assert!(
         lost > 0,

@@ -52,8 +52,9 @@ const KERNELS: &[Kernel] = &[
 /// messages, 50 concurrent streams), HTTPS through OpenSSL's shared libssl (nginx with a
 /// plaintext listener beside, Python server and client), databases (PostgreSQL's forked
 /// backends as SERVER spans; a web app's PostgreSQL and Redis CLIENT spans as children of its
-/// HTTP spans), and trace joining across processes (also while the fd of a finished call
-/// already holds the next one).
+/// HTTP spans), trace joining across processes (also while the fd of a finished call
+/// already holds the next one), and a Node cluster whose primary passes every connection to
+/// its workers.
 pub const SMOKE: &[(&str, &str)] = &[
     (
         "kernel",
@@ -94,6 +95,7 @@ pub const SMOKE: &[(&str, &str)] = &[
         "context",
         "python_chain_through_a_slow_callee_joins_each_round",
     ),
+    ("handoff", "node_cluster_round_robin_workers_are_followed"),
 ];
 
 /// `BEYLA_TEST_TIME_SCALE` inside the guests. Whole tests took 5–11× their host time in the

@@ -16,6 +16,7 @@
 //! number settle the entry by atomic exchange (see `ConnInfo::fd_state`).
 
 mod nr;
+mod rights;
 
 use aya_ebpf::{
     helpers::{
@@ -82,6 +83,14 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
             if ret <= 0 {
                 return Ok(());
             }
+            // Descriptors passed along (on a Unix socket, which is not followed itself).
+            if a.nr == SYS_SENDMSG {
+                let _ = rights::on_send(&a, pid_tgid);
+            } else if a.nr == SYS_RECVMSG {
+                let _ = rights::on_receive(&a, pid_tgid);
+            }
+            // One call site, inlined: the data path's frame is this program's (the verifier
+            // bounds the stack of the deepest chain of calls, bpf_loop callbacks included).
             on_data(&a, pid_tgid, ret as u64)
         }
         SYS_ACCEPT | SYS_ACCEPT4 if ret >= 0 => on_accept(&a, pid_tgid, ret),
@@ -136,6 +145,7 @@ fn args(regs: u64) -> Result<Args, i64> {
 }
 
 /// A data syscall on a tracked fd: its buffer or iovec array from the saved registers.
+#[inline(always)]
 fn on_data(a: &Args, pid_tgid: u64, ret: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;

@@ -12,7 +12,7 @@
 //! the fd refers to for the socket-level backends.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, uprobe},
     maps::LruHashMap,
     programs::ProbeContext,
@@ -24,8 +24,9 @@ use beyla_rs_common::{
 
 use crate::{
     data::{self, Source},
-    maps::{CONNS, OFFSETS, config, tracked},
-    record::{Res, kernel_read, kernel_u64, user_u64},
+    files::socket_of,
+    maps::{CONNS, config, tracked},
+    record::{Res, user_u64},
 };
 
 /// A `Read` in progress.
@@ -150,22 +151,4 @@ fn connection(pid_tgid: u64, tls_conn: u64) -> Result<(u64, ConnInfo, i32), i64>
         return Err(-1);
     }
     Ok((key, info, reported))
-}
-
-/// The socket (`struct sock *`) descriptor `fd` of the current process refers to.
-#[inline(always)]
-fn socket_of(fd: u64) -> Result<u64, i64> {
-    let o = OFFSETS.get(0).ok_or(-1)?;
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files = kernel_u64(task + o.task_files as u64)?;
-    let fdt = kernel_u64(files + o.files_fdt as u64)?;
-    let max: u32 = kernel_read(fdt + o.fdt_max_fds as u64)?;
-    if fd >= max as u64 {
-        return Err(-1);
-    }
-    let table = kernel_u64(fdt + o.fdt_fd as u64)?;
-    let file = kernel_u64(table + fd * 8)?;
-    let socket = kernel_u64(file + o.file_private_data as u64)?;
-    kernel_u64(socket + o.socket_sk as u64)
 }

@@ -96,7 +96,7 @@ fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> Ca
 
 /// Reads this kernel's offsets from its BTF and writes them for the programs; returns the
 /// parsed BTF for the checks of what functions exist.
-fn write_offsets(ebpf: &mut Ebpf) -> Result<KernelBtf, CaptureError> {
+pub(super) fn write_offsets(ebpf: &mut Ebpf) -> Result<KernelBtf, CaptureError> {
     let kernel = KernelBtf::load(Path::new(btf::VMLINUX_BTF))?;
     let offsets: KernelOffsets = kernel.offsets()?;
     log::debug!("kernel structure offsets: {offsets:?}");

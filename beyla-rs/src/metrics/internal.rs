@@ -71,6 +71,11 @@ fn describe(name: &str) -> (String, Vec<(&'static str, &'static str)>, &'static 
             vec![],
             "TLS plaintext the kernel did not send: its session was not tied to a tracked connection",
         ),
+        "connections_resynced" => (
+            fam(name),
+            vec![],
+            "Connections joined anew after the kernel lost a record of their bytes",
+        ),
         "connections_tls" => (
             fam(name),
             vec![],
