@@ -5,6 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# The proxy tests (tests/proxies.rs) run HAProxy in front of an upstream, like nginx.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
@@ -35,9 +37,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# Debian's nginx package starts a system nginx on port 80; the tests run their own instances.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
-    systemctl stop nginx || true
+# Debian's nginx and haproxy packages start system instances; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then
+    for svc in nginx haproxy; do
+        systemctl is-active --quiet "$svc" 2>/dev/null && { systemctl stop "$svc" || true; }
+    done
 fi
 # Likewise the database servers just installed (where a service manager started them): the
 # tests run private instances, the system ones would only take memory and CPU.

@@ -1,5 +1,5 @@
-//! Real servers to instrument: nginx, Python `http.server`, Go `net/http`, a Rust hyper
-//! server and Node `http`. Each listens on 127.0.0.1:`port`, is ready (accepts) when the
+//! Real servers to instrument: nginx, HAProxy, Python `http.server`, Go `net/http`, a Rust
+//! hyper server and Node `http`. Each listens on 127.0.0.1:`port`, is ready (accepts) when the
 //! constructor returns, and is killed (its whole process group) on drop.
 //!
 //! Every server (nginx where noted) answers the same routes:
@@ -637,6 +637,54 @@ pub fn nginx_conf(prefix: &Path, port: u16, opts: &NginxOpts) -> String {
     }
     s.push_str("    location / { return 404 \"not found\\n\"; }\n  }\n}\n");
     s
+}
+
+/// HAProxy from Debian in the foreground (`-db`, one process), `mode http`: every request to
+/// 127.0.0.1:`port` goes unchanged (path, headers, `traceparent`) to the one server of its
+/// backend, 127.0.0.1:`upstream_port`. No health checks: the upstream sees only what is
+/// forwarded.
+pub struct HaProxy {
+    proc_: ServerProcess,
+}
+
+impl HaProxy {
+    pub fn start(port: u16, upstream_port: u16) -> HaProxy {
+        let haproxy = which("haproxy").unwrap_or_else(|| {
+            panic!("`haproxy` not found: run tests/setup.sh (installs haproxy)")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("beyla-haproxy-")
+            .tempdir()
+            .unwrap();
+        let cfg = dir.path().join("haproxy.cfg");
+        fs::write(&cfg, haproxy_cfg(port, upstream_port)).unwrap();
+        let mut cmd = Command::new(haproxy);
+        cmd.arg("-f").arg(&cfg).arg("-db");
+        HaProxy {
+            proc_: spawn_server("haproxy", cmd, port, Some(dir)),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.proc_.port()
+    }
+    pub fn pid(&self) -> u32 {
+        self.proc_.pid()
+    }
+    pub fn process(&self) -> &ServerProcess {
+        &self.proc_
+    }
+}
+
+/// The haproxy.cfg the fixture uses.
+pub fn haproxy_cfg(port: u16, upstream_port: u16) -> String {
+    format!(
+        "global\n  maxconn 512\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 120s\n\
+         \x20 timeout server 120s\n  timeout http-keep-alive 120s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         backend be\n  server up 127.0.0.1:{upstream_port}\n"
+    )
 }
 
 /// `beyla-grpc-tonic`, built by cargo next to the test executable (or `$BEYLA_GRPC_TONIC_BIN`).

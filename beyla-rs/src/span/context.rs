@@ -15,10 +15,17 @@
 //! A finished span whose parent slot is still in flight is *held* until the parent finishes:
 //! only then are the trace id (the parent's may come from its own `traceparent`) and the
 //! sampling decision known. The parent is adopted only when the child's interval lies inside
-//! the parent's (monotonic kernel clock, same host); otherwise the child becomes a root. An
-//! explicit `traceparent` on a request always wins over these heuristics. Held spans wait at
-//! most [`MAX_HELD_AGE_NS`] (then go out as roots) and at most [`MAX_HELD_PER_SLOT`] per
-//! parent.
+//! the parent's (monotonic kernel clock, same host); otherwise the child becomes a root. Held
+//! spans wait at most [`MAX_HELD_AGE_NS`] (then go out as roots) and at most
+//! [`MAX_HELD_PER_SLOT`] per parent.
+//!
+//! A request carrying a `traceparent` keeps it (an instrumented app chose its parent), unless
+//! it is the very header its parent passes on (see [`forwards`]): a proxy (nginx `proxy_pass`,
+//! HAProxy) sends out the `traceparent` it received, so its CLIENT request is the child of the
+//! SERVER request it serves, and the upstream's SERVER request (same header, caller found by
+//! connection) the child of that CLIENT request. Whether the headers match is known only when
+//! the parent finishes (a SERVER request finishes after its CLIENT requests): such a child is
+//! held like any other.
 
 use std::{
     collections::VecDeque,
@@ -77,12 +84,32 @@ const CONN_IDLE_NS: u64 = crate::connection::IDLE_TIMEOUT_NS;
 
 type SlotId = u64;
 
-/// A finished span waiting for its parent.
+/// A finished span waiting for its parent, or being emitted.
 struct Done {
     span: SpanRecord,
+    /// The request's own `traceparent` (the span's trace id and parent come from it until a
+    /// parent is adopted).
+    header: Option<TraceParent>,
     start_ns: u64,
     end_ns: u64,
-    remote: bool,
+}
+
+/// The `traceparent` a child request may carry and still be this request's child: for a
+/// SERVER request its own incoming header (a process that sends out the header it received
+/// passes it through, it is no instrumented app), for a CLIENT request the header it was
+/// itself adopted with (its callee received what the proxy passed on). A CLIENT request that
+/// kept a header of its own forwards nothing: its callee keeps that header too.
+fn forwards(role: Role, header: Option<TraceParent>, adopted: bool) -> Option<TraceParent> {
+    match role {
+        Role::Server => header,
+        Role::Client => header.filter(|_| adopted),
+    }
+}
+
+/// Whether a child carrying `header` continues a parent that forwards `fwd`: without a header
+/// the heuristics decide alone; with one, only the header the parent passes on is its own.
+fn continues(header: Option<TraceParent>, fwd: Option<TraceParent>) -> bool {
+    header.is_none() || header == fwd
 }
 
 struct Slot {
@@ -92,7 +119,8 @@ struct Slot {
     start_ns: u64,
     thread: Option<(u32, u32)>,
     parent: Option<(SlotId, bool)>,
-    held: Vec<SlotId>,
+    /// Finished children waiting for this request, and whether each is in another process.
+    held: Vec<(SlotId, bool)>,
     done: Option<Done>,
     /// Some client request named this one its parent: children reported after this span is
     /// emitted must still find it in `resolved`.
@@ -108,6 +136,8 @@ struct Resolved {
     role: Role,
     start_ns: u64,
     end_ns: u64,
+    /// See [`forwards`].
+    forwards: Option<TraceParent>,
 }
 
 struct ConnCtx {
@@ -165,7 +195,8 @@ pub struct Tracker {
     client_local: HashMap<SocketAddr, u64>,
     /// Server port of instrumented client connections → connection ids.
     client_by_port: HashMap<u16, Vec<u64>>,
-    resolve_stack: Vec<(SlotId, SpanRecord, bool, u64, u64)>,
+    /// (slot, span, sampled, parent adopted).
+    resolve_stack: Vec<(SlotId, Done, bool, bool)>,
     /// Ports instrumented clients connected to: a server span on one of them with no caller
     /// found yet is parked, not emitted as a root at once.
     client_ports: std::collections::HashSet<u16, foldhash::fast::RandomState>,
@@ -495,7 +526,13 @@ impl Tracker {
                                 referenced: false,
                             },
                         );
-                        self.settle(id, span, Some(parent), start_ns, end_ns, out);
+                        let done = Done {
+                            span,
+                            header,
+                            start_ns,
+                            end_ns,
+                        };
+                        self.settle(id, done, Some(parent), out);
                         return;
                     }
                 }
@@ -513,11 +550,14 @@ impl Tracker {
         let slot_role = self.slots.get(&id).map_or(role, |s| s.role);
         self.unlink(id, thread, slot_role, tgid);
         span.span_id = span_id;
-        if let Some(h) = header {
-            let sampled = self.sampler.sampled(span.trace_id, Some(h.sampled));
-            self.resolve(id, span, sampled, start_ns, end_ns, out);
-            return;
-        }
+        let done = Done {
+            span,
+            header,
+            start_ns,
+            end_ns,
+        };
+        // A request with a `traceparent` looks for its parent too: whether it keeps its header
+        // depends on the header that parent passes on (see `forwards`).
         let parent = match parent {
             Some(p) => Some(p),
             // The caller may be an instrumented client on this host.
@@ -533,12 +573,7 @@ impl Tracker {
             && let Some(slot) = self.slots.get_mut(&id)
         {
             // Its caller's request may not have been read yet (see PARK_NS).
-            slot.done = Some(Done {
-                span,
-                start_ns,
-                end_ns,
-                remote: true,
-            });
+            slot.done = Some(done);
             self.parked.push_back((
                 id,
                 peer,
@@ -547,7 +582,7 @@ impl Tracker {
             ));
             return;
         }
-        self.settle(id, span, parent, start_ns, end_ns, out);
+        self.settle(id, done, parent, out);
     }
 
     /// Parked server spans whose caller is now known join it; those past their deadline go
@@ -574,25 +609,17 @@ impl Tracker {
             let Some(done) = self.slots.get_mut(&id).and_then(|s| s.done.take()) else {
                 continue;
             };
-            self.settle(
-                id,
-                done.span,
-                caller.map(|c| (c, true)),
-                start_ns,
-                end_ns,
-                out,
-            );
+            self.settle(id, done, caller.map(|c| (c, true)), out);
         }
     }
 
-    /// Emit span `id` under `parent` (or hold it on a parent still in flight), or as a root.
+    /// Emit span `id` under `parent` (or hold it on a parent still in flight), or as a root
+    /// (with its own `traceparent`, if any).
     fn settle(
         &mut self,
         id: SlotId,
-        mut span: SpanRecord,
+        mut d: Done,
         parent: Option<(SlotId, bool)>,
-        start_ns: u64,
-        end_ns: u64,
         out: &mut Vec<Decided>,
     ) {
         if let Some((pid, remote)) = parent {
@@ -600,54 +627,53 @@ impl Tracker {
                 && inside(
                     p.start_ns,
                     p.done.as_ref().map(|d| d.end_ns),
-                    start_ns,
-                    end_ns,
+                    d.start_ns,
+                    d.end_ns,
                     remote,
                 )
                 && p.held.len() < MAX_HELD_PER_SLOT
             {
-                p.held.push(id);
+                p.held.push((id, remote));
                 if let Some(s) = self.slots.get_mut(&id) {
-                    s.done = Some(Done {
-                        span,
-                        start_ns,
-                        end_ns,
-                        remote,
-                    });
+                    s.done = Some(d);
                 }
                 return;
             }
             if let Some(r) = self.resolved.get(&pid).copied()
-                && inside(r.start_ns, Some(r.end_ns), start_ns, end_ns, remote)
+                && inside(r.start_ns, Some(r.end_ns), d.start_ns, d.end_ns, remote)
+                && continues(d.header, r.forwards)
             {
-                span.trace_id = r.trace_id;
-                span.parent_span_id = r.span_id;
-                span.parent_is_remote = remote;
+                d.span.trace_id = r.trace_id;
+                d.span.parent_span_id = r.span_id;
+                d.span.parent_is_remote = remote;
                 let sampled = self.sampler.sampled(r.trace_id, Some(r.sampled));
-                self.resolve(id, span, sampled, start_ns, end_ns, out);
+                self.resolve(id, d, sampled, true, out);
                 return;
             }
         }
-        let sampled = self.sampler.sampled(span.trace_id, None);
-        self.resolve(id, span, sampled, start_ns, end_ns, out);
+        let sampled = self
+            .sampler
+            .sampled(d.span.trace_id, d.header.map(|h| h.sampled));
+        self.resolve(id, d, sampled, false, out);
     }
 
-    /// Emit `span` (of slot `id`) and everything held on it, recursively.
+    /// Emit `d` (of slot `id`; `adopted`: under a parent slot) and everything held on it,
+    /// recursively.
     fn resolve(
         &mut self,
         id: SlotId,
-        span: SpanRecord,
+        d: Done,
         sampled: bool,
-        start_ns: u64,
-        end_ns: u64,
+        adopted: bool,
         out: &mut Vec<Decided>,
     ) {
         // Reused across calls: most spans hold nothing, and this runs once per request.
         let mut stack = std::mem::take(&mut self.resolve_stack);
-        stack.push((id, span, sampled, start_ns, end_ns));
-        while let Some((id, span, sampled, s0, e0)) = stack.pop() {
+        stack.push((id, d, sampled, adopted));
+        while let Some((id, d, sampled, adopted)) = stack.pop() {
             let slot = self.slots.remove(&id);
             let role = slot.as_ref().map_or(Role::Server, |s| s.role);
+            let fwd = forwards(role, d.header, adopted);
             // Only what a later report can still look up is kept: client requests (a server
             // span in another process may name them its caller) and requests some client
             // request named its parent. A plain server request (nginx answering itself) is not.
@@ -655,54 +681,62 @@ impl Tracker {
                 self.resolved.insert(
                     id,
                     Resolved {
-                        trace_id: span.trace_id,
-                        span_id: span.span_id,
+                        trace_id: d.span.trace_id,
+                        span_id: d.span.span_id,
                         sampled,
                         role,
-                        start_ns: s0,
-                        end_ns: e0,
+                        start_ns: d.start_ns,
+                        end_ns: d.end_ns,
+                        forwards: fwd,
                     },
                 );
-                self.resolved_order.push_back((e0, id));
+                self.resolved_order.push_back((d.end_ns, id));
             }
             if let Some(slot) = slot {
-                for cid in slot.held {
-                    let Some(d) = self.slots.get_mut(&cid).and_then(|c| c.done.take()) else {
+                for (cid, remote) in slot.held {
+                    let Some(mut c) = self.slots.get_mut(&cid).and_then(|c| c.done.take()) else {
                         continue;
                     };
-                    let mut child = d.span;
-                    let child_sampled = if inside(s0, Some(e0), d.start_ns, d.end_ns, d.remote) {
-                        child.trace_id = span.trace_id;
-                        child.parent_span_id = span.span_id;
-                        child.parent_is_remote = d.remote;
-                        self.sampler.sampled(child.trace_id, Some(sampled))
+                    let adopt = inside(d.start_ns, Some(d.end_ns), c.start_ns, c.end_ns, remote)
+                        && continues(c.header, fwd);
+                    let child_sampled = if adopt {
+                        c.span.trace_id = d.span.trace_id;
+                        c.span.parent_span_id = d.span.span_id;
+                        c.span.parent_is_remote = remote;
+                        self.sampler.sampled(c.span.trace_id, Some(sampled))
                     } else {
-                        self.sampler.sampled(child.trace_id, None)
+                        self.sampler
+                            .sampled(c.span.trace_id, c.header.map(|h| h.sampled))
                     };
-                    stack.push((cid, child, child_sampled, d.start_ns, d.end_ns));
+                    stack.push((cid, c, child_sampled, adopt));
                 }
             }
-            out.push(Decided { span, sampled });
+            out.push(Decided {
+                span: d.span,
+                sampled,
+            });
         }
         self.resolve_stack = stack;
     }
 
-    /// Release a slot: a finished one waiting for a parent goes out as a root; an unfinished
-    /// one releases what it holds as roots.
+    /// Release a slot: a finished one waiting for a parent goes out as a root (or with its
+    /// own `traceparent`); an unfinished one releases what it holds the same way.
     fn abandon(&mut self, id: SlotId, out: &mut Vec<Decided>) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
         if let Some(d) = slot.done.take() {
-            let sampled = self.sampler.sampled(d.span.trace_id, None);
-            self.resolve(id, d.span, sampled, d.start_ns, d.end_ns, out);
+            let sampled = self
+                .sampler
+                .sampled(d.span.trace_id, d.header.map(|h| h.sampled));
+            self.resolve(id, d, sampled, false, out);
             return;
         }
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
         self.unlink(id, slot.thread, slot.role, slot.tgid);
-        for cid in slot.held {
+        for (cid, _) in slot.held {
             self.abandon(cid, out);
         }
     }
@@ -1215,23 +1249,249 @@ mod tests {
         assert_eq!(c.span.parent_span_id, SpanId::INVALID);
     }
 
+    /// The app sends a `traceparent` of its own while serving a request without one: it is
+    /// instrumented, and its header names the parent. Decided when the request it serves
+    /// finishes (that request's header is known only then).
     #[test]
     fn explicit_traceparent_on_a_client_request_wins() {
         let mut t = Tracker::new(Sampler::default());
         let mut out = Vec::new();
         t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
         t.on_request_segment(2, 100, 101, Role::Client, 20, || None);
-        let tp = TraceParent {
-            trace_id: TraceId::from(0x55u128),
-            span_id: SpanId::from(0x66),
-            sampled: true,
-        };
-        let mut c = span(100, SpanKind::Client, 0x55);
-        c.parent_span_id = tp.span_id;
+        let tp = tp(0x55, 0x66, true);
+        let c = prepared(100, SpanKind::Client, 2, Some(tp));
         t.on_finished(2, Role::Client, c, Some(tp), 20, 30, None, None, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].span.parent_span_id, tp.span_id);
-        assert_eq!(out[0].span.trace_id, tp.trace_id);
+        assert!(out.is_empty(), "held until the request it serves finishes");
+        let a = prepared(100, SpanKind::Server, 1, None);
+        t.on_finished(1, Role::Server, a, None, 10, 40, None, None, &mut out);
+        assert_eq!(out.len(), 2);
+        let c = out
+            .iter()
+            .find(|d| d.span.kind == SpanKind::Client)
+            .unwrap();
+        assert_eq!(c.span.parent_span_id, tp.span_id);
+        assert_eq!(c.span.trace_id, tp.trace_id);
+        assert!(c.span.parent_is_remote);
+    }
+
+    fn tp(trace: u128, span: u64, sampled: bool) -> TraceParent {
+        TraceParent {
+            trace_id: TraceId::from(trace),
+            span_id: SpanId::from(span),
+            sampled,
+        }
+    }
+
+    /// A span as [`super::super::SpanBuilder::prepare`] makes it: trace id and parent from the
+    /// request's `traceparent`, else a fresh trace id (`fresh`).
+    fn prepared(pid: u32, kind: SpanKind, fresh: u128, header: Option<TraceParent>) -> SpanRecord {
+        let mut s = span(pid, kind, fresh);
+        if let Some(h) = header {
+            s.trace_id = h.trace_id;
+            s.parent_span_id = h.span_id;
+            s.parent_is_remote = true;
+        }
+        s
+    }
+
+    /// One finished exchange of [`proxy_chain`].
+    #[derive(Clone, Copy, Debug)]
+    enum Hop {
+        /// The proxy's SERVER request (conn 1, 10..60).
+        Proxy,
+        /// The proxy's CLIENT request to the upstream (conn 2, 20..50).
+        ProxyClient,
+        /// The upstream's SERVER request (conn 3, 30..40).
+        Upstream,
+    }
+
+    /// client → proxy (pid 100) → upstream (pid 200, port 8081); `headers`: the `traceparent`
+    /// of the proxy's SERVER request, its CLIENT request and the upstream's SERVER request;
+    /// `order`: the order the three finish in. Returns (proxy SERVER, proxy CLIENT, upstream
+    /// SERVER) as emitted.
+    fn proxy_chain(headers: [Option<TraceParent>; 3], order: [Hop; 3]) -> [Decided; 3] {
+        let mut t = Tracker::new(Sampler::default());
+        let mut out = Vec::new();
+        let (a_local, b) = (A_LOCAL.parse().unwrap(), B_ADDR.parse().unwrap());
+        t.on_connect(2, Some(b), 15);
+        t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+        t.on_request_segment(2, 100, 101, Role::Client, 20, || Some((a_local, b)));
+        t.on_request_segment(3, 200, 201, Role::Server, 30, || None);
+        for hop in order {
+            let (conn, role, kind, pid, (s, e), h, peer, port) = match hop {
+                Hop::Proxy => (
+                    1,
+                    Role::Server,
+                    SpanKind::Server,
+                    100,
+                    (10, 60),
+                    headers[0],
+                    None,
+                    None,
+                ),
+                Hop::ProxyClient => (
+                    2,
+                    Role::Client,
+                    SpanKind::Client,
+                    100,
+                    (20, 50),
+                    headers[1],
+                    None,
+                    None,
+                ),
+                Hop::Upstream => (
+                    3,
+                    Role::Server,
+                    SpanKind::Server,
+                    200,
+                    (30, 40),
+                    headers[2],
+                    Some(a_local),
+                    Some(8081),
+                ),
+            };
+            let sp = prepared(pid, kind, conn as u128, h);
+            t.on_finished(conn, role, sp, h, s, e, peer, port, &mut out);
+        }
+        // A span the chain did not claim may be parked, waiting for a caller.
+        t.poll_parked(60 + PARK_NS, &mut out);
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(out.len(), 3, "{out:?}");
+        let mut take = |pid: u32, kind: SpanKind| {
+            let i = out
+                .iter()
+                .position(|d| d.span.process.pid == pid && d.span.kind == kind)
+                .unwrap();
+            out.swap_remove(i)
+        };
+        let a = take(100, SpanKind::Server);
+        let ac = take(100, SpanKind::Client);
+        let b = take(200, SpanKind::Server);
+        [a, ac, b]
+    }
+
+    const ORDERS: [[Hop; 3]; 3] = [
+        // The upstream answers before the proxy reads the answer (the usual order).
+        [Hop::Upstream, Hop::ProxyClient, Hop::Proxy],
+        [Hop::ProxyClient, Hop::Upstream, Hop::Proxy],
+        // The upstream's record is handled after the proxy's spans went out.
+        [Hop::ProxyClient, Hop::Proxy, Hop::Upstream],
+    ];
+
+    /// Asserts proxy SERVER ← proxy CLIENT ← upstream SERVER in one trace.
+    fn assert_tree(chain: &[Decided; 3]) {
+        let [a, ac, b] = chain;
+        assert!(chain.iter().all(|d| d.span.trace_id == a.span.trace_id));
+        assert_eq!(ac.span.parent_span_id, a.span.span_id, "{chain:?}");
+        assert!(!ac.span.parent_is_remote);
+        assert_eq!(b.span.parent_span_id, ac.span.span_id, "{chain:?}");
+        assert!(b.span.parent_is_remote);
+        assert!(chain.iter().all(|d| d.sampled == a.sampled));
+    }
+
+    /// A proxy sends out the very `traceparent` it received: its CLIENT span is the child of
+    /// the SERVER span it serves, the upstream's the child of that CLIENT span, whatever order
+    /// the three finish in; the caller's sampled flag holds for the whole chain.
+    #[test]
+    fn pass_through_proxy_is_a_hop_of_the_callers_trace() {
+        for sampled in [true, false] {
+            let h = tp(0xabc, 0x77, sampled);
+            for order in ORDERS {
+                let chain = proxy_chain([Some(h); 3], order);
+                assert_tree(&chain);
+                let a = &chain[0];
+                assert_eq!(a.span.trace_id, h.trace_id, "{order:?}");
+                assert_eq!(a.span.parent_span_id, h.span_id);
+                assert!(a.span.parent_is_remote);
+                assert_eq!(a.sampled, sampled);
+            }
+        }
+    }
+
+    /// Without any `traceparent` the same chain is one tree under a fresh trace id.
+    #[test]
+    fn proxy_chain_without_traceparent_is_one_tree() {
+        for order in ORDERS {
+            let chain = proxy_chain([None; 3], order);
+            assert_tree(&chain);
+            assert_eq!(chain[0].span.parent_span_id, SpanId::INVALID, "{order:?}");
+            assert!(chain[0].sampled);
+        }
+    }
+
+    /// An app that sends a different `traceparent` than it received is instrumented: its
+    /// CLIENT span and the upstream's keep that header's parent (the app's own span).
+    #[test]
+    fn instrumented_app_with_a_different_traceparent_keeps_it() {
+        let incoming = tp(0xabc, 0x77, true);
+        let own = tp(0xabc, 0x88, true);
+        for a_header in [Some(incoming), None] {
+            for order in ORDERS {
+                let [a, ac, b] = proxy_chain([a_header, Some(own), Some(own)], order);
+                assert_eq!(
+                    a.span.parent_span_id,
+                    a_header.map_or(SpanId::INVALID, |h| h.span_id)
+                );
+                for d in [&ac, &b] {
+                    assert_eq!(d.span.trace_id, own.trace_id, "{order:?}");
+                    assert_eq!(d.span.parent_span_id, own.span_id, "{order:?}");
+                    assert!(d.span.parent_is_remote);
+                    assert!(d.sampled);
+                }
+            }
+        }
+    }
+
+    /// The upstream read, answered and had both records handled before the proxy's request
+    /// was: its span is parked, then joins the proxy's CLIENT span once that request is known.
+    #[test]
+    fn pass_through_upstream_finished_before_the_proxy_request_was_read() {
+        let h = tp(0xabc, 0x77, true);
+        let (a_local, b) = (A_LOCAL.parse().unwrap(), B_ADDR.parse().unwrap());
+        let mut t = Tracker::new(Sampler::default());
+        let mut out = Vec::new();
+        t.on_connect(2, Some(b), 15);
+        t.on_request_segment(1, 100, 101, Role::Server, 10, || None);
+        t.on_request_segment(3, 200, 201, Role::Server, 30, || None);
+        let up = prepared(200, SpanKind::Server, 3, Some(h));
+        t.on_finished(
+            3,
+            Role::Server,
+            up,
+            Some(h),
+            30,
+            40,
+            Some(a_local),
+            Some(8081),
+            &mut out,
+        );
+        assert!(out.is_empty(), "parked, not out with the caller's parent");
+        t.on_request_segment(2, 100, 101, Role::Client, 20, || Some((a_local, b)));
+        t.poll_parked(45, &mut out);
+        let ac = prepared(100, SpanKind::Client, 2, Some(h));
+        t.on_finished(2, Role::Client, ac, Some(h), 20, 50, None, None, &mut out);
+        assert!(out.is_empty(), "held until the proxy's request finishes");
+        let a = prepared(100, SpanKind::Server, 1, Some(h));
+        t.on_finished(1, Role::Server, a, Some(h), 10, 60, None, None, &mut out);
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(out.len(), 3, "{out:?}");
+        let find = |pid: u32, kind: SpanKind| {
+            out.iter()
+                .find(|d| d.span.process.pid == pid && d.span.kind == kind)
+                .unwrap()
+        };
+        let (a, ac, b) = (
+            find(100, SpanKind::Server),
+            find(100, SpanKind::Client),
+            find(200, SpanKind::Server),
+        );
+        assert!(
+            out.iter()
+                .all(|d| d.span.trace_id == h.trace_id && d.sampled)
+        );
+        assert_eq!(a.span.parent_span_id, h.span_id);
+        assert_eq!(ac.span.parent_span_id, a.span.span_id);
+        assert_eq!(b.span.parent_span_id, ac.span.span_id);
     }
 
     #[test]
