@@ -492,6 +492,59 @@ mod tests {
     const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+    /// Records lost in the kernel: the next one is flagged. The request in flight goes out
+    /// incomplete, the bytes after the hole (the rest of a response, the middle of a request)
+    /// are not taken for anything, and the next request on the connection is a span again;
+    /// without the flag the same bytes make the connection "not HTTP".
+    #[test]
+    fn after_a_kernel_loss_the_connection_is_joined_anew() {
+        use Direction::{Egress, Ingress};
+        const MIDDLE: &[u8] = b"er: 1\r\nX-Other: 2\r\n\r\n";
+        for flagged in [true, false] {
+            let stats = crate::stats::Stats::default();
+            let mut c = Connections::new();
+            let mut out = Vec::new();
+            c.open(1, 7, Role::Server, meta(10), false, 0);
+            let mut feed = |lost, s: &Segment<'_>| {
+                c.data(
+                    1,
+                    10,
+                    7,
+                    Some(Role::Server),
+                    false,
+                    lost,
+                    s,
+                    &mut out,
+                    &stats,
+                )
+            };
+            feed(false, &seg(Ingress, 1, REQUEST));
+            // The response and the start of the next request were lost.
+            let after = feed(flagged, &seg(Ingress, 5, MIDDLE));
+            if !flagged {
+                assert_eq!(after, DataOutcome::Drop { tgid: 10, fd: 7 });
+                assert_eq!(stats.snapshot().connections_not_http, 1);
+                continue;
+            }
+            assert_eq!(after, DataOutcome::Continue);
+            feed(false, &seg(Egress, 6, RESPONSE));
+            feed(false, &seg(Ingress, 7, REQUEST));
+            feed(false, &seg(Egress, 8, RESPONSE));
+            let statuses: Vec<_> = out
+                .iter()
+                .map(|f| {
+                    (
+                        f.exchange.http().and_then(|h| h.status),
+                        f.exchange.flags.incomplete,
+                    )
+                })
+                .collect();
+            assert_eq!(statuses, [(None, true), (Some(200), false)]);
+            let s = stats.snapshot();
+            assert_eq!((s.connections_resynced, s.connections_not_http), (1, 0));
+        }
+    }
+
     /// Handshake records wait for the plaintext; from the first plaintext on, it alone is
     /// parsed (socket bytes that still arrive are ignored) and the exchange is `https`.
     #[test]

@@ -92,6 +92,21 @@ fn check(rx: &OtlpReceiver, workers: &[u32], by_pid: &BTreeMap<u32, usize>) {
     rx.assert_no_errors();
 }
 
+/// Waits until the daemon says it instruments each of `pids`: a worker started before its
+/// primary opened the port is taken when the daemon handles the bind, moments later.
+fn wait_instrumented(d: &Daemon, pids: &[u32]) {
+    for pid in pids {
+        assert!(
+            d.wait_for_log(
+                &format!("instrumenting pid {pid} "),
+                scaled(Duration::from_secs(10))
+            ),
+            "pid {pid} not instrumented:\n{}",
+            d.logs()
+        );
+    }
+}
+
 /// Waits until the server says all of it is ready (`listening on` in its output).
 fn wait_ready(srv: &ServerProcess, what: &str) {
     let deadline = Instant::now() + scaled(Duration::from_secs(20));
@@ -112,6 +127,7 @@ fn node_cluster_round_robin_workers_are_followed() {
     wait_ready(&srv, &format!("listening on 127.0.0.1:{port}"));
     let workers = procs::children_of(srv.pid());
     assert_eq!(workers.len(), 2, "{}", srv.output());
+    wait_instrumented(&d, &workers);
     std::thread::sleep(settle());
     let by_pid = drive(port);
     assert_eq!(
@@ -147,6 +163,7 @@ fn fd_passing(handler_after_bind: bool) {
     wait_ready(&srv, "ready");
     let workers = procs::children_of(srv.pid());
     assert_eq!(workers.len(), 1, "{}", srv.output());
+    wait_instrumented(&d, &workers);
     std::thread::sleep(settle());
     let by_pid = drive(port);
     check(&rx, &workers, &by_pid);

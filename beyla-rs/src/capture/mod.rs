@@ -27,6 +27,7 @@ use std::os::fd::AsRawFd;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
 };
 use beyla_rs_common::{
     CONFIG_SOCKET_KEYS, CONFIG_TLS, CONFIG_WATCH_EXEC, CONN_DROPPED, Config as KernelConfig,
@@ -154,6 +155,27 @@ impl CaptureError {
     pub fn is_unusable_backend(&self) -> bool {
         matches!(self, CaptureError::ForcedBackend { .. })
     }
+}
+
+/// Loads and attaches each (program, raw tracepoint) pair.
+fn attach_raw_tracepoints(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, &str)],
+) -> Result<(), CaptureError> {
+    for &(name, tracepoint) in programs {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(CaptureError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| CaptureError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| CaptureError::Program { name, source })?;
+        program
+            .attach(tracepoint)
+            .map_err(|source| CaptureError::Program { name, source })?;
+    }
+    Ok(())
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> CaptureError {

@@ -12,10 +12,9 @@ use aya::{
 use beyla_rs_common::KernelOffsets;
 
 use super::{
-    CaptureError,
+    CaptureError, attach_raw_tracepoints,
     btf::{self, KernelBtf},
     map_err,
-    syscalls::attach_raw_tracepoints,
 };
 
 /// Process life cycle for the socket-level backends: exit, fork, exec.

@@ -1,8 +1,8 @@
 //! The syscall-tracepoint backend: attaches the raw tracepoint programs.
 
-use aya::{Ebpf, programs::RawTracePoint};
+use aya::Ebpf;
 
-use super::CaptureError;
+use super::{CaptureError, attach_raw_tracepoints};
 
 /// (program name in the object, raw tracepoint it attaches to)
 const PROGRAMS: &[(&str, &str)] = &[
@@ -21,25 +21,4 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         );
     }
     attach_raw_tracepoints(ebpf, PROGRAMS)
-}
-
-/// Loads and attaches each (program, raw tracepoint) pair.
-pub(super) fn attach_raw_tracepoints(
-    ebpf: &mut Ebpf,
-    programs: &[(&'static str, &str)],
-) -> Result<(), CaptureError> {
-    for &(name, tracepoint) in programs {
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(CaptureError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| CaptureError::Program { name, source })?;
-        program
-            .load()
-            .map_err(|source| CaptureError::Program { name, source })?;
-        program
-            .attach(tracepoint)
-            .map_err(|source| CaptureError::Program { name, source })?;
-    }
-    Ok(())
 }
