@@ -55,40 +55,13 @@ pub fn data(
     fd: i32,
     flags: u8,
 ) -> Res {
-    let after_loss = conn.lost != 0;
-    let flags = if after_loss {
+    // A lost record leaves a hole in the connection's bytes: the next record says so (the
+    // daemon then resynchronises instead of misreading what follows).
+    let flags = if conn.lost != 0 {
         flags | EVENT_FLAG_AFTER_LOSS
     } else {
         flags
     };
-    let sent = send(key, conn, direction, src, ret, pid_tgid, fd, flags);
-    // A lost record leaves a hole in the connection's bytes: flag the connection so that the
-    // next record says so (the daemon then resynchronises instead of misreading what
-    // follows). Written in place, only when it changes.
-    if sent.is_err() != after_loss
-        && let Some(p) = CONNS.get_ptr_mut(&key)
-    {
-        // SAFETY: map value byte write; only this path writes `lost`.
-        unsafe { (*p).lost = sent.is_err() as u8 };
-    }
-    sent
-}
-
-#[expect(
-    clippy::too_many_arguments,
-    reason = "what one call moved; both backends fill these from different places"
-)]
-#[inline(always)]
-fn send(
-    key: u64,
-    conn: ConnInfo,
-    direction: u8,
-    src: Source,
-    ret: u64,
-    pid_tgid: u64,
-    fd: i32,
-    flags: u8,
-) -> Res {
     let cap = match config() {
         Some(_) if conn.flags & CONN_WIDE_CAPTURE != 0 => MAX_CAPTURE as u64,
         Some(c) => c.capture_bytes as u64,
@@ -250,7 +223,17 @@ fn send(
     h.captured_len = captured as u32;
     h.aux = ext_len as u32;
     h.total_len = ret;
-    submit(s, (captured + ext_len) as usize)
+    let after_loss = flags & EVENT_FLAG_AFTER_LOSS != 0;
+    let sent = submit(s, (captured + ext_len) as usize);
+    // The ring buffer was full: flag the connection for its next record. In place, only when
+    // it changes.
+    if sent.is_err() != after_loss
+        && let Some(p) = CONNS.get_ptr_mut(&key)
+    {
+        // SAFETY: map value byte write; only this path writes `lost`.
+        unsafe { (*p).lost = sent.is_err() as u8 };
+    }
+    sent
 }
 
 /// One step of the iovec walk of `readv`/`writev`/`recvmsg`/`sendmsg`, a `bpf_loop` callback:
