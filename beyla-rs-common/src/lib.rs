@@ -225,11 +225,13 @@ pub struct ConnInfo {
     /// that backend sees, and `close` releases the fd before it returns, so another thread's
     /// `accept` can get the same number first (again and again under load, hence a count): the
     /// next that many `close` exits on the fd are theirs, not this connection's (the `accept`
-    /// reports the connection it displaced closed, since its fd was released). When a `close`
-    /// exit and an `accept` exit of the same fd number run at the same moment on two CPUs,
-    /// exactly one wins the exchange on the old entry: the close retires it and deletes it (the
-    /// accept waits for the delete), or the accept claims it and the close moves on to the new
-    /// entry. A plain lookup-then-delete let the close delete the connection just accepted.
+    /// reports the connection it displaced closed, since its fd was released). Any other
+    /// syscall that gives the number out (`open`, `pipe`, `socket`, …) leaves a
+    /// [`ConnInfo::placeholder`] that counts the same way. When a `close` exit and an
+    /// `accept` exit of the same fd number run at the same moment on two CPUs, exactly one
+    /// wins the exchange on the old entry: the close retires it and deletes it (the accept
+    /// waits for the delete), or the accept claims it and the close moves on to the new entry.
+    /// A plain lookup-then-delete let the close delete the connection just accepted.
     pub fd_state: u64,
 }
 
@@ -255,9 +257,22 @@ impl ConnInfo {
         }
     }
 
+    /// The syscall backend's entry for an fd that holds no connection (a file, a pipe, a
+    /// socket not connected) but got its number before the `close` of a tracked connection
+    /// on it returned: it only counts that close (see [`ConnInfo::fd_state`]), so that the
+    /// close is not taken for the next connection's on the same number. Connection ids are
+    /// never 0.
+    pub const fn placeholder() -> Self {
+        Self::new(0, ROLE_UNKNOWN)
+    }
+
+    pub const fn is_placeholder(&self) -> bool {
+        self.conn_id == 0
+    }
+
     /// The entry stands for an open connection (see [`ConnInfo::fd_state`]).
     pub const fn is_live(&self) -> bool {
-        self.fd_state & FD_RETIRED == 0
+        self.fd_state & FD_RETIRED == 0 && !self.is_placeholder()
     }
 }
 
@@ -379,8 +394,8 @@ pub const STAT_RINGBUF_FULL: u32 = 0;
 pub const STAT_CAPTURE_FAULT: u32 = 1;
 pub const STAT_CONN_MAP_FULL: u32 = 2;
 pub const STAT_PID_MAP_FULL: u32 = 3;
-/// An `accept`/`close` of one fd number kept losing the exchange on its entry to other CPUs
-/// (see [`ConnInfo::fd_state`]) and gave up after a bounded number of tries.
+/// An `accept`/`close` of one fd number found its entry held by another CPU (see
+/// [`ConnInfo::fd_state`]) for longer than it waits (10 ms), and gave up.
 pub const STAT_CONN_CONTENDED: u32 = 4;
 /// Plaintext a TLS library call moved on a session not (or no longer) tied to a tracked
 /// connection: not sent.

@@ -265,6 +265,29 @@ impl Pipeline {
             }
         };
         let h = ev.header;
+        if log::log_enabled!(log::Level::Trace) {
+            // Every record with its connection id, thread and time: races between threads of
+            // one process on one fd number are read from this.
+            let what = match ev.kind {
+                EventKind::Data => {
+                    let head = &ev.payload[..ev.payload.len().min(24)];
+                    format!("{:?}", String::from_utf8_lossy(head))
+                }
+                EventKind::Accept | EventKind::Connect => format!("{:?}", ev.sockaddr()),
+                _ => String::new(),
+            };
+            log::trace!(
+                "record {:?} tgid {} tid {} fd {} aux {} conn {:#x} len {} ts {} {what}",
+                ev.kind,
+                h.tgid,
+                h.tid,
+                h.fd,
+                h.aux,
+                h.conn_id,
+                h.total_len,
+                h.ts_ns
+            );
+        }
         // Never instrument the daemon itself (its own metrics port selected, forked by an
         // instrumented process, a matching executable): its exports would trace themselves.
         let me = self.self_pid;

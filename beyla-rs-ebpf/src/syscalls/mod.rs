@@ -20,14 +20,17 @@ mod rights;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint},
     maps::LruHashMap,
     programs::RawTracePointContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_cxchg},
+};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use beyla_rs_common::{
@@ -101,6 +104,16 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Res {
             on_fork(&a, pid_tgid, ret as u32)
         }
         SYS_DUP | SYS_DUP2 | SYS_DUP3 | SYS_FCNTL if ret >= 0 => on_dup(&a, pid_tgid, ret as u32),
+        SYS_OPEN | SYS_OPENAT | SYS_OPENAT2 | SYS_CREAT | SYS_SOCKET | SYS_EVENTFD
+        | SYS_EVENTFD2 | SYS_EPOLL_CREATE | SYS_EPOLL_CREATE1 | SYS_TIMERFD_CREATE
+        | SYS_SIGNALFD | SYS_SIGNALFD4 | SYS_INOTIFY_INIT | SYS_INOTIFY_INIT1
+        | SYS_MEMFD_CREATE | SYS_PIDFD_OPEN
+            if ret >= 0 =>
+        {
+            on_new_fd(pid_tgid, ret as u32, true);
+            Ok(())
+        }
+        SYS_PIPE | SYS_PIPE2 if ret == 0 => on_pipe(&a, pid_tgid),
         SYS_EXECVE | SYS_EXECVEAT if ret == 0 => on_exec(pid_tgid),
         _ => Ok(()),
     }
@@ -238,7 +251,11 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
         return Ok(());
     }
     let conn = ConnInfo::new(next_conn_id(), ROLE_CLIENT);
-    insert_conn(pid_tgid, fd, conn, true);
+    // `connect` gives no new fd: an entry there is this socket's own (the placeholder its
+    // `socket` exit left when the number had been released by a close not yet returned, which
+    // counted that close; or an earlier connection of a socket connected again), so no close
+    // of another one is pending.
+    insert_conn(pid_tgid, fd, conn, false);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
     header(s).captured_len = n as u32;
     submit(s, n)
@@ -248,51 +265,155 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
     let tgid = (pid_tgid >> 32) as u32;
     let fd = a.di as u32;
     let key = conn_key(tgid, fd);
-    for _ in 0..EXCHANGE_TRIES {
-        let Some(p) = CONNS.get_ptr_mut(&key) else {
-            return Ok(());
-        };
-        let state = fd_state(p);
-        let seen = load(state);
-        if seen & FD_CLOSED != 0 {
-            // Another close of this fd won (it is deleting the entry).
-            return Ok(());
-        }
-        if seen & FD_DISPLACED != 0 {
-            // An accept of this fd number is replacing the entry: read the new one.
-            continue;
-        }
-        // A pending close of an earlier connection on this fd, or this connection's own.
-        let next = if seen > 0 { seen - 1 } else { FD_CLOSED };
-        if !exchange(state, seen, next) {
-            continue;
-        }
-        if seen > 0 {
-            // The connection it closed was reported closed when its fd number was taken
-            // (see `insert_conn`).
-            return Ok(());
-        }
-        // SAFETY: map value read, before the delete below hands the element back to the LRU
-        // map's free list.
-        let closed = unsafe { *p };
-        // This CPU retired the entry: nothing else replaces or deletes it (an accept of the
-        // fd number waits for the delete, see `insert_conn`), so the delete removes this
-        // connection and nothing newer.
-        let _ = CONNS.remove(&key);
-        let s = scratch()?;
-        fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&closed));
-        return submit(s, 0);
+    // Most closes are of files and pipes: leave before setting anything up.
+    if CONNS.get_ptr_mut(&key).is_none() {
+        return Ok(());
     }
-    count(STAT_CONN_CONTENDED);
-    Ok(())
+    let mut t = Attempt::new(key, ConnInfo::new(0, 0));
+    // SAFETY: `close_step` is a static subprogram with the callback signature bpf_loop
+    // expects; its context is `t`, on this program's stack, which outlives the call.
+    unsafe {
+        bpf_loop(
+            ATTEMPT_LOOPS,
+            close_step as *mut c_void,
+            (&raw mut t).cast(),
+            0,
+        )
+    };
+    match t.outcome {
+        RETIRED if !t.conn.is_placeholder() => {
+            let s = scratch()?;
+            fill_header(s, EventKind::Close, pid_tgid, fd as i32, 0, Some(&t.conn));
+            submit(s, 0)
+        }
+        DONE | RETIRED => Ok(()),
+        _ => {
+            count(STAT_CONN_CONTENDED);
+            Ok(())
+        }
+    }
 }
 
-/// Attempts at an entry's exchange before giving up (counted). Another CPU makes this side
-/// try again only while it holds the entry between its exchange and its map update or
-/// delete, a few hundred nanoseconds with preemption off; one try is a lookup and a load,
-/// tens of nanoseconds, so the bound covers that window several times over. A close that gave
-/// up would leave its pending count on the next connection, whose own close it then swallows.
-const EXCHANGE_TRIES: u32 = 32;
+/// One attempt of a `close` exit at its fd's entry (a bpf_loop callback); returns 1 to stop.
+#[inline(never)]
+extern "C" fn close_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Attempt` that `on_close` passed to bpf_loop.
+    let t = unsafe { &mut *(ctx as *mut Attempt) };
+    let Some(p) = CONNS.get_ptr_mut(&t.key) else {
+        return t.finish(DONE);
+    };
+    let state = fd_state(p);
+    let seen = load(state);
+    if !still(t.key, p) {
+        return t.again();
+    }
+    if seen & FD_CLOSED != 0 {
+        // Another close of this fd won (it is deleting the entry).
+        return t.finish(DONE);
+    }
+    if seen & FD_DISPLACED != 0 {
+        // An accept of this fd number is replacing the entry: read the new one once it is
+        // there.
+        return t.again();
+    }
+    // A pending close of an earlier connection on this fd, or this connection's own.
+    let next = if seen > 0 { seen - 1 } else { FD_CLOSED };
+    if !exchange(state, seen, next) {
+        return t.again();
+    }
+    if !still(t.key, p) {
+        // Reused for another entry since the check above: give it its state back.
+        exchange(state, next, seen);
+        return t.again();
+    }
+    if seen > 0 {
+        // The connection it closed was reported closed when its fd number was taken (see
+        // `insert_conn`).
+        return t.finish(DONE);
+    }
+    // SAFETY: map value read, before the delete below hands the element back to the LRU
+    // map's free list.
+    t.conn = unsafe { *p };
+    // This CPU retired the entry: nothing else replaces or deletes it (an accept of the fd
+    // number waits for the delete, see `insert_step`), so the delete removes this connection
+    // and nothing newer.
+    let _ = CONNS.remove(&t.key);
+    t.finish(RETIRED)
+}
+
+/// A `close` or an `accept` (`connect`, `dup`, a fork's hand-over) at an fd's entry, tried
+/// again and again by bpf_loop until it settles: [`Attempt::again`] while another CPU holds
+/// the entry (retired: between its exchange and its map delete or update) or won the last
+/// exchange.
+///
+/// The other CPU runs only a few instructions in that window, with preemption off, but an
+/// interrupt there delays it for as long as the interrupt and the softirqs run at its end take
+/// (the kernel allows those up to 2 ms each time), and so does a hypervisor that deschedules
+/// its vCPU. A fixed 32 tries (about 2 µs) did not cover that: under load, about one `accept`
+/// in a million gave up on an entry whose `close` had been held up so, registered its
+/// connection anyway, and the `close`'s delete, when it resumed, removed the new connection,
+/// whose data and close records, and so its span, were lost. A retired entry is a lock the
+/// other CPU holds: this side waits for it like for a spin lock, bounded by [`SETTLE_NS`].
+#[repr(C)]
+struct Attempt {
+    key: u64,
+    /// 0 until the first wait; then when waiting ends (`bpf_ktime_get_ns`).
+    deadline: u64,
+    /// `close`: the connection it closed (out); `accept`: the new connection (in).
+    conn: ConnInfo,
+    /// `accept`: the connection it displaced (out).
+    displaced: ConnInfo,
+    /// `accept`: a close of an earlier connection on this fd may still be pending.
+    close_pending: u64,
+    /// `PENDING`, `DONE`, `RETIRED` (`close`: it retired and deleted the entry) or
+    /// `DISPLACED` (`accept`: it replaced a live entry).
+    outcome: u64,
+}
+
+const PENDING: u64 = 0;
+const DONE: u64 = 1;
+const RETIRED: u64 = 2;
+const DISPLACED: u64 = 3;
+
+/// Longest wait for another CPU's hold on an entry (see [`Attempt`]).
+const SETTLE_NS: u64 = 10_000_000;
+
+/// bpf_loop's bound on an [`Attempt`]'s steps (its maximum); [`SETTLE_NS`] ends the wait
+/// long before.
+const ATTEMPT_LOOPS: u32 = 1 << 23;
+
+impl Attempt {
+    #[inline(always)]
+    fn new(key: u64, conn: ConnInfo) -> Self {
+        Attempt {
+            key,
+            deadline: 0,
+            conn,
+            displaced: ConnInfo::new(0, 0),
+            close_pending: 0,
+            outcome: PENDING,
+        }
+    }
+
+    #[inline(always)]
+    fn finish(&mut self, outcome: u64) -> i64 {
+        self.outcome = outcome;
+        1
+    }
+
+    /// Try again, unless the wait is over (the outcome stays `PENDING`). The clock is read
+    /// only once a step had to wait: the common case, a single step, never reads it.
+    #[inline(always)]
+    fn again(&mut self) -> i64 {
+        // SAFETY: helper without preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if self.deadline == 0 {
+            self.deadline = now + SETTLE_NS;
+            return 0;
+        }
+        (now >= self.deadline) as i64
+    }
+}
 
 /// The entry's [`ConnInfo::fd_state`], which every writer changes by atomic exchange only.
 #[inline(always)]
@@ -322,6 +443,20 @@ fn exchange(state: *mut u64, seen: u64, next: u64) -> bool {
     }
 }
 
+/// Whether `p`, looked up under `key`, still is that key's entry. The LRU map hands an element
+/// that was deleted or replaced back to its free list at once, not after the programs that
+/// looked it up have finished, and the next insert, of any key, may take it while this CPU
+/// still holds its address. An exchange on such an element acts on another fd's entry: a
+/// `close` that looked up its fd's entry just as an `accept` replaced it retired, through the
+/// same memory, the entry of the connection another `accept` had just been given on another
+/// fd, then deleted its own fd's new connection; both were lost (seen once in 1,250,000
+/// connections). Checked after the state is read and again after an exchange, which is undone
+/// when the element changed hands in between.
+#[inline(always)]
+fn still(key: u64, p: *mut ConnInfo) -> bool {
+    CONNS.get_ptr_mut(&key).is_some_and(|q| q == p)
+}
+
 /// The entry of `key` when it stands for an open connection.
 #[inline(always)]
 fn live_conn(key: u64) -> Option<ConnInfo> {
@@ -336,50 +471,82 @@ fn live_conn(key: u64) -> Option<ConnInfo> {
 /// that none of those closes is taken for this connection's, and report the displaced
 /// connection closed. The old entry is claimed by exchange first, so a
 /// `close` exit racing on another CPU either retires it first (and deletes it: this waits for
-/// that) or moves on to the new one.
+/// that, see [`Attempt`]) or moves on to the new one.
 #[inline(always)]
-fn insert_conn(pid_tgid: u64, fd: u32, mut conn: ConnInfo, close_pending: bool) {
+fn insert_conn(pid_tgid: u64, fd: u32, conn: ConnInfo, close_pending: bool) {
     let key = conn_key((pid_tgid >> 32) as u32, fd);
-    for _ in 0..EXCHANGE_TRIES {
-        let Some(p) = CONNS.get_ptr_mut(&key) else {
-            match CONNS.insert(&key, &conn, BPF_NOEXIST as u64) {
-                Ok(()) => return,
-                // Inserted by another CPU since the lookup, or a retired entry whose delete
-                // has not happened yet: look again.
-                Err(e) if i64::from(e) == -EEXIST => continue,
-                Err(_) => {
-                    count(STAT_CONN_MAP_FULL);
-                    return;
-                }
+    let mut t = Attempt::new(key, conn);
+    t.close_pending = close_pending as u64;
+    // SAFETY: `insert_step` is a static subprogram with the callback signature bpf_loop
+    // expects; its context is `t`, on this program's stack, which outlives the call.
+    unsafe {
+        bpf_loop(
+            ATTEMPT_LOOPS,
+            insert_step as *mut c_void,
+            (&raw mut t).cast(),
+            0,
+        )
+    };
+    match t.outcome {
+        DISPLACED if !t.displaced.is_placeholder() => {
+            // Its fd number was released, so the displaced connection is closed on this fd:
+            // say so now, ahead of this one's record, as its own close exit will not.
+            let _ = emit_conn(EventKind::Close, pid_tgid, fd as i32, &t.displaced);
+        }
+        PENDING => {
+            // The entry never settled (held longer than `SETTLE_NS`): register the
+            // connection anyway, counted; the delete of a close that retired the entry, if
+            // it still comes, removes it.
+            count(STAT_CONN_CONTENDED);
+            if CONNS.insert(&key, &t.conn, 0).is_err() {
+                count(STAT_CONN_MAP_FULL);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One attempt of [`insert_conn`] (a bpf_loop callback); returns 1 to stop.
+#[inline(never)]
+extern "C" fn insert_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Attempt` that `insert_conn` passed to bpf_loop.
+    let t = unsafe { &mut *(ctx as *mut Attempt) };
+    let Some(p) = CONNS.get_ptr_mut(&t.key) else {
+        return match CONNS.insert(&t.key, &t.conn, BPF_NOEXIST as u64) {
+            Ok(()) => t.finish(DONE),
+            // Inserted by another CPU since the lookup, or a retired entry whose delete has
+            // not happened yet: look again.
+            Err(e) if i64::from(e) == -EEXIST => t.again(),
+            Err(_) => {
+                count(STAT_CONN_MAP_FULL);
+                t.finish(DONE)
             }
         };
-        let state = fd_state(p);
-        let seen = load(state);
-        if seen & FD_RETIRED != 0 {
-            // Its close is deleting it (or another CPU is replacing it): replacing it now
-            // would let that delete remove this connection.
-            continue;
-        }
-        if !exchange(state, seen, FD_DISPLACED) {
-            continue;
-        }
-        // SAFETY: map value read of an entry this CPU claimed.
-        let displaced = unsafe { *p };
-        conn.fd_state = (seen + close_pending as u64).min(FD_DISPLACED - 1);
-        if CONNS.insert(&key, &conn, 0).is_err() {
-            count(STAT_CONN_MAP_FULL);
-        }
-        // Its fd number was released, so the displaced connection is closed on this fd: say
-        // so now, ahead of this one's record, as its own close exit will not.
-        let _ = emit_conn(EventKind::Close, pid_tgid, fd as i32, &displaced);
-        return;
+    };
+    let state = fd_state(p);
+    let seen = load(state);
+    if seen & FD_RETIRED != 0 || !still(t.key, p) {
+        // Its close is deleting it (or another CPU is replacing it): replacing it now would
+        // let that delete remove this connection.
+        return t.again();
     }
-    // The entry never settled (a close delayed between its exchange and its delete): register
-    // the connection anyway, counted, rather than lose it for certain.
-    count(STAT_CONN_CONTENDED);
-    if CONNS.insert(&key, &conn, 0).is_err() {
+    if !exchange(state, seen, FD_DISPLACED) {
+        return t.again();
+    }
+    if !still(t.key, p) {
+        // Reused for another entry since the check above: give it its state back.
+        exchange(state, FD_DISPLACED, seen);
+        return t.again();
+    }
+    // SAFETY: map value read of an entry this CPU claimed.
+    t.displaced = unsafe { *p };
+    t.conn.fd_state = (seen + t.close_pending).min(FD_DISPLACED - 1);
+    if CONNS.insert(&t.key, &t.conn, 0).is_err() {
         count(STAT_CONN_MAP_FULL);
+        // Not left displaced: every close and accept of the fd number would wait on it.
+        let _ = CONNS.remove(&t.key);
     }
+    t.finish(DISPLACED)
 }
 
 fn on_bind(a: &Args, pid_tgid: u64) -> Res {
@@ -475,7 +642,11 @@ fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
     if oldfd == newfd {
         return Ok(());
     }
+    // dup2/dup3 onto an open fd close it themselves, with no `close` to come; dup and
+    // F_DUPFD take the lowest free number, which a `close` not yet returned may have freed.
+    let close_pending = !matches!(a.nr, SYS_DUP2 | SYS_DUP3);
     let Some(conn) = live_conn(conn_key(tgid, oldfd)) else {
+        on_new_fd(pid_tgid, newfd, close_pending);
         return Ok(());
     };
     insert_conn(
@@ -485,9 +656,7 @@ fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
             fd_state: 0,
             ..conn
         },
-        // dup2/dup3 onto an open fd close it themselves, with no `close` to come; dup and
-        // F_DUPFD take the lowest free number, which a `close` not yet returned may have freed.
-        !matches!(a.nr, SYS_DUP2 | SYS_DUP3),
+        close_pending,
     );
     let s = scratch()?;
     fill_header(
@@ -499,6 +668,33 @@ fn on_dup(a: &Args, pid_tgid: u64, newfd: u32) -> Res {
         Some(&conn),
     );
     submit(s, 0)
+}
+
+/// The process got fd `fd` for something that is no tracked connection: a file, a pipe, an
+/// eventfd, a socket it has not connected, a dup of one of those. A live entry there means,
+/// as in [`insert_conn`], that the number was released by a `close` that has not returned
+/// yet: a placeholder ([`ConnInfo::placeholder`]) takes the entry's place and counts that
+/// close, and the connection it displaced is reported closed. Without it the fd's own close,
+/// when it came first, retired the connection's entry, and the late `close` exit then
+/// retired the next connection's on the number, whose data and close were lost (a Go server
+/// reading a file between a close and its return: once in 1,000,000 connections); and the
+/// file's bytes were taken for the connection's (which then was dropped as not HTTP).
+#[inline(always)]
+fn on_new_fd(pid_tgid: u64, fd: u32, close_pending: bool) {
+    let key = conn_key((pid_tgid >> 32) as u32, fd);
+    // SAFETY: map value read.
+    let held = unsafe { CONNS.get(&key) }.is_some_and(|c| c.fd_state & FD_RETIRED == 0);
+    if held {
+        insert_conn(pid_tgid, fd, ConnInfo::placeholder(), close_pending);
+    }
+}
+
+/// `pipe`/`pipe2`: two new fds, written to `int fds[2]`.
+fn on_pipe(a: &Args, pid_tgid: u64) -> Res {
+    let fds = user_u64(a.di)?;
+    on_new_fd(pid_tgid, fds as u32, true);
+    on_new_fd(pid_tgid, (fds >> 32) as u32, true);
+    Ok(())
 }
 
 fn on_exec(pid_tgid: u64) -> Res {

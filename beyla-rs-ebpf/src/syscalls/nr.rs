@@ -38,6 +38,25 @@ pub const SYS_ACCEPT4: u64 = 288;
 pub const SYS_DUP3: u64 = 292;
 pub const SYS_EXECVEAT: u64 = 322;
 pub const SYS_CLONE3: u64 = 435;
+// Syscalls that give a new fd (other than accept and dup).
+pub const SYS_OPEN: u64 = 2;
+pub const SYS_PIPE: u64 = 22;
+pub const SYS_SOCKET: u64 = 41;
+pub const SYS_CREAT: u64 = 85;
+pub const SYS_EPOLL_CREATE: u64 = 213;
+pub const SYS_INOTIFY_INIT: u64 = 253;
+pub const SYS_OPENAT: u64 = 257;
+pub const SYS_SIGNALFD: u64 = 282;
+pub const SYS_TIMERFD_CREATE: u64 = 283;
+pub const SYS_EVENTFD: u64 = 284;
+pub const SYS_SIGNALFD4: u64 = 289;
+pub const SYS_EVENTFD2: u64 = 290;
+pub const SYS_EPOLL_CREATE1: u64 = 291;
+pub const SYS_PIPE2: u64 = 293;
+pub const SYS_INOTIFY_INIT1: u64 = 294;
+pub const SYS_MEMFD_CREATE: u64 = 319;
+pub const SYS_PIDFD_OPEN: u64 = 434;
+pub const SYS_OPENAT2: u64 = 437;
 
 pub const EINPROGRESS: i64 = 115;
 /// The map helpers' error for a `BPF_NOEXIST` update of a present key.
