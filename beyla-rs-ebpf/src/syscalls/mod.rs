@@ -24,7 +24,7 @@ use aya_ebpf::{
         generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use core::{
@@ -43,10 +43,7 @@ use nr::*;
 use crate::{
     data::{self, Source},
     maps::{CONNS, config, count, next_conn_id, port_selected, set_tracked, tracked},
-    record::{
-        Res, copy_sockaddr, emit_conn, emit_simple, fill_header, header, submit, submit_now,
-        user_u64,
-    },
+    record::{Res, copy_sockaddr, emit_simple, fill_header, header, submit, submit_now, user_u64},
     scratch::scratch,
     tls,
 };
@@ -241,12 +238,11 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
     let fd = a.di as u32;
     let addr = a.si;
     let addrlen = a.dx;
-    let s = scratch()?;
-    let n = copy_sockaddr(s, addr, addrlen);
-    if n < 2 {
+    if addr == 0 || addrlen < 2 {
         return Ok(());
     }
-    let family = u16::from_ne_bytes([s.buf[EVENT_HEADER_LEN], s.buf[EVENT_HEADER_LEN + 1]]);
+    // The family first, read on its own: `insert_conn` needs the scratch buffer free.
+    let family = user_u64(addr)? as u16;
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
@@ -256,6 +252,8 @@ fn on_connect(a: &Args, pid_tgid: u64) -> Res {
     // counted that close; or an earlier connection of a socket connected again), so no close
     // of another one is pending.
     insert_conn(pid_tgid, fd, conn, false);
+    let s = scratch()?;
+    let n = copy_sockaddr(s, addr, addrlen);
     fill_header(s, EventKind::Connect, pid_tgid, fd as i32, 0, Some(&conn));
     header(s).captured_len = n as u32;
     submit(s, n)
@@ -269,14 +267,15 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
     if CONNS.get_ptr_mut(&key).is_none() {
         return Ok(());
     }
-    let mut t = Attempt::new(key, ConnInfo::new(0, 0));
+    let t = attempt()?;
+    t.start(key, ConnInfo::new(0, 0), false);
     // SAFETY: `close_step` is a static subprogram with the callback signature bpf_loop
-    // expects; its context is `t`, on this program's stack, which outlives the call.
+    // expects; it takes no context (it reads this CPU's `ATTEMPT`).
     unsafe {
         bpf_loop(
             ATTEMPT_LOOPS,
             close_step as *mut c_void,
-            (&raw mut t).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
@@ -296,9 +295,10 @@ fn on_close(a: &Args, pid_tgid: u64) -> Res {
 
 /// One attempt of a `close` exit at its fd's entry (a bpf_loop callback); returns 1 to stop.
 #[inline(never)]
-extern "C" fn close_step(_i: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Attempt` that `on_close` passed to bpf_loop.
-    let t = unsafe { &mut *(ctx as *mut Attempt) };
+extern "C" fn close_step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Ok(t) = attempt() else {
+        return 1;
+    };
     let Some(p) = CONNS.get_ptr_mut(&t.key) else {
         return t.finish(DONE);
     };
@@ -382,17 +382,31 @@ const SETTLE_NS: u64 = 10_000_000;
 /// long before.
 const ATTEMPT_LOOPS: u32 = 1 << 23;
 
+/// This CPU's [`Attempt`]: in a map, not on the stack, whose size the verifier bounds over
+/// the deepest chain of calls (an `Attempt` on the stack of this program and of the descriptor
+/// passing's subprograms exceeded it).
+#[map]
+static ATTEMPT: PerCpuArray<Attempt> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn attempt() -> Result<&'static mut Attempt, i64> {
+    match ATTEMPT.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; a program runs to completion on its CPU, and an attempt
+        // (with its bpf_loop) is not nested in another.
+        Some(p) => Ok(unsafe { &mut *p }),
+        None => Err(-1),
+    }
+}
+
 impl Attempt {
     #[inline(always)]
-    fn new(key: u64, conn: ConnInfo) -> Self {
-        Attempt {
-            key,
-            deadline: 0,
-            conn,
-            displaced: ConnInfo::new(0, 0),
-            close_pending: 0,
-            outcome: PENDING,
-        }
+    fn start(&mut self, key: u64, conn: ConnInfo, close_pending: bool) {
+        self.key = key;
+        self.deadline = 0;
+        self.conn = conn;
+        self.displaced = ConnInfo::new(0, 0);
+        self.close_pending = close_pending as u64;
+        self.outcome = PENDING;
     }
 
     #[inline(always)]
@@ -471,27 +485,41 @@ fn live_conn(key: u64) -> Option<ConnInfo> {
 /// that none of those closes is taken for this connection's, and report the displaced
 /// connection closed. The old entry is claimed by exchange first, so a
 /// `close` exit racing on another CPU either retires it first (and deletes it: this waits for
-/// that, see [`Attempt`]) or moves on to the new one.
+/// that, see [`Attempt`]) or moves on to the new one. The scratch buffer must be free (the
+/// displaced connection's close record is built there): callers fill it afterwards.
 #[inline(always)]
 fn insert_conn(pid_tgid: u64, fd: u32, conn: ConnInfo, close_pending: bool) {
     let key = conn_key((pid_tgid >> 32) as u32, fd);
-    let mut t = Attempt::new(key, conn);
-    t.close_pending = close_pending as u64;
+    let Ok(t) = attempt() else {
+        return;
+    };
+    t.start(key, conn, close_pending);
     // SAFETY: `insert_step` is a static subprogram with the callback signature bpf_loop
-    // expects; its context is `t`, on this program's stack, which outlives the call.
+    // expects; it takes no context (it reads this CPU's `ATTEMPT`).
     unsafe {
         bpf_loop(
             ATTEMPT_LOOPS,
             insert_step as *mut c_void,
-            (&raw mut t).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
     match t.outcome {
         DISPLACED if !t.displaced.is_placeholder() => {
             // Its fd number was released, so the displaced connection is closed on this fd:
-            // say so now, ahead of this one's record, as its own close exit will not.
-            let _ = emit_conn(EventKind::Close, pid_tgid, fd as i32, &t.displaced);
+            // say so now, ahead of this one's record, as its own close exit will not. Built
+            // in the scratch buffer, not on the stack (callers fill it only after this).
+            if let Ok(s) = scratch() {
+                fill_header(
+                    s,
+                    EventKind::Close,
+                    pid_tgid,
+                    fd as i32,
+                    0,
+                    Some(&t.displaced),
+                );
+                let _ = submit(s, 0);
+            }
         }
         PENDING => {
             // The entry never settled (held longer than `SETTLE_NS`): register the
@@ -508,9 +536,10 @@ fn insert_conn(pid_tgid: u64, fd: u32, conn: ConnInfo, close_pending: bool) {
 
 /// One attempt of [`insert_conn`] (a bpf_loop callback); returns 1 to stop.
 #[inline(never)]
-extern "C" fn insert_step(_i: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Attempt` that `insert_conn` passed to bpf_loop.
-    let t = unsafe { &mut *(ctx as *mut Attempt) };
+extern "C" fn insert_step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Ok(t) = attempt() else {
+        return 1;
+    };
     let Some(p) = CONNS.get_ptr_mut(&t.key) else {
         return match CONNS.insert(&t.key, &t.conn, BPF_NOEXIST as u64) {
             Ok(()) => t.finish(DONE),
