@@ -348,7 +348,7 @@ impl Config {
                     return Err(invalid(
                         "BEYLA_LOG_LEVEL",
                         &v,
-                        "expected debug, info, warn or error",
+                        "expected trace, debug, info, warn or error",
                     ));
                 }
             },
@@ -1120,7 +1120,7 @@ mod tests {
                 "open_port: 80\nlog_level: loud\n",
                 2,
                 "log_level",
-                "expected debug, info, warn or error",
+                "expected trace, debug, info, warn or error",
             ),
             (
                 "open_port: 80\notel_traces_export:\n  endpoint: ftp://x\n",
