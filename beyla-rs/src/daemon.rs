@@ -175,7 +175,13 @@ fn apply(
     stats: &Stats,
     actions: Vec<KernelAction>,
 ) {
-    for a in actions {
+    // The map updates first, the TLS probes last: scanning a process's libraries and
+    // attaching uprobes takes milliseconds (seconds in an emulated guest), and a worker to
+    // track queued behind its primary's probes missed every request served meanwhile.
+    let (tls, maps): (Vec<_>, Vec<_>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, KernelAction::WatchTls(_)));
+    for a in maps.into_iter().chain(tls) {
         match a {
             KernelAction::WatchTls(pid) => {
                 for target in libraries.scan(pid) {
