@@ -85,6 +85,24 @@ struct Conn {
     parser: Option<Box<dyn Parser>>,
 }
 
+impl Conn {
+    /// What the parser holds pending goes out (as incomplete where the response was not seen
+    /// whole), as the connection ends at `ts_ns`; `scratch` is the table's reused buffer.
+    fn flush(&mut self, ts_ns: u64, scratch: &mut Vec<Exchange>, out: &mut Vec<Finished>) {
+        scratch.clear();
+        if let Some(p) = &mut self.parser {
+            p.on_close(ts_ns, scratch);
+        }
+        for exchange in scratch.drain(..) {
+            out.push(Finished {
+                role: self.role,
+                meta: self.meta.clone(),
+                exchange,
+            });
+        }
+    }
+}
+
 /// What the caller must do after feeding data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataOutcome {
@@ -280,17 +298,8 @@ impl Connections {
             // The bytes before these are gone: what the parser holds in flight goes out as
             // incomplete, and parsing starts over as on a connection joined mid-way (from the
             // next message that starts here or later) rather than misreading the rest.
-            if let Some(mut p) = conn.parser.take() {
-                self.scratch.clear();
-                p.on_close(seg.ts_ns, &mut self.scratch);
-                for exchange in self.scratch.drain(..) {
-                    out.push(Finished {
-                        role: conn.role,
-                        meta: conn.meta.clone(),
-                        exchange,
-                    });
-                }
-            }
+            conn.flush(seg.ts_ns, &mut self.scratch, out);
+            conn.parser = None;
             conn.joined_midway = true;
             crate::stats::Stats::inc(&stats.connections_resynced);
         }
@@ -394,18 +403,7 @@ impl Connections {
             return;
         };
         self.remember_closed(conn_id);
-        let ex = &mut self.scratch;
-        ex.clear();
-        if let Some(p) = &mut conn.parser {
-            p.on_close(ts_ns, ex);
-        }
-        for exchange in ex.drain(..) {
-            out.push(Finished {
-                role: conn.role,
-                meta: conn.meta.clone(),
-                exchange,
-            });
-        }
+        conn.flush(ts_ns, &mut self.scratch, out);
     }
 
     /// Forget every connection of a process that exited (its fds are gone; nothing to flush

@@ -19,7 +19,7 @@ use crate::{
     connection::{ConnMeta, Connections, DataOutcome, Finished},
     export::Sink,
     metrics::Metrics,
-    process::{Processes, ScannedProcess},
+    process::{Processes, ScannedProcess, exe_of},
     protocol::{Role, Segment},
     sampler::Sampler,
     span::{
@@ -153,10 +153,11 @@ impl Pipeline {
     /// then passes them every connection it accepts. Its children running its own program are
     /// its workers; other children (a supervisor's services, helper commands) are not taken.
     fn track_workers(&mut self, pid: u32) {
-        let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
-        let Some(own) = exe(pid) else { return };
+        let Some(own) = exe_of(pid) else { return };
         for kid in children(pid, None) {
-            if kid == self.self_pid || self.tracked.contains(&kid) || exe(kid) != Some(own.clone())
+            if kid == self.self_pid
+                || self.tracked.contains(&kid)
+                || exe_of(kid).as_ref() != Some(&own)
             {
                 continue;
             }

@@ -83,7 +83,8 @@ pub struct Processes {
     entries: HashMap<u32, usize>,
 }
 
-fn exe_of(pid: u32) -> Option<String> {
+/// The executable of `pid`, without the " (deleted)" of a binary replaced on disk.
+pub fn exe_of(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| {
@@ -182,9 +183,7 @@ impl Processes {
 
     /// A tracked process forked: the child belongs to the parent's entry.
     pub fn inherit(&mut self, parent: u32, child: u32) {
-        if let Some(&e) = self.entries.get(&parent) {
-            self.assign(child, e);
-        }
+        self.adopt(parent, child);
         // Until it execs, a forked child runs the parent's program with its environment: its
         // facts are the parent's. Taken now, because a child that serves one connection
         // (PostgreSQL's backends) may be gone before its first span is built.
